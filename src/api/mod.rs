@@ -1,0 +1,84 @@
+//! HTTP routes of API v1 and the service endpoints. Handlers are thin: they
+//! parse the request, ask [`crate::auth::Access`], call [`crate::uploads`] and
+//! shape the answer.
+
+pub mod files;
+pub mod service;
+pub mod uploads;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::error::ApiError;
+
+/// Largest JSON body accepted on control endpoints.
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(JSON_LIMIT)
+            // Any content type: `curl -d '{...}'` sends form-urlencoded by default.
+            .content_type_required(false)
+            .error_handler(|err, _req| {
+                let msg = match &err {
+                    actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+                    | actix_web::error::JsonPayloadError::Overflow { .. } => {
+                        format!("JSON body larger than {JSON_LIMIT} bytes")
+                    }
+                    other => format!("invalid JSON body: {other}"),
+                };
+                ApiError::InvalidRequest(msg).into()
+            }),
+    )
+    .app_data(web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::InvalidRequest(format!("invalid path: {err}")).into()
+    }))
+    .service(
+        web::scope("/api/v1")
+            .service(
+                web::resource("/uploads")
+                    .route(web::post().to(uploads::create))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/uploads/{id}")
+                    .route(web::get().to(uploads::status))
+                    .route(web::head().to(uploads::status))
+                    .route(web::delete().to(uploads::abort))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/uploads/{id}/chunks/{index}")
+                    .route(web::put().to(uploads::put_chunk))
+                    .route(web::post().to(uploads::put_chunk))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/uploads/{id}/complete")
+                    .route(web::post().to(uploads::complete))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/files/{id}")
+                    .route(web::get().to(files::download))
+                    .route(web::head().to(files::download))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .default_service(web::to(not_found)),
+    )
+    .route("/healthz", web::get().to(service::healthz))
+    .route("/healthz", web::head().to(service::healthz))
+    .route("/readyz", web::get().to(service::readyz))
+    .route("/metrics", web::get().to(service::metrics));
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(serde_json::json!({
+        "error": "method_not_allowed",
+        "message": format!("{} is not allowed on {}", req.method(), req.path()),
+    }))
+}

@@ -1,0 +1,115 @@
+//! `/api/v1/uploads...`: create, status, chunks, complete, abort.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::auth::Access;
+use crate::context::AppContext;
+use crate::error::ApiError;
+use crate::uploads::{self, Completion, CreateRequest};
+
+#[tracing::instrument(skip_all, fields(upload_id))]
+pub async fn create(
+    ctx: web::Data<AppContext>,
+    access: Access,
+    req: HttpRequest,
+    body: web::Json<CreateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    access.may_create(body.size, body.content_type.as_deref().unwrap_or(""))?;
+    let idempotency_key = header_str(&req, "idempotency-key")?;
+    let (answer, _new) = uploads::create(&ctx, body, idempotency_key).await?;
+    let id = answer["id"].as_str().unwrap_or_default().to_owned();
+    tracing::Span::current().record("upload_id", id.as_str());
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/uploads/{id}")))
+        .json(answer))
+}
+
+#[tracing::instrument(skip_all, fields(upload_id = %path))]
+pub async fn status(
+    ctx: web::Data<AppContext>,
+    access: Access,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = uploads::parse_id(&path)?;
+    access.may_use(id)?;
+    let view = uploads::status(&ctx, id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(view))
+}
+
+#[tracing::instrument(skip_all, fields(upload_id = %path.0, chunk = %path.1))]
+pub async fn put_chunk(
+    ctx: web::Data<AppContext>,
+    access: Access,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let id = uploads::parse_id(&path.0)?;
+    let index = uploads::parse_index(&path.1)?;
+    access.may_use(id)?;
+    let content_length = match req.headers().get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::InvalidRequest("Content-Length is not a number".into()))?,
+        ),
+    };
+    let digest = match header_str(&req, "content-digest")? {
+        Some(h) => uploads::parse_content_digest(&h)?,
+        None => None,
+    };
+    ctx.metrics.chunks_in_flight.inc();
+    let result = uploads::put_chunk(&ctx, id, index, content_length, digest, body).await;
+    ctx.metrics.chunks_in_flight.dec();
+    ctx.metrics.chunk_duration.observe(started.elapsed().as_secs_f64());
+    let answer = result?;
+    tracing::debug!(bytes = answer.size, "chunk stored");
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+#[tracing::instrument(skip_all, fields(upload_id = %path))]
+pub async fn complete(
+    ctx: web::Data<AppContext>,
+    access: Access,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = uploads::parse_id(&path)?;
+    access.may_use(id)?;
+    Ok(match uploads::complete(&ctx, id).await? {
+        Completion::Completed(view) => HttpResponse::Ok().json(view),
+        Completion::Assembling(view) => HttpResponse::Accepted()
+            .insert_header((header::LOCATION, format!("/api/v1/uploads/{id}")))
+            .insert_header((header::RETRY_AFTER, "1"))
+            .json(view),
+    })
+}
+
+#[tracing::instrument(skip_all, fields(upload_id = %path))]
+pub async fn abort(
+    ctx: web::Data<AppContext>,
+    access: Access,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = uploads::parse_id(&path)?;
+    access.may_use(id)?;
+    uploads::abort(&ctx, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A header as text; a header that is not visible ASCII is a client error.
+pub fn header_str(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
+    match req.headers().get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim().to_owned()))
+            .map_err(|_| ApiError::InvalidRequest(format!("header {name} is not valid ASCII"))),
+    }
+}

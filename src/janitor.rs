@@ -1,0 +1,100 @@
+//! The janitor: every `janitor_interval`, deletes uploads that expired (their
+//! state, then their bytes) and part files that no upload refers to any more
+//! (leftovers of a crash between creating the file and recording the upload).
+
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::context::AppContext;
+use crate::store::StateStore;
+use crate::upload::{now_ms, Status};
+
+/// Uploads deleted per store query; a sweep repeats until none are left.
+const BATCH: usize = 500;
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired_uploads: u64,
+    pub tombstones: u64,
+    pub orphans: u64,
+    pub freed_bytes: u64,
+}
+
+/// Sweeps every `interval` until `shutdown` is cancelled.
+pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                match sweep(&ctx).await {
+                    Ok(r) if r != SweepReport::default() => tracing::info!(
+                        expired_uploads = r.expired_uploads, tombstones = r.tombstones,
+                        orphans = r.orphans, freed_bytes = r.freed_bytes, "janitor sweep"),
+                    Ok(_) => tracing::debug!("janitor sweep: nothing to do"),
+                    Err(e) => tracing::warn!(error = %e, "janitor sweep failed; will retry"),
+                }
+            }
+        }
+    }
+    tracing::debug!("janitor stopped");
+}
+
+/// One pass over expired uploads and orphaned part files.
+pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
+    let mut report = SweepReport::default();
+    let now = now_ms();
+    loop {
+        let ids = ctx.store.expired(now, BATCH).await?;
+        let mut deleted_any = false;
+        for id in &ids {
+            // State first, conditionally: a chunk that refreshed the upload since
+            // the listing keeps it alive, and its bytes with it.
+            let Some(rec) = ctx.store.delete_expired(*id, now).await? else {
+                continue;
+            };
+            deleted_any = true;
+            let freed = ctx.storage.remove_part(*id).await?;
+            report.freed_bytes += freed;
+            if rec.status == Status::Aborted {
+                report.tombstones += 1;
+            } else {
+                report.expired_uploads += 1;
+                ctx.metrics.upload_event("expired");
+                ctx.metrics.janitor_deleted.with_label_values(&["upload"]).inc();
+                tracing::info!(upload_id = %id, freed_bytes = freed, "expired upload deleted");
+            }
+            ctx.metrics.janitor_freed_bytes.inc_by(freed);
+        }
+        if ids.len() < BATCH || !deleted_any {
+            break;
+        }
+    }
+
+    let grace = ctx.settings.orphan_grace;
+    for (id, path, modified) in ctx.storage.list_parts().await? {
+        let age = SystemTime::now().duration_since(modified).unwrap_or_default();
+        if age < grace {
+            continue;
+        }
+        let referenced = !id.is_nil()
+            && ctx
+                .store
+                .get_upload(id)
+                .await?
+                .is_some_and(|r| matches!(r.status, Status::Uploading | Status::Assembling));
+        if referenced {
+            continue;
+        }
+        let freed = ctx.storage.remove_path(path.clone()).await?;
+        report.orphans += 1;
+        report.freed_bytes += freed;
+        ctx.metrics.janitor_deleted.with_label_values(&["orphan"]).inc();
+        ctx.metrics.janitor_freed_bytes.inc_by(freed);
+        tracing::info!(path = %path.display(), freed_bytes = freed, "orphaned part file removed");
+    }
+    Ok(report)
+}

@@ -1,0 +1,20 @@
+//! tranche: a self-hosted server for chunked, resumable uploads of big files.
+//!
+//! Start at [`startup`] (how the server is put together) and [`uploads`] (what
+//! each API call does); `../shared/API.md` is the HTTP contract.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod hashing;
+pub mod janitor;
+pub mod metrics;
+pub mod startup;
+pub mod storage;
+pub mod store;
+pub mod telemetry;
+pub mod upload;
+pub mod uploads;

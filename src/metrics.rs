@@ -1,0 +1,121 @@
+//! Prometheus metrics: what an operator graphs and alerts on.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Uploads by how they ended: `created`, `completed`, `failed`, `aborted`, `expired`.
+    pub uploads: IntCounterVec,
+    pub chunks_received: IntCounter,
+    pub chunk_bytes_received: IntCounter,
+    pub chunk_duration: Histogram,
+    pub chunks_in_flight: IntGauge,
+    pub assembly_duration: Histogram,
+    pub janitor_deleted: IntCounterVec,
+    pub janitor_freed_bytes: IntCounter,
+    pub store_errors: IntCounter,
+    pub free_disk_bytes: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let uploads = IntCounterVec::new(
+            Opts::new("tranche_uploads_total", "Uploads by event: created, completed, failed, aborted, expired"),
+            &["event"],
+        )
+        .expect("valid metric");
+        let chunks_received =
+            IntCounter::new("tranche_chunks_received_total", "Chunks stored and counted").expect("valid metric");
+        let chunk_bytes_received = IntCounter::new(
+            "tranche_chunk_received_bytes_total",
+            "Bytes of chunks stored and counted",
+        )
+        .expect("valid metric");
+        let chunk_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "tranche_chunk_request_duration_seconds",
+                "Time to receive, store and count one chunk",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        )
+        .expect("valid metric");
+        let chunks_in_flight =
+            IntGauge::new("tranche_chunks_in_flight", "Chunk requests being received now").expect("valid metric");
+        let assembly_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "tranche_assembly_duration_seconds",
+                "Time from complete's start to the file being published",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+        )
+        .expect("valid metric");
+        let janitor_deleted = IntCounterVec::new(
+            Opts::new("tranche_janitor_deleted_total", "What the janitor removed: upload, orphan"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let janitor_freed_bytes = IntCounter::new(
+            "tranche_janitor_freed_bytes_total",
+            "Disk bytes the janitor freed",
+        )
+        .expect("valid metric");
+        let store_errors = IntCounter::new(
+            "tranche_store_errors_total",
+            "State store calls that failed (unreachable, commit failed)",
+        )
+        .expect("valid metric");
+        let free_disk_bytes = IntGauge::new(
+            "tranche_data_dir_free_bytes",
+            "Free bytes on the data directory's filesystem",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(uploads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(chunks_received.clone()),
+            Box::new(chunk_bytes_received.clone()),
+            Box::new(chunk_duration.clone()),
+            Box::new(chunks_in_flight.clone()),
+            Box::new(assembly_duration.clone()),
+            Box::new(janitor_deleted.clone()),
+            Box::new(janitor_freed_bytes.clone()),
+            Box::new(store_errors.clone()),
+            Box::new(free_disk_bytes.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            uploads,
+            chunks_received,
+            chunk_bytes_received,
+            chunk_duration,
+            chunks_in_flight,
+            assembly_duration,
+            janitor_deleted,
+            janitor_freed_bytes,
+            store_errors,
+            free_disk_bytes,
+        }
+    }
+
+    pub fn upload_event(&self, event: &str) {
+        self.uploads.with_label_values(&[event]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,116 @@
+//! Building and running the application: bind a listener (port 0 in tests),
+//! open the store and the data directory, start the HTTP server and the
+//! janitor, and stop both cleanly on SIGTERM/ctrl-c.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{dev::Server, web, App, HttpServer};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::{Durability, Settings, StoreSettings};
+use crate::context::AppContext;
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+use crate::store::{EmbeddedStore, Store};
+use crate::{api, janitor};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    ctx: AppContext,
+}
+
+impl Application {
+    /// Opens everything and binds `settings.bind`; the server does not accept
+    /// requests until [`Application::run_until_stopped`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let sync = settings.durability == Durability::Full;
+        let storage = Storage::open(&settings.data_dir, sync)
+            .with_context(|| format!("cannot use data directory {}", settings.data_dir.display()))?;
+        let store = match &settings.store {
+            StoreSettings::Embedded { .. } => Store::Embedded(
+                EmbeddedStore::open(&settings.embedded_store_path(), settings.durability)
+                    .context("cannot open the embedded state store")?,
+            ),
+            StoreSettings::Redis { .. } => {
+                anyhow::bail!("store.type = \"redis\" is not available in this version yet; use \"embedded\"")
+            }
+        };
+        let listener =
+            TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let ctx = AppContext {
+            settings: Arc::new(settings),
+            store,
+            storage,
+            metrics: Metrics::new(),
+            catching_up: Arc::default(),
+        };
+        let data = web::Data::new(ctx.clone());
+        let static_dir = ctx.settings.static_dir.clone();
+        let serve_static = ctx.settings.serve_static && static_dir.is_dir();
+        let workers = match ctx.settings.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            let app = App::new()
+                .wrap(TracingLogger::default())
+                .app_data(data.clone())
+                .configure(api::configure);
+            if serve_static {
+                app.service(
+                    actix_files::Files::new("/", &static_dir)
+                        .index_file("index.html")
+                        .default_handler(web::to(api::not_found)),
+                )
+            } else {
+                app.default_service(web::to(api::not_found))
+            }
+        })
+        .workers(workers)
+        .shutdown_timeout(ctx.settings.shutdown_timeout.as_secs())
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server, ctx })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn context(&self) -> &AppContext {
+        &self.ctx
+    }
+
+    /// A handle that stops the server gracefully (for tests and embedding).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/ctrl-c (or [`Application::handle`]'s stop), then
+    /// lets in-flight requests finish within `shutdown_timeout` and stops the
+    /// janitor.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let shutdown = CancellationToken::new();
+        let janitor = tokio::spawn(janitor::run(
+            self.ctx.clone(),
+            self.ctx.settings.janitor_interval,
+            shutdown.clone(),
+        ));
+        tracing::info!(
+            port = self.port,
+            data_dir = %self.ctx.settings.data_dir.display(),
+            durability = ?self.ctx.settings.durability,
+            "tranche is listening"
+        );
+        let result = self.server.await;
+        shutdown.cancel();
+        let _ = janitor.await;
+        tracing::info!("tranche stopped");
+        result
+    }
+}

@@ -1,0 +1,355 @@
+//! The embedded state backend: a redb database file in the data directory.
+//!
+//! Why redb: it is an ACID key-value store in pure Rust (no C build, one file),
+//! its commits are crash-safe with a single fsync, and it survives `kill -9`
+//! without a recovery step of ours. Only one process may open the file, which
+//! is what "embedded, single node" means; several instances need Redis.
+//!
+//! Group commit: every change goes through one writer thread, which takes all
+//! changes queued while the previous commit was syncing and applies them in a
+//! single transaction with a single fsync. Under load (many chunks landing at
+//! once) that keeps the store from adding one fsync per chunk on top of the
+//! chunk's own. Each change is a closure run inside the transaction, so the
+//! check and the write of a transition are atomic; its caller is answered only
+//! after the commit is durable.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::{rules, ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use crate::config::Durability;
+use crate::hashing::HashState;
+use crate::upload::{Failure, FileInfo, UploadRecord};
+
+/// upload id → record (JSON).
+const UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("uploads");
+/// (expires_at ms, upload id) → (): the janitor's index, in expiry order.
+const EXPIRY: TableDefinition<(i64, u128), ()> = TableDefinition::new("expiry");
+/// Idempotency-Key → {"id", "answer"} (JSON).
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+
+/// Largest number of changes committed together.
+const MAX_BATCH: usize = 512;
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Job>,
+    leases: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
+    next_token: Arc<AtomicU64>,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the database at `path` and starts the writer thread,
+    /// which ends when the last handle is dropped.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let db = Arc::new(db);
+        {
+            // Create the tables up front so that readers never find them missing.
+            let txn = db.begin_write().map_err(unavailable)?;
+            txn.open_table(UPLOADS).map_err(unavailable)?;
+            txn.open_table(EXPIRY).map_err(unavailable)?;
+            txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+            txn.commit().map_err(unavailable)?;
+        }
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("tranche-store-writer".into())
+            .spawn(move || writer_loop(&writer_db, &queue, durability))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(EmbeddedStore {
+            db,
+            jobs,
+            leases: Arc::default(),
+            next_token: Arc::new(AtomicU64::new(1)),
+        })
+    }
+
+    /// Runs `change` inside the next group transaction and returns its result
+    /// once that transaction is durably committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let out = change(txn)?;
+            Ok(Box::new(move |committed: Result<(), StoreError>| {
+                let _ = tx.send(committed.map(|()| out));
+            }) as Reply)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the commit was abandoned".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(unavailable)?;
+            query(&txn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// Read-modify-write of one record inside the group transaction, keeping the
+    /// expiry index in step. `change` returns false to leave the record alone.
+    async fn update(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut UploadRecord) -> bool + Send + 'static,
+    ) -> Result<Update, StoreError> {
+        self.write(move |txn| {
+            let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
+            let Some(mut rec) = load(&uploads, id)? else {
+                return Ok(Update::NotFound);
+            };
+            let before = rec.clone();
+            if !change(&mut rec) {
+                return Ok(Update::Rejected(rec));
+            }
+            uploads.insert(id.as_u128(), encode(&rec)?.as_slice()).map_err(unavailable)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
+            if rules::expires(&before) {
+                expiry.remove((before.expires_at, id.as_u128())).map_err(unavailable)?;
+            }
+            if rules::expires(&rec) {
+                expiry.insert((rec.expires_at, id.as_u128()), ()).map_err(unavailable)?;
+            }
+            Ok(Update::Done(rec))
+        })
+        .await
+    }
+}
+
+fn writer_loop(db: &Database, queue: &mpsc::Receiver<Job>, durability: Durability) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut txn = match db.begin_write() {
+            Ok(txn) => txn,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a store transaction");
+                continue; // dropping the batch answers each caller "unavailable"
+            }
+        };
+        txn.set_durability(match durability {
+            Durability::Full => redb::Durability::Immediate,
+            Durability::Relaxed => redb::Durability::Eventual,
+        });
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut failed = None;
+        for job in batch {
+            match job(&txn) {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = match failed {
+            // A change failed half-way: none of the batch may land.
+            Some(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+            None => txn.commit().map_err(unavailable),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store commit failed");
+        }
+        for reply in replies {
+            reply(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            });
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn encode(rec: &UploadRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn load(table: &impl ReadableTable<u128, &'static [u8]>, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
+    match table.get(id.as_u128()).map_err(unavailable)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("upload {id}: {e}"))),
+    }
+}
+
+impl StateStore for EmbeddedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|txn| txn.open_table(UPLOADS).map(|_| ()).map_err(unavailable)).await
+    }
+
+    async fn insert_upload(
+        &self,
+        record: &UploadRecord,
+        idempotency: Option<(&str, &serde_json::Value)>,
+    ) -> Result<Insert, StoreError> {
+        let rec = record.clone();
+        let idem = idempotency.map(|(k, v)| (k.to_owned(), serde_json::json!({"id": rec.id, "answer": v})));
+        self.write(move |txn| {
+            if let Some((key, value)) = &idem {
+                let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                if let Some(existing) = table.get(key.as_str()).map_err(unavailable)? {
+                    let stored: serde_json::Value = serde_json::from_slice(existing.value())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    return Ok(Insert::Existing(stored["answer"].clone()));
+                }
+                table
+                    .insert(key.as_str(), serde_json::to_vec(value).unwrap_or_default().as_slice())
+                    .map_err(unavailable)?;
+            }
+            let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
+            uploads.insert(rec.id.as_u128(), encode(&rec)?.as_slice()).map_err(unavailable)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
+            expiry.insert((rec.expires_at, rec.id.as_u128()), ()).map_err(unavailable)?;
+            Ok(Insert::Created)
+        })
+        .await
+    }
+
+    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |txn| {
+            let table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+            let Some(v) = table.get(key.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let stored: serde_json::Value =
+                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(Some(stored["answer"].clone()))
+        })
+        .await
+    }
+
+    async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
+        self.read(move |txn| load(&txn.open_table(UPLOADS).map_err(unavailable)?, id))
+            .await
+    }
+
+    async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
+        self.update(id, move |rec| rules::record_chunk(rec, &mark)).await
+    }
+
+    async fn advance_hash(&self, id: Uuid, from_len: u64, to: HashState) -> Result<bool, StoreError> {
+        let done = self.update(id, move |rec| rules::advance_hash(rec, from_len, &to)).await?;
+        Ok(matches!(done, Update::Done(_)))
+    }
+
+    async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError> {
+        self.update(id, rules::begin_assembly).await
+    }
+
+    async fn finish_assembly(
+        &self,
+        id: Uuid,
+        outcome: Result<FileInfo, Failure>,
+        keep_until: i64,
+    ) -> Result<Update, StoreError> {
+        self.update(id, move |rec| rules::finish_assembly(rec, &outcome, keep_until))
+            .await
+    }
+
+    async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError> {
+        self.update(id, move |rec| rules::abort(rec, tombstone_until)).await
+    }
+
+    async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        self.read(move |txn| {
+            let table = txn.open_table(EXPIRY).map_err(unavailable)?;
+            let range = table
+                .range((i64::MIN, 0u128)..=(now_ms, u128::MAX))
+                .map_err(unavailable)?;
+            let mut ids = Vec::new();
+            for entry in range.take(limit) {
+                let (key, _) = entry.map_err(unavailable)?;
+                ids.push(Uuid::from_u128(key.value().1));
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn delete_expired(&self, id: Uuid, now_ms: i64) -> Result<Option<UploadRecord>, StoreError> {
+        self.write(move |txn| {
+            let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
+            let Some(rec) = load(&uploads, id)? else {
+                return Ok(None);
+            };
+            if !rules::deletable(&rec, now_ms) {
+                return Ok(None);
+            }
+            uploads.remove(id.as_u128()).map_err(unavailable)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
+            expiry.remove((rec.expires_at, id.as_u128())).map_err(unavailable)?;
+            if let Some(key) = &rec.idempotency_key {
+                let mut idem = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+                idem.remove(key.as_str()).map_err(unavailable)?;
+            }
+            Ok(Some(rec))
+        })
+        .await
+    }
+
+    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        // One process owns the database, so leases need not outlive it: a map
+        // in memory is enough, and a crash releases every lease with it.
+        let mut leases = self.leases.lock().expect("lease map poisoned");
+        let now = Instant::now();
+        if let Some((_, until)) = leases.get(key) {
+            if *until > now {
+                return Ok(None);
+            }
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        leases.insert(key.to_owned(), (token, now + ttl));
+        Ok(Some(Lease {
+            key: key.to_owned(),
+            token,
+        }))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut leases = self.leases.lock().expect("lease map poisoned");
+        if leases.get(&lease.key).is_some_and(|(token, _)| *token == lease.token) {
+            leases.remove(&lease.key);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! Upload state: the record of each upload, which chunks arrived, the running
+//! hash, idempotency keys, leases and the expiry index.
+//!
+//! [`StateStore`] is the contract; [`Store`] dispatches to one backend per
+//! variant (no `Box<dyn>`: native `async fn` in traits, cheap `Clone` handles).
+//! Every method that changes state is one atomic step in the backend, so two
+//! requests (or two processes sharing Redis) can never lose each other's update:
+//! there is no read-modify-write across calls. Callers read a record to decide
+//! what to do, then ask for a transition that the store re-checks atomically.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::hashing::HashState;
+use crate::upload::{Failure, FileInfo, UploadRecord};
+
+pub use embedded::EmbeddedStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or cannot commit right now; nothing was
+    /// changed and the request may be retried.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with something this version cannot read.
+    #[error("state store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Result of an atomic update that depends on the upload's current state.
+#[derive(Debug)]
+pub enum Update {
+    /// The update was applied; this is the record after it.
+    Done(UploadRecord),
+    /// No upload with that id.
+    NotFound,
+    /// The upload is not in a state that allows this update (wrong status,
+    /// expired, not fully received); this is the record as it stands.
+    Rejected(UploadRecord),
+}
+
+/// Result of inserting a new upload.
+#[derive(Debug)]
+pub enum Insert {
+    Created,
+    /// The idempotency key was already used: the first create's answer.
+    Existing(serde_json::Value),
+}
+
+/// One chunk whose bytes are durable on disk, to be counted.
+#[derive(Debug, Clone)]
+pub struct ChunkMark {
+    pub index: u64,
+    pub len: u64,
+    /// The running hash extended over this chunk, computed while it streamed in.
+    /// Applied only if the record's hash still ends exactly where this chunk
+    /// starts; otherwise ignored (the catch-up hasher will cover the chunk).
+    pub hash: Option<HashState>,
+    pub now_ms: i64,
+    /// The upload's new `expires_at` (sliding expiry).
+    pub expires_at: i64,
+}
+
+/// An acquired lease; hand it back to [`StateStore::release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub key: String,
+    pub token: u64,
+}
+
+/// What every state backend must guarantee. "Atomic" means: applied entirely
+/// or not at all, and serialised with every other update of the same upload.
+/// "Durable" means: when the call returns Ok, the change survives a crash of
+/// the process (and, with `durability = full`, of the machine).
+#[allow(async_fn_in_trait)]
+pub trait StateStore {
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Atomically and durably inserts a new upload. With an idempotency key,
+    /// inserts only if the key is unused, remembering `answer` for it; if the key
+    /// is taken, inserts nothing and returns the stored answer.
+    async fn insert_upload(
+        &self,
+        record: &UploadRecord,
+        idempotency: Option<(&str, &serde_json::Value)>,
+    ) -> Result<Insert, StoreError>;
+
+    /// The answer stored for an idempotency key, if it was used.
+    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError>;
+
+    /// Atomically and durably counts a chunk: only while the upload is
+    /// `uploading` and not expired (else `Rejected`). Counting a chunk twice is
+    /// a no-op apart from refreshing the expiry. Applies `mark.hash` as
+    /// described on [`ChunkMark`].
+    async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError>;
+
+    /// Compare-and-set of the running hash: replaces it with `to` only if it
+    /// currently covers exactly `from_len` bytes. Returns whether it did.
+    async fn advance_hash(&self, id: Uuid, from_len: u64, to: HashState) -> Result<bool, StoreError>;
+
+    /// `uploading` (with every chunk received) → `assembling`. An upload that is
+    /// already `assembling` is returned as `Done` too, so that an assembly
+    /// interrupted by a crash can be resumed.
+    async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError>;
+
+    /// `assembling` → `completed` (with the file) or `failed`. A completed
+    /// upload leaves the expiry index: completed files are kept. A failed one is
+    /// kept at least until `keep_until` so that clients can read why.
+    async fn finish_assembly(
+        &self,
+        id: Uuid,
+        outcome: Result<FileInfo, Failure>,
+        keep_until: i64,
+    ) -> Result<Update, StoreError>;
+
+    /// Any status but `completed` or `assembling` → `aborted`, kept as a tombstone until
+    /// `tombstone_until` so later requests learn it was aborted (410).
+    async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError>;
+
+    /// Ids of uploads whose `expires_at` is at or before `now_ms`, oldest first.
+    async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Deletes an upload's state (and its idempotency key) if it is still
+    /// expired at `now_ms`; a record refreshed meanwhile is kept. Returns the
+    /// deleted record.
+    async fn delete_expired(&self, id: Uuid, now_ms: i64) -> Result<Option<UploadRecord>, StoreError>;
+
+    /// Takes the lease `key` for `ttl` if nobody holds it. A lease whose holder
+    /// died lapses after `ttl`.
+    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+
+    /// Gives a lease back; a lease that lapsed and was taken by another holder
+    /// is left alone.
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+}
+
+/// The configured backend.
+#[derive(Clone)]
+pub enum Store {
+    Embedded(EmbeddedStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Embedded($s) => $e,
+        }
+    };
+}
+
+impl StateStore for Store {
+    async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+    async fn insert_upload(
+        &self,
+        record: &UploadRecord,
+        idempotency: Option<(&str, &serde_json::Value)>,
+    ) -> Result<Insert, StoreError> {
+        dispatch!(self, s => s.insert_upload(record, idempotency).await)
+    }
+    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        dispatch!(self, s => s.idempotent_answer(key).await)
+    }
+    async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
+        dispatch!(self, s => s.get_upload(id).await)
+    }
+    async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.record_chunk(id, mark).await)
+    }
+    async fn advance_hash(&self, id: Uuid, from_len: u64, to: HashState) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.advance_hash(id, from_len, to).await)
+    }
+    async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.begin_assembly(id).await)
+    }
+    async fn finish_assembly(
+        &self,
+        id: Uuid,
+        outcome: Result<FileInfo, Failure>,
+        keep_until: i64,
+    ) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.finish_assembly(id, outcome, keep_until).await)
+    }
+    async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.abort(id, tombstone_until).await)
+    }
+    async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        dispatch!(self, s => s.expired(now_ms, limit).await)
+    }
+    async fn delete_expired(&self, id: Uuid, now_ms: i64) -> Result<Option<UploadRecord>, StoreError> {
+        dispatch!(self, s => s.delete_expired(id, now_ms).await)
+    }
+    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        dispatch!(self, s => s.try_lease(key, ttl).await)
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release(lease).await)
+    }
+}
+
+/// The transitions' rules, shared by every backend so that they cannot drift
+/// apart: each takes the current record and either changes it or says no.
+pub mod rules {
+    use super::*;
+    use crate::upload::Status;
+
+    pub fn record_chunk(rec: &mut UploadRecord, mark: &ChunkMark) -> bool {
+        if rec.status != Status::Uploading || rec.is_expired(mark.now_ms) {
+            return false;
+        }
+        if rec.received.insert(mark.index) {
+            rec.bytes_received += mark.len;
+        }
+        if let Some(h) = &mark.hash {
+            if rec.hash.len() == mark.index * rec.chunk_size && h.len() == rec.hash.len() + mark.len {
+                rec.hash = h.clone();
+            }
+        }
+        rec.expires_at = rec.expires_at.max(mark.expires_at);
+        true
+    }
+
+    pub fn advance_hash(rec: &mut UploadRecord, from_len: u64, to: &HashState) -> bool {
+        if rec.hash.len() != from_len || to.len() <= from_len || to.len() > rec.size {
+            return false;
+        }
+        rec.hash = to.clone();
+        true
+    }
+
+    pub fn begin_assembly(rec: &mut UploadRecord) -> bool {
+        match rec.status {
+            Status::Assembling => true,
+            Status::Uploading if rec.is_fully_received() => {
+                rec.status = Status::Assembling;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn finish_assembly(rec: &mut UploadRecord, outcome: &Result<FileInfo, Failure>, keep_until: i64) -> bool {
+        if rec.status != Status::Assembling {
+            return false;
+        }
+        match outcome {
+            Ok(file) => {
+                rec.status = Status::Completed;
+                rec.file = Some(file.clone());
+            }
+            Err(failure) => {
+                rec.status = Status::Failed;
+                rec.failure = Some(failure.clone());
+                rec.expires_at = rec.expires_at.max(keep_until);
+            }
+        }
+        true
+    }
+
+    pub fn abort(rec: &mut UploadRecord, tombstone_until: i64) -> bool {
+        // An assembly in progress may be renaming the file into place right now.
+        if matches!(rec.status, Status::Completed | Status::Assembling) {
+            return false;
+        }
+        rec.status = Status::Aborted;
+        rec.expires_at = tombstone_until;
+        true
+    }
+
+    /// Whether the janitor may delete this record at `now_ms`.
+    pub fn deletable(rec: &UploadRecord, now_ms: i64) -> bool {
+        matches!(rec.status, Status::Uploading | Status::Failed | Status::Aborted) && rec.expires_at <= now_ms
+    }
+
+    /// Whether the record belongs in the expiry index.
+    pub fn expires(rec: &UploadRecord) -> bool {
+        rec.status != Status::Completed
+    }
+}

@@ -1,0 +1,211 @@
+//! The upload record: what the server knows about one upload, how its bytes are
+//! cut into chunks, and the JSON view of it that API v1 returns.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::hashing::HashState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Uploading,
+    Assembling,
+    Completed,
+    Failed,
+    Aborted,
+}
+
+/// The completed file, as listed in the upload object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub id: Uuid,
+    pub size: u64,
+    pub sha256: String,
+    pub url: String,
+}
+
+/// Why an upload failed, kept so that `GET` and a repeated `complete` can say so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub error: String,
+    pub message: String,
+}
+
+/// Everything the state store keeps about one upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub id: Uuid,
+    pub filename: String,
+    pub size: u64,
+    pub content_type: String,
+    /// The whole file's SHA-256 announced at create (lowercase hex), if any.
+    pub expected_sha256: Option<String>,
+    pub chunk_size: u64,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub status: Status,
+    pub received: ChunkSet,
+    pub bytes_received: u64,
+    /// SHA-256 over the first `hash.len()` bytes of the file, which are always
+    /// received: the contiguous prefix hashed so far.
+    pub hash: HashState,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub file: Option<FileInfo>,
+    pub failure: Option<Failure>,
+    /// The `Idempotency-Key` the upload was created with, deleted along with it.
+    pub idempotency_key: Option<String>,
+}
+
+impl UploadRecord {
+    pub fn chunk_count(&self) -> u64 {
+        chunk_count(self.size, self.chunk_size)
+    }
+
+    /// Byte range `[start, end)` of chunk `index`.
+    pub fn chunk_range(&self, index: u64) -> (u64, u64) {
+        let start = index * self.chunk_size;
+        (start, (start + self.chunk_size).min(self.size))
+    }
+
+    pub fn missing_chunks(&self) -> Vec<u64> {
+        (0..self.chunk_count()).filter(|&i| !self.received.contains(i)).collect()
+    }
+
+    pub fn is_fully_received(&self) -> bool {
+        self.received.count() == self.chunk_count()
+    }
+
+    /// The first chunk that the running hash has not covered yet, if the hash
+    /// stands exactly on a chunk boundary (it always does, see `store`).
+    pub fn hash_frontier(&self) -> u64 {
+        self.hash.len() / self.chunk_size.max(1)
+    }
+
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        matches!(self.status, Status::Uploading | Status::Failed) && self.expires_at <= now_ms
+    }
+}
+
+/// `chunk_count = ceil(size / chunk_size)`; a zero-byte file has one empty chunk.
+pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
+    size.div_ceil(chunk_size).max(1)
+}
+
+/// The set of received chunk indexes, as a bitmap (at most `MAX_CHUNKS` bits).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSet(#[serde(with = "hex::serde")] Vec<u8>);
+
+impl ChunkSet {
+    pub fn contains(&self, index: u64) -> bool {
+        let (byte, bit) = ((index / 8) as usize, index % 8);
+        self.0.get(byte).is_some_and(|b| b & (1 << bit) != 0)
+    }
+
+    /// Adds `index`; returns false when it was already there.
+    pub fn insert(&mut self, index: u64) -> bool {
+        let (byte, bit) = ((index / 8) as usize, index % 8);
+        if self.0.len() <= byte {
+            self.0.resize(byte + 1, 0);
+        }
+        let was = self.0[byte] & (1 << bit) != 0;
+        self.0[byte] |= 1 << bit;
+        !was
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|b| b.count_ones() as u64).sum()
+    }
+}
+
+/// The upload object of API v1 (create answer, `GET`, `complete`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadView {
+    pub id: Uuid,
+    pub filename: String,
+    pub size: u64,
+    pub content_type: String,
+    pub chunk_size: u64,
+    pub chunk_count: u64,
+    pub status: Status,
+    pub received_chunks: u64,
+    pub bytes_received: u64,
+    pub missing_chunks: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_token: Option<String>,
+}
+
+impl From<&UploadRecord> for UploadView {
+    fn from(r: &UploadRecord) -> Self {
+        UploadView {
+            id: r.id,
+            filename: r.filename.clone(),
+            size: r.size,
+            content_type: r.content_type.clone(),
+            chunk_size: r.chunk_size,
+            chunk_count: r.chunk_count(),
+            status: r.status,
+            received_chunks: r.received.count(),
+            bytes_received: r.bytes_received,
+            missing_chunks: r.missing_chunks(),
+            sha256: r.expected_sha256.clone(),
+            metadata: r.metadata.clone(),
+            created_at: rfc3339(r.created_at),
+            expires_at: rfc3339(r.expires_at),
+            file: r.file.clone(),
+            error: r.failure.clone(),
+            upload_token: None,
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// RFC 3339 in UTC with whole seconds, e.g. `2026-11-22T10:00:00Z`.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_math() {
+        assert_eq!(chunk_count(0, 8), 1);
+        assert_eq!(chunk_count(8, 8), 1);
+        assert_eq!(chunk_count(9, 8), 2);
+        assert_eq!(chunk_count(20971520, 8388608), 3);
+    }
+
+    #[test]
+    fn chunk_set() {
+        let mut s = ChunkSet::default();
+        assert!(s.insert(9));
+        assert!(!s.insert(9));
+        assert!(s.contains(9) && !s.contains(8) && !s.contains(1000));
+        assert_eq!(s.count(), 1);
+    }
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339(1_795_341_600_000), "2026-11-22T10:00:00Z");
+    }
+}

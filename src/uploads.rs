@@ -1,0 +1,650 @@
+//! The upload logic behind API v1, as plain functions over [`AppContext`]:
+//! handlers in `api` only translate HTTP to these calls and back, so tests and
+//! other front ends can call them directly.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::ChunkDigest;
+use crate::context::AppContext;
+use crate::error::ApiError;
+use crate::hashing::HashState;
+use crate::storage::{Hashing, StorageError, WriteError};
+use crate::store::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use crate::upload::{now_ms, ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
+
+/// How long a chunk writer or an assembly may hold its lease; longer than any
+/// sane request, short enough that a holder that died frees it.
+const CHUNK_LEASE: Duration = Duration::from_secs(3600);
+const ASSEMBLY_LEASE: Duration = Duration::from_secs(3600);
+/// The running hash is persisted at least this often while catching up.
+const CATCH_UP_STEP: u64 = 64 << 20;
+
+/// The body of `POST /api/v1/uploads`. Unknown fields are ignored so that newer
+/// clients keep working.
+#[derive(Debug, Deserialize)]
+pub struct CreateRequest {
+    pub filename: String,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub sha256: Option<String>,
+    pub chunk_size: Option<u64>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The answer to a stored chunk.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkAnswer {
+    pub index: u64,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub received_chunks: u64,
+    pub chunk_count: u64,
+    pub bytes_received: u64,
+}
+
+/// What `complete` ended with.
+pub enum Completion {
+    Completed(UploadView),
+    /// Still assembling after the configured wait: poll `GET`.
+    Assembling(UploadView),
+}
+
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    // A UUID is 36 characters; anything far longer is not worth parsing.
+    if raw.len() > 64 {
+        return Err(ApiError::InvalidRequest("upload id is too long to be valid".into()));
+    }
+    Uuid::try_parse(raw).map_err(|_| {
+        ApiError::InvalidRequest(format!(
+            "{:?} is not a valid id; ids are UUIDs as returned by POST /api/v1/uploads",
+            raw.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+pub fn parse_index(raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>()
+        .map_err(|_| ApiError::InvalidRequest(format!("chunk index {raw:?} is not a non-negative integer")))
+}
+
+/// Validates a create request and starts the upload. Returns the answer and
+/// whether it is new (false: an earlier answer for the same Idempotency-Key).
+pub async fn create(
+    ctx: &AppContext,
+    req: CreateRequest,
+    idempotency_key: Option<String>,
+) -> Result<(serde_json::Value, bool), ApiError> {
+    let s = &ctx.settings;
+    let filename = validate_filename(&req.filename)?;
+    if req.size > s.max_file_size.0 {
+        return Err(ApiError::FileTooLarge {
+            size: req.size,
+            max: s.max_file_size.0,
+        });
+    }
+    let content_type = match req.content_type.as_deref() {
+        None | Some("") => "application/octet-stream".to_string(),
+        Some(ct) => validate_content_type(ct)?,
+    };
+    let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
+    if req.chunk_size == Some(0) {
+        return Err(ApiError::InvalidRequest("chunk_size must be at least 1".into()));
+    }
+    if let Some(key) = &idempotency_key {
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::InvalidRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            ));
+        }
+        if let Some(answer) = ctx.store.idempotent_answer(key).await? {
+            return Ok((answer, false));
+        }
+    }
+
+    let now = now_ms();
+    let record = UploadRecord {
+        id: Uuid::new_v4(),
+        filename,
+        size: req.size,
+        content_type,
+        expected_sha256,
+        chunk_size: s.chunk_size_for(req.size, req.chunk_size),
+        metadata: req.metadata.unwrap_or_default(),
+        status: Status::Uploading,
+        received: ChunkSet::default(),
+        bytes_received: 0,
+        hash: HashState::default(),
+        created_at: now,
+        expires_at: now + s.upload_ttl.as_millis() as i64,
+        file: None,
+        failure: None,
+        idempotency_key: idempotency_key.clone(),
+    };
+    // The bytes' place first: if the disk is full we say so before any state exists.
+    ctx.storage.create_part(record.id, record.size).await?;
+    let answer = serde_json::to_value(UploadView::from(&record)).map_err(|e| ApiError::Internal(e.into()))?;
+    let inserted = ctx
+        .store
+        .insert_upload(&record, idempotency_key.as_deref().map(|k| (k, &answer)))
+        .await;
+    match inserted {
+        Ok(Insert::Created) => {
+            ctx.metrics.upload_event("created");
+            tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
+            Ok((answer, true))
+        }
+        Ok(Insert::Existing(first)) => {
+            let _ = ctx.storage.remove_part(record.id).await;
+            Ok((first, false))
+        }
+        Err(e) => {
+            let _ = ctx.storage.remove_part(record.id).await;
+            Err(store_error(ctx, e))
+        }
+    }
+}
+
+fn validate_filename(name: &str) -> Result<String, ApiError> {
+    if name.is_empty() || name.len() > 1024 {
+        return Err(ApiError::InvalidRequest("filename must be 1 to 1024 bytes long".into()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest(
+            "filename must not contain control characters (NUL, CR, LF...)".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn validate_content_type(ct: &str) -> Result<String, ApiError> {
+    match ct.parse::<mime::Mime>() {
+        Ok(m) if ct.len() <= 255 && !ct.chars().any(char::is_control) => Ok(m.essence_str().to_string()),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "content_type {:?} is not a media type such as video/mp4",
+            ct.chars().take(100).collect::<String>()
+        ))),
+    }
+}
+
+fn validate_sha256(hex_digest: &str) -> Result<String, ApiError> {
+    if hex_digest.len() == 64 && hex_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex_digest.to_ascii_lowercase())
+    } else {
+        Err(ApiError::InvalidRequest("sha256 must be 64 hexadecimal characters".into()))
+    }
+}
+
+/// Parses an RFC 9530 `Content-Digest` header and returns its `sha-256` value.
+/// Other algorithms are ignored; a malformed header is an error.
+pub fn parse_content_digest(header: &str) -> Result<Option<[u8; 32]>, ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::InvalidRequest("Content-Digest must look like sha-256=:<base64 of 32 bytes>:".into());
+    for member in header.split(',') {
+        let Some((alg, value)) = member.trim().split_once('=') else {
+            return Err(bad());
+        };
+        if !alg.trim().eq_ignore_ascii_case("sha-256") {
+            continue;
+        }
+        let value = value.trim();
+        let inner = value
+            .strip_prefix(':')
+            .and_then(|v| v.strip_suffix(':'))
+            .ok_or_else(bad)?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(inner).map_err(|_| bad())?;
+        return bytes.try_into().map(Some).map_err(|_| bad());
+    }
+    Ok(None)
+}
+
+/// Reads a record that must exist and be open for requests: 404 if unknown,
+/// 410 if expired or aborted.
+async fn load_live(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> {
+    let rec = ctx
+        .store
+        .get_upload(id)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+        .ok_or_else(|| ApiError::UploadNotFound(id.to_string()))?;
+    if rec.status == Status::Aborted {
+        return Err(ApiError::UploadAborted(id.to_string()));
+    }
+    if rec.is_expired(now_ms()) {
+        return Err(ApiError::UploadExpired(id.to_string()));
+    }
+    Ok(rec)
+}
+
+/// The error for a request that needs status `uploading` on a record in another.
+fn status_conflict(rec: &UploadRecord) -> ApiError {
+    let id = rec.id.to_string();
+    match rec.status {
+        Status::Completed => ApiError::UploadCompleted(id),
+        Status::Assembling => ApiError::UploadAssembling(id),
+        Status::Aborted => ApiError::UploadAborted(id),
+        Status::Failed => failed_error(rec),
+        Status::Uploading => ApiError::UploadExpired(id),
+    }
+}
+
+fn failed_error(rec: &UploadRecord) -> ApiError {
+    let failure = rec.failure.clone().unwrap_or(Failure {
+        error: "upload_failed".into(),
+        message: "the upload failed".into(),
+    });
+    ApiError::UploadFailed {
+        id: rec.id.to_string(),
+        code: failure.error,
+        message: failure.message,
+    }
+}
+
+fn store_error(ctx: &AppContext, e: StoreError) -> ApiError {
+    ctx.metrics.store_errors.inc();
+    e.into()
+}
+
+pub async fn status(ctx: &AppContext, id: Uuid) -> Result<UploadView, ApiError> {
+    load_live(ctx, id).await.map(|rec| UploadView::from(&rec))
+}
+
+/// Receives chunk `index` of upload `id`: checks it against the record, streams
+/// it to disk, and counts it once it is durable.
+pub async fn put_chunk<S, E>(
+    ctx: &AppContext,
+    id: Uuid,
+    index: u64,
+    content_length: Option<u64>,
+    digest: Option<[u8; 32]>,
+    body: S,
+) -> Result<ChunkAnswer, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let rec = load_live(ctx, id).await?;
+    if rec.status != Status::Uploading {
+        return Err(status_conflict(&rec));
+    }
+    let count = rec.chunk_count();
+    if index >= count {
+        return Err(ApiError::ChunkOutOfRange {
+            index,
+            last: count - 1,
+        });
+    }
+    let (start, end) = rec.chunk_range(index);
+    let expected = end - start;
+    match content_length {
+        Some(n) if n > expected => return Err(ApiError::ChunkTooLong { index, expected }),
+        Some(n) if n < expected => {
+            return Err(ApiError::ChunkTooShort {
+                index,
+                expected,
+                actual: n,
+            })
+        }
+        _ => {}
+    }
+    let want_chunk_hash = digest.is_some() || ctx.settings.chunk_digest == ChunkDigest::Always;
+
+    if rec.received.contains(index) {
+        // Already stored: never rewrite counted bytes (a cut-off resend would
+        // corrupt them). Read the body to check it, then answer as for the first.
+        let written = drain(body, index, expected, want_chunk_hash).await?;
+        let chunk_sha = check_digest(digest, written)?;
+        return Ok(chunk_answer(&rec, index, expected, chunk_sha));
+    }
+
+    let lease_key = format!("chunk:{id}:{index}");
+    let lease = ctx
+        .store
+        .try_lease(&lease_key, CHUNK_LEASE)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+        .ok_or(ApiError::ChunkInProgress { index })?;
+    let _release = ReleaseOnDrop::new(ctx, lease);
+
+    // Hash the file while the bytes stream past if this chunk continues the
+    // received prefix; otherwise the catch-up hasher reads it back later.
+    let running = (rec.hash.len() == start).then(|| rec.hash.clone());
+    let hashing = Hashing {
+        running,
+        chunk: want_chunk_hash,
+    };
+    let written = match ctx.storage.write_chunk(id, start, expected, body, hashing).await {
+        Ok(w) => w,
+        Err(WriteError::TooLong { expected }) => return Err(ApiError::ChunkTooLong { index, expected }),
+        Err(WriteError::TooShort { received, expected }) => {
+            return Err(ApiError::ChunkTooShort {
+                index,
+                expected,
+                actual: received,
+            })
+        }
+        Err(WriteError::Incomplete { received, expected }) => {
+            return Err(ApiError::BodyIncomplete {
+                index,
+                received,
+                expected,
+            })
+        }
+        Err(WriteError::Storage(StorageError::PartMissing)) => {
+            // Aborted or expired while we were writing.
+            return Err(match load_live(ctx, id).await {
+                Ok(rec) => status_conflict(&rec),
+                Err(e) => e,
+            });
+        }
+        Err(WriteError::Storage(e)) => return Err(e.into()),
+    };
+    let chunk_sha = check_digest(digest, written.chunk_sha256)?;
+    let now = now_ms();
+    let mark = ChunkMark {
+        index,
+        len: expected,
+        hash: written.running,
+        now_ms: now,
+        expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
+    };
+    let rec = match ctx.store.record_chunk(id, mark).await.map_err(|e| store_error(ctx, e))? {
+        Update::Done(rec) => rec,
+        Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
+        Update::Rejected(rec) => return Err(status_conflict(&rec)),
+    };
+    ctx.metrics.chunks_received.inc();
+    ctx.metrics.chunk_bytes_received.inc_by(expected);
+    if needs_catch_up(&rec) {
+        spawn_catch_up(ctx, id);
+    }
+    Ok(chunk_answer(&rec, index, expected, chunk_sha))
+}
+
+fn chunk_answer(rec: &UploadRecord, index: u64, size: u64, sha: Option<[u8; 32]>) -> ChunkAnswer {
+    ChunkAnswer {
+        index,
+        size,
+        sha256: sha.map(hex::encode),
+        received_chunks: rec.received.count(),
+        chunk_count: rec.chunk_count(),
+        bytes_received: rec.bytes_received,
+    }
+}
+
+fn check_digest(announced: Option<[u8; 32]>, actual: Option<[u8; 32]>) -> Result<Option<[u8; 32]>, ApiError> {
+    if let (Some(want), Some(got)) = (announced, actual) {
+        if want != got {
+            return Err(ApiError::DigestMismatch {
+                what: "chunk",
+                expected: hex::encode(want),
+                actual: hex::encode(got),
+            });
+        }
+    }
+    Ok(actual)
+}
+
+/// Reads a resent chunk's body without storing it, checking its length (and
+/// hashing it when asked).
+async fn drain<S, E>(mut body: S, index: u64, expected: u64, hash: bool) -> Result<Option<[u8; 32]>, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    use futures::StreamExt;
+    use sha2::{Digest, Sha256};
+    let mut hasher = hash.then(Sha256::new);
+    let mut received = 0u64;
+    while let Some(item) = body.next().await {
+        let bytes = item.map_err(|_| ApiError::BodyIncomplete {
+            index,
+            received,
+            expected,
+        })?;
+        received += bytes.len() as u64;
+        if received > expected {
+            return Err(ApiError::ChunkTooLong { index, expected });
+        }
+        if let Some(h) = &mut hasher {
+            h.update(&bytes);
+        }
+    }
+    if received < expected {
+        return Err(ApiError::ChunkTooShort {
+            index,
+            expected,
+            actual: received,
+        });
+    }
+    Ok(hasher.map(|h| h.finalize().into()))
+}
+
+/// Gives a lease back when the request ends, however it ends.
+struct ReleaseOnDrop {
+    ctx: AppContext,
+    lease: Option<Lease>,
+}
+
+impl ReleaseOnDrop {
+    fn new(ctx: &AppContext, lease: Lease) -> Self {
+        ReleaseOnDrop {
+            ctx: ctx.clone(),
+            lease: Some(lease),
+        }
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let store = self.ctx.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.release(&lease).await {
+                    tracing::warn!(error = %e, lease = %lease.key, "could not release lease; it will lapse");
+                }
+            });
+        }
+    }
+}
+
+/// Whether the chunk after the hashed prefix has arrived, so the running hash
+/// can move on by reading it back.
+fn needs_catch_up(rec: &UploadRecord) -> bool {
+    let next = rec.hash_frontier();
+    rec.hash.len() < rec.size && next < rec.chunk_count() && rec.received.contains(next)
+}
+
+/// Starts (or asks the running one to continue) the background task that
+/// extends an upload's running hash over chunks that arrived out of order.
+/// It overlaps hashing with the upload, so `complete` has little left to do.
+pub fn spawn_catch_up(ctx: &AppContext, id: Uuid) {
+    {
+        let mut running = ctx.catching_up.lock().expect("catch-up map poisoned");
+        if let Some(again) = running.get_mut(&id) {
+            *again = true;
+            return;
+        }
+        running.insert(id, false);
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = catch_up(&ctx, id).await {
+                tracing::warn!(upload_id = %id, error = %e, "hash catch-up stopped; complete will finish it");
+            }
+            let mut running = ctx.catching_up.lock().expect("catch-up map poisoned");
+            match running.get_mut(&id) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    running.remove(&id);
+                    break;
+                }
+            }
+        }
+    });
+}
+
+async fn catch_up(ctx: &AppContext, id: Uuid) -> anyhow::Result<()> {
+    loop {
+        let Some(rec) = ctx.store.get_upload(id).await? else {
+            return Ok(());
+        };
+        if rec.status != Status::Uploading || !needs_catch_up(&rec) {
+            return Ok(());
+        }
+        // Hash the run of received chunks after the prefix, up to a step.
+        let mut next = rec.hash_frontier();
+        let from = rec.hash.len();
+        let mut until = from;
+        while next < rec.chunk_count() && rec.received.contains(next) && until - from < CATCH_UP_STEP {
+            until = rec.chunk_range(next).1;
+            next += 1;
+        }
+        let state = ctx.storage.hash_until(id, rec.hash.clone(), until).await?;
+        // Someone else may have moved the hash on meanwhile; then reload and retry.
+        ctx.store.advance_hash(id, from, state).await?;
+    }
+}
+
+/// Finishes an upload: checks that every chunk is there, then assembles it
+/// (under a lease, so only one request does) and waits for the result up to
+/// `complete_wait`.
+pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError> {
+    let deadline = Instant::now() + ctx.settings.complete_wait;
+    loop {
+        let rec = load_live(ctx, id).await?;
+        match rec.status {
+            Status::Completed => return Ok(Completion::Completed(UploadView::from(&rec))),
+            Status::Failed => return Err(failed_error(&rec)),
+            Status::Aborted => return Err(ApiError::UploadAborted(id.to_string())),
+            Status::Uploading if !rec.is_fully_received() => {
+                return Err(ApiError::UploadIncomplete {
+                    missing: rec.missing_chunks(),
+                })
+            }
+            Status::Uploading | Status::Assembling => {}
+        }
+        let lease = ctx
+            .store
+            .try_lease(&format!("complete:{id}"), ASSEMBLY_LEASE)
+            .await
+            .map_err(|e| store_error(ctx, e))?;
+        if let Some(lease) = lease {
+            // The assembly runs on its own task so that it goes on (and keeps
+            // its lease) when this request answers 202 or its client leaves.
+            let task_ctx = ctx.clone();
+            let task = tokio::spawn(async move {
+                let _release = ReleaseOnDrop::new(&task_ctx, lease);
+                assemble(&task_ctx, id).await
+            });
+            let wait = deadline.saturating_duration_since(Instant::now());
+            return match tokio::time::timeout(wait, task).await {
+                Ok(joined) => joined
+                    .map_err(|e| ApiError::Internal(e.into()))?
+                    .map(|rec| Completion::Completed(UploadView::from(&rec))),
+                Err(_) => Ok(Completion::Assembling(UploadView::from(&load_live(ctx, id).await?))),
+            };
+        }
+        // Another request is assembling: wait for its outcome, like it does.
+        if Instant::now() >= deadline {
+            return Ok(Completion::Assembling(UploadView::from(&rec)));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Assembles a fully received upload: finishes the running hash, compares it
+/// with the announced one, and publishes the file. Call only under the
+/// upload's completion lease.
+async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> {
+    let started = Instant::now();
+    let rec = match ctx.store.begin_assembly(id).await.map_err(|e| store_error(ctx, e))? {
+        Update::Done(rec) => rec,
+        Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
+        Update::Rejected(rec) if rec.status == Status::Completed => return Ok(rec),
+        Update::Rejected(rec) if rec.status == Status::Uploading => {
+            return Err(ApiError::UploadIncomplete {
+                missing: rec.missing_chunks(),
+            })
+        }
+        Update::Rejected(rec) => return Err(status_conflict(&rec)),
+    };
+    let hashed = ctx.storage.hash_until(id, rec.hash.clone(), rec.size).await?;
+    let sha256 = hex::encode(hashed.finalize());
+    let outcome = match &rec.expected_sha256 {
+        Some(expected) if *expected != sha256 => Err(Failure {
+            error: "digest_mismatch".into(),
+            message: format!("the file's SHA-256 is {sha256}, not {expected} as announced at create"),
+        }),
+        _ => {
+            ctx.storage.publish(id).await?;
+            Ok(FileInfo {
+                id,
+                size: rec.size,
+                sha256: sha256.clone(),
+                url: file_url(ctx, id),
+            })
+        }
+    };
+    let failed = outcome.is_err();
+    let done = ctx
+        .store
+        .finish_assembly(id, outcome, now_ms() + ctx.settings.upload_ttl.as_millis() as i64)
+        .await
+        .map_err(|e| store_error(ctx, e))?;
+    let rec = match done {
+        Update::Done(rec) => rec,
+        Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
+        Update::Rejected(rec) => return Err(status_conflict(&rec)),
+    };
+    ctx.metrics.assembly_duration.observe(started.elapsed().as_secs_f64());
+    if failed {
+        ctx.metrics.upload_event("failed");
+        let _ = ctx.storage.remove_part(id).await;
+        tracing::warn!(upload_id = %id, %sha256, "upload failed: digest mismatch");
+        return Err(ApiError::DigestMismatch {
+            what: "file",
+            expected: rec.expected_sha256.clone().unwrap_or_default(),
+            actual: sha256,
+        });
+    }
+    ctx.metrics.upload_event("completed");
+    tracing::info!(upload_id = %id, size = rec.size, %sha256, elapsed_ms = started.elapsed().as_millis() as u64, "upload completed");
+    Ok(rec)
+}
+
+pub fn file_url(ctx: &AppContext, id: Uuid) -> String {
+    let base = ctx.settings.public_url.as_deref().unwrap_or("").trim_end_matches('/');
+    format!("{base}/api/v1/files/{id}")
+}
+
+/// Aborts an upload: its bytes go at once, a tombstone stays for one TTL so
+/// that later requests get 410 instead of 404. Aborting twice is fine.
+pub async fn abort(ctx: &AppContext, id: Uuid) -> Result<(), ApiError> {
+    let tombstone_until = now_ms() + ctx.settings.upload_ttl.as_millis() as i64;
+    match ctx.store.abort(id, tombstone_until).await.map_err(|e| store_error(ctx, e))? {
+        Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
+        Update::Rejected(rec) => return Err(status_conflict(&rec)),
+        Update::Done(_) => {}
+    }
+    ctx.storage.remove_part(id).await.map_err(|e| ApiError::Internal(e.into()))?;
+    ctx.metrics.upload_event("aborted");
+    tracing::info!(upload_id = %id, "upload aborted");
+    Ok(())
+}
+
+/// The completed file's record, for downloads.
+pub async fn completed_file(ctx: &AppContext, id: Uuid) -> Result<(UploadRecord, std::path::PathBuf), ApiError> {
+    let rec = ctx
+        .store
+        .get_upload(id)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+        .filter(|r| r.status == Status::Completed)
+        .ok_or_else(|| ApiError::FileNotFound(id.to_string()))?;
+    Ok((rec, ctx.storage.file_path(id)))
+}

@@ -25,6 +25,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Base URL used in `file.url` (e.g. `https://uploads.example.com`); when
     /// unset, URLs are relative (`/api/v1/files/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
     /// `full`: a chunk is acknowledged only once its bytes and its record are on
     /// disk (fdatasync). `relaxed`: the OS flushes when it likes; a power cut may
@@ -83,7 +84,10 @@ pub enum ChunkDigest {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreSettings {
     /// redb file inside the data directory (or at `path`).
-    Embedded { path: Option<PathBuf> },
+    Embedded {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<PathBuf>,
+    },
     Redis {
         url: String,
         #[serde(default = "default_key_prefix")]

@@ -55,6 +55,5 @@ async fn main() -> ExitCode {
 }
 
 fn toml_string(settings: &Settings) -> String {
-    // figment's serializer output is JSON-shaped; print it readably.
-    serde_json::to_string_pretty(settings).unwrap_or_default()
+    toml::to_string(settings).unwrap_or_else(|e| format!("# cannot print the settings: {e}"))
 }

@@ -267,6 +267,36 @@ pub async fn put_chunk<S, E>(
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
+    // The lease comes before reading the record: a request that held it before
+    // us recorded its chunk before letting go, so the record read next says
+    // truly whether the chunk is still missing, and counted bytes are never
+    // written again.
+    let lease = ctx
+        .store
+        .try_lease(&format!("chunk:{id}:{index}"), CHUNK_LEASE)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+        .ok_or(ApiError::ChunkInProgress { index })?;
+    let mut guard = LeaseGuard::new(ctx, lease);
+    let result = put_chunk_leased(ctx, id, index, content_length, digest, body, &mut guard).await;
+    // Released before answering, so that a client retrying at once is not told
+    // that its own previous attempt is still in progress.
+    guard.release().await;
+    result
+}
+
+async fn put_chunk_leased<S, E>(
+    ctx: &AppContext,
+    id: Uuid,
+    index: u64,
+    content_length: Option<u64>,
+    digest: Option<[u8; 32]>,
+    body: S,
+    guard: &mut LeaseGuard,
+) -> Result<ChunkAnswer, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
     let rec = load_live(ctx, id).await?;
     if rec.status != Status::Uploading {
         return Err(status_conflict(&rec));
@@ -296,19 +326,11 @@ where
     if rec.received.contains(index) {
         // Already stored: never rewrite counted bytes (a cut-off resend would
         // corrupt them). Read the body to check it, then answer as for the first.
+        guard.release().await;
         let written = drain(body, index, expected, want_chunk_hash).await?;
         let chunk_sha = check_digest(digest, written)?;
         return Ok(chunk_answer(&rec, index, expected, chunk_sha));
     }
-
-    let lease_key = format!("chunk:{id}:{index}");
-    let lease = ctx
-        .store
-        .try_lease(&lease_key, CHUNK_LEASE)
-        .await
-        .map_err(|e| store_error(ctx, e))?
-        .ok_or(ApiError::ChunkInProgress { index })?;
-    let _release = ReleaseOnDrop::new(ctx, lease);
 
     // Hash the file while the bytes stream past if this chunk continues the
     // received prefix; otherwise the catch-up hasher reads it back later.
@@ -423,22 +445,32 @@ where
     Ok(hasher.map(|h| h.finalize().into()))
 }
 
-/// Gives a lease back when the request ends, however it ends.
-struct ReleaseOnDrop {
+/// Holds a lease: [`LeaseGuard::release`] gives it back; if the holder is
+/// dropped first (a cancelled request), the lease is given back in the
+/// background.
+struct LeaseGuard {
     ctx: AppContext,
     lease: Option<Lease>,
 }
 
-impl ReleaseOnDrop {
+impl LeaseGuard {
     fn new(ctx: &AppContext, lease: Lease) -> Self {
-        ReleaseOnDrop {
+        LeaseGuard {
             ctx: ctx.clone(),
             lease: Some(lease),
         }
     }
+
+    async fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if let Err(e) = self.ctx.store.release(&lease).await {
+                tracing::warn!(error = %e, lease = %lease.key, "could not release lease; it will lapse");
+            }
+        }
+    }
 }
 
-impl Drop for ReleaseOnDrop {
+impl Drop for LeaseGuard {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             let store = self.ctx.store.clone();
@@ -538,8 +570,10 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
             // its lease) when this request answers 202 or its client leaves.
             let task_ctx = ctx.clone();
             let task = tokio::spawn(async move {
-                let _release = ReleaseOnDrop::new(&task_ctx, lease);
-                assemble(&task_ctx, id).await
+                let mut guard = LeaseGuard::new(&task_ctx, lease);
+                let result = assemble(&task_ctx, id).await;
+                guard.release().await;
+                result
             });
             let wait = deadline.saturating_duration_since(Instant::now());
             return match tokio::time::timeout(wait, task).await {

@@ -201,7 +201,10 @@ impl Settings {
             return invalid("min_chunk_size", "must not exceed max_chunk_size");
         }
         if self.chunk_size < self.min_chunk_size || self.chunk_size > self.max_chunk_size {
-            return invalid("chunk_size", "must lie between min_chunk_size and max_chunk_size");
+            return invalid(
+                "chunk_size",
+                "must lie between min_chunk_size and max_chunk_size",
+            );
         }
         if self.upload_ttl.is_zero() {
             return invalid("upload_ttl", "must be longer than zero");
@@ -215,12 +218,23 @@ impl Settings {
             }
         }
         if let StoreSettings::Redis { url, .. } = &self.store {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")) {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
                 return invalid("store.url", "must be a redis:// or rediss:// URL");
             }
         }
-        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
-            return invalid("log.level", "is not a valid filter (try \"info\" or \"tranche=debug\")");
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return invalid(
+                "log.level",
+                "is not a valid filter (try \"info\" or \"tranche=debug\")",
+            );
         }
         Ok(())
     }

@@ -22,11 +22,19 @@ pub enum ApiError {
     #[error("chunk {index} does not exist: this upload has chunks 0 to {last}")]
     ChunkOutOfRange { index: u64, last: u64 },
     #[error("chunk {index} is {expected} bytes long, but the body is {actual}")]
-    ChunkTooShort { index: u64, expected: u64, actual: u64 },
+    ChunkTooShort {
+        index: u64,
+        expected: u64,
+        actual: u64,
+    },
     #[error("chunk {index} is {expected} bytes long; the body is longer")]
     ChunkTooLong { index: u64, expected: u64 },
     #[error("the body of chunk {index} was cut off after {received} of {expected} bytes; send the chunk again")]
-    BodyIncomplete { index: u64, received: u64, expected: u64 },
+    BodyIncomplete {
+        index: u64,
+        received: u64,
+        expected: u64,
+    },
     #[error("the {what}'s SHA-256 is {actual}, not {expected} as announced")]
     DigestMismatch {
         what: &'static str,
@@ -48,7 +56,11 @@ pub enum ApiError {
     #[error("upload {0} is being assembled; poll GET /api/v1/uploads/{0}")]
     UploadAssembling(String),
     #[error("upload {id} failed: {message}")]
-    UploadFailed { id: String, code: String, message: String },
+    UploadFailed {
+        id: String,
+        code: String,
+        message: String,
+    },
     #[error("chunk {index} is being written by another request; retry when it has finished")]
     ChunkInProgress { index: u64 },
     #[error("another request with this Idempotency-Key is still in progress")]
@@ -121,7 +133,9 @@ impl ApiError {
             | ApiError::BodyIncomplete { expected, .. } => {
                 m.insert("expected_size".into(), json!(expected));
             }
-            ApiError::DigestMismatch { expected, actual, .. } => {
+            ApiError::DigestMismatch {
+                expected, actual, ..
+            } => {
                 m.insert("expected".into(), json!(expected));
                 m.insert("actual".into(), json!(actual));
             }
@@ -153,7 +167,9 @@ impl ResponseError for ApiError {
             | ApiError::ChunkInProgress { .. }
             | ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
             ApiError::UploadExpired(_) | ApiError::UploadAborted(_) => StatusCode::GONE,
-            ApiError::FileTooLarge { .. } | ApiError::ChunkTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::FileTooLarge { .. } | ApiError::ChunkTooLong { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::DigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,

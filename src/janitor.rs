@@ -64,7 +64,10 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
             } else {
                 report.expired_uploads += 1;
                 ctx.metrics.upload_event("expired");
-                ctx.metrics.janitor_deleted.with_label_values(&["upload"]).inc();
+                ctx.metrics
+                    .janitor_deleted
+                    .with_label_values(&["upload"])
+                    .inc();
                 tracing::info!(upload_id = %id, freed_bytes = freed, "expired upload deleted");
             }
             ctx.metrics.janitor_freed_bytes.inc_by(freed);
@@ -76,7 +79,9 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
 
     let grace = ctx.settings.orphan_grace;
     for (id, path, modified) in ctx.storage.list_parts().await? {
-        let age = SystemTime::now().duration_since(modified).unwrap_or_default();
+        let age = SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default();
         if age < grace {
             continue;
         }
@@ -92,7 +97,10 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
         let freed = ctx.storage.remove_path(path.clone()).await?;
         report.orphans += 1;
         report.freed_bytes += freed;
-        ctx.metrics.janitor_deleted.with_label_values(&["orphan"]).inc();
+        ctx.metrics
+            .janitor_deleted
+            .with_label_values(&["orphan"])
+            .inc();
         ctx.metrics.janitor_freed_bytes.inc_by(freed);
         tracing::info!(path = %path.display(), freed_bytes = freed, "orphaned part file removed");
     }

@@ -1,7 +1,8 @@
 //! Prometheus metrics: what an operator graphs and alerts on.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Clone)]
@@ -24,12 +25,16 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let uploads = IntCounterVec::new(
-            Opts::new("tranche_uploads_total", "Uploads by event: created, completed, failed, aborted, expired"),
+            Opts::new(
+                "tranche_uploads_total",
+                "Uploads by event: created, completed, failed, aborted, expired",
+            ),
             &["event"],
         )
         .expect("valid metric");
         let chunks_received =
-            IntCounter::new("tranche_chunks_received_total", "Chunks stored and counted").expect("valid metric");
+            IntCounter::new("tranche_chunks_received_total", "Chunks stored and counted")
+                .expect("valid metric");
         let chunk_bytes_received = IntCounter::new(
             "tranche_chunk_received_bytes_total",
             "Bytes of chunks stored and counted",
@@ -40,21 +45,31 @@ impl Metrics {
                 "tranche_chunk_request_duration_seconds",
                 "Time to receive, store and count one chunk",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
         )
         .expect("valid metric");
-        let chunks_in_flight =
-            IntGauge::new("tranche_chunks_in_flight", "Chunk requests being received now").expect("valid metric");
+        let chunks_in_flight = IntGauge::new(
+            "tranche_chunks_in_flight",
+            "Chunk requests being received now",
+        )
+        .expect("valid metric");
         let assembly_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "tranche_assembly_duration_seconds",
                 "Time from complete's start to the file being published",
             )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0,
+            ]),
         )
         .expect("valid metric");
         let janitor_deleted = IntCounterVec::new(
-            Opts::new("tranche_janitor_deleted_total", "What the janitor removed: upload, orphan"),
+            Opts::new(
+                "tranche_janitor_deleted_total",
+                "What the janitor removed: upload, orphan",
+            ),
             &["kind"],
         )
         .expect("valid metric");

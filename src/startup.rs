@@ -14,7 +14,7 @@ use crate::config::{Durability, Settings, StoreSettings};
 use crate::context::AppContext;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
-use crate::store::{EmbeddedStore, Store};
+use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::{api, janitor};
 
 pub struct Application {
@@ -28,19 +28,22 @@ impl Application {
     /// requests until [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let sync = settings.durability == Durability::Full;
-        let storage = Storage::open(&settings.data_dir, sync)
-            .with_context(|| format!("cannot use data directory {}", settings.data_dir.display()))?;
+        let storage = Storage::open(&settings.data_dir, sync).with_context(|| {
+            format!("cannot use data directory {}", settings.data_dir.display())
+        })?;
         let store = match &settings.store {
             StoreSettings::Embedded { .. } => Store::Embedded(
                 EmbeddedStore::open(&settings.embedded_store_path(), settings.durability)
                     .context("cannot open the embedded state store")?,
             ),
-            StoreSettings::Redis { .. } => {
-                anyhow::bail!("store.type = \"redis\" is not available in this version yet; use \"embedded\"")
-            }
+            StoreSettings::Redis { url, key_prefix } => Store::Redis(
+                RedisStore::connect(url, key_prefix)
+                    .await
+                    .with_context(|| format!("cannot reach Redis at {url}"))?,
+            ),
         };
-        let listener =
-            TcpListener::bind(&settings.bind).with_context(|| format!("cannot bind {}", settings.bind))?;
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("cannot bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let ctx = AppContext {
             settings: Arc::new(settings),

@@ -115,12 +115,18 @@ impl Storage {
     }
 
     pub fn part_path(&self, id: Uuid) -> PathBuf {
-        self.root.join("uploads").join(format!("{}.part", id.simple()))
+        self.root
+            .join("uploads")
+            .join(format!("{}.part", id.simple()))
     }
 
     pub fn file_path(&self, id: Uuid) -> PathBuf {
         let hex = id.simple().to_string();
-        self.root.join("files").join(&hex[0..2]).join(&hex[2..4]).join(hex)
+        self.root
+            .join("files")
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex)
     }
 
     /// Creates the part file of a new upload and reserves `size` bytes for it,
@@ -129,13 +135,18 @@ impl Storage {
         let path = self.part_path(id);
         let sync = self.sync;
         blocking(move || {
-            let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
             if size > 0 {
                 if let Err(e) = fs4::fs_std::FileExt::allocate(&file, size) {
                     drop(file);
                     let _ = std::fs::remove_file(&path);
                     return Err(match e.raw_os_error() {
-                        Some(libc_enospc) if libc_enospc == 28 => StorageError::NoSpace { needed: size },
+                        Some(libc_enospc) if libc_enospc == 28 => {
+                            StorageError::NoSpace { needed: size }
+                        }
                         _ => StorageError::Io(e),
                     });
                 }
@@ -198,7 +209,9 @@ impl Storage {
                 }
                 let mut buf = std::mem::replace(
                     &mut filling,
-                    spare.take().unwrap_or_else(|| Vec::with_capacity(BUFFER_SIZE)),
+                    spare
+                        .take()
+                        .unwrap_or_else(|| Vec::with_capacity(BUFFER_SIZE)),
                 );
                 filling.clear();
                 let mut h = hashers.take().expect("hashers are back");
@@ -267,7 +280,12 @@ impl Storage {
     /// Extends `state` over the part file's bytes up to offset `until`, reading
     /// them back (from the page cache, usually): the catch-up for chunks that
     /// arrived before the ones in front of them.
-    pub async fn hash_until(&self, id: Uuid, mut state: HashState, until: u64) -> Result<HashState, StorageError> {
+    pub async fn hash_until(
+        &self,
+        id: Uuid,
+        mut state: HashState,
+        until: u64,
+    ) -> Result<HashState, StorageError> {
         let path = self.part_path(id);
         let final_path = self.file_path(id);
         blocking(move || {
@@ -283,7 +301,11 @@ impl Storage {
                 let want = ((until - state.len()) as usize).min(buf.len());
                 let n = file.read_at(&mut buf[..want], state.len())?;
                 if n == 0 {
-                    return Err(io::Error::new(ErrorKind::UnexpectedEof, "part file shorter than the upload").into());
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "part file shorter than the upload",
+                    )
+                    .into());
                 }
                 state.update(&buf[..n]);
             }
@@ -327,7 +349,9 @@ impl Storage {
                 let entry = entry?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                let id = name.strip_suffix(".part").and_then(|s| Uuid::try_parse(s).ok());
+                let id = name
+                    .strip_suffix(".part")
+                    .and_then(|s| Uuid::try_parse(s).ok());
                 let modified = entry.metadata()?.modified()?;
                 match id {
                     Some(id) => out.push((id, entry.path(), modified)),

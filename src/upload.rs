@@ -70,7 +70,9 @@ impl UploadRecord {
     }
 
     pub fn missing_chunks(&self) -> Vec<u64> {
-        (0..self.chunk_count()).filter(|&i| !self.received.contains(i)).collect()
+        (0..self.chunk_count())
+            .filter(|&i| !self.received.contains(i))
+            .collect()
     }
 
     pub fn is_fully_received(&self) -> bool {
@@ -116,6 +118,12 @@ impl ChunkSet {
 
     pub fn count(&self) -> u64 {
         self.0.iter().map(|b| b.count_ones() as u64).sum()
+    }
+
+    /// From a Redis bitmap, whose bit 0 is the most significant bit of byte 0
+    /// (`SETBIT` order).
+    pub fn from_msb_first(bytes: &[u8]) -> Self {
+        ChunkSet(bytes.iter().map(|b| b.reverse_bits()).collect())
     }
 }
 

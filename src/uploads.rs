@@ -58,7 +58,9 @@ pub enum Completion {
 pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     // A UUID is 36 characters; anything far longer is not worth parsing.
     if raw.len() > 64 {
-        return Err(ApiError::InvalidRequest("upload id is too long to be valid".into()));
+        return Err(ApiError::InvalidRequest(
+            "upload id is too long to be valid".into(),
+        ));
     }
     Uuid::try_parse(raw).map_err(|_| {
         ApiError::InvalidRequest(format!(
@@ -69,8 +71,9 @@ pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 pub fn parse_index(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>()
-        .map_err(|_| ApiError::InvalidRequest(format!("chunk index {raw:?} is not a non-negative integer")))
+    raw.parse::<u64>().map_err(|_| {
+        ApiError::InvalidRequest(format!("chunk index {raw:?} is not a non-negative integer"))
+    })
 }
 
 /// Validates a create request and starts the upload. Returns the answer and
@@ -94,7 +97,9 @@ pub async fn create(
     };
     let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
     if req.chunk_size == Some(0) {
-        return Err(ApiError::InvalidRequest("chunk_size must be at least 1".into()));
+        return Err(ApiError::InvalidRequest(
+            "chunk_size must be at least 1".into(),
+        ));
     }
     if let Some(key) = &idempotency_key {
         if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
@@ -128,7 +133,8 @@ pub async fn create(
     };
     // The bytes' place first: if the disk is full we say so before any state exists.
     ctx.storage.create_part(record.id, record.size).await?;
-    let answer = serde_json::to_value(UploadView::from(&record)).map_err(|e| ApiError::Internal(e.into()))?;
+    let answer = serde_json::to_value(UploadView::from(&record))
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let inserted = ctx
         .store
         .insert_upload(&record, idempotency_key.as_deref().map(|k| (k, &answer)))
@@ -152,7 +158,9 @@ pub async fn create(
 
 fn validate_filename(name: &str) -> Result<String, ApiError> {
     if name.is_empty() || name.len() > 1024 {
-        return Err(ApiError::InvalidRequest("filename must be 1 to 1024 bytes long".into()));
+        return Err(ApiError::InvalidRequest(
+            "filename must be 1 to 1024 bytes long".into(),
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err(ApiError::InvalidRequest(
@@ -164,7 +172,9 @@ fn validate_filename(name: &str) -> Result<String, ApiError> {
 
 fn validate_content_type(ct: &str) -> Result<String, ApiError> {
     match ct.parse::<mime::Mime>() {
-        Ok(m) if ct.len() <= 255 && !ct.chars().any(char::is_control) => Ok(m.essence_str().to_string()),
+        Ok(m) if ct.len() <= 255 && !ct.chars().any(char::is_control) => {
+            Ok(m.essence_str().to_string())
+        }
         _ => Err(ApiError::InvalidRequest(format!(
             "content_type {:?} is not a media type such as video/mp4",
             ct.chars().take(100).collect::<String>()
@@ -176,7 +186,9 @@ fn validate_sha256(hex_digest: &str) -> Result<String, ApiError> {
     if hex_digest.len() == 64 && hex_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hex_digest.to_ascii_lowercase())
     } else {
-        Err(ApiError::InvalidRequest("sha256 must be 64 hexadecimal characters".into()))
+        Err(ApiError::InvalidRequest(
+            "sha256 must be 64 hexadecimal characters".into(),
+        ))
     }
 }
 
@@ -184,7 +196,11 @@ fn validate_sha256(hex_digest: &str) -> Result<String, ApiError> {
 /// Other algorithms are ignored; a malformed header is an error.
 pub fn parse_content_digest(header: &str) -> Result<Option<[u8; 32]>, ApiError> {
     use base64::Engine;
-    let bad = || ApiError::InvalidRequest("Content-Digest must look like sha-256=:<base64 of 32 bytes>:".into());
+    let bad = || {
+        ApiError::InvalidRequest(
+            "Content-Digest must look like sha-256=:<base64 of 32 bytes>:".into(),
+        )
+    };
     for member in header.split(',') {
         let Some((alg, value)) = member.trim().split_once('=') else {
             return Err(bad());
@@ -197,7 +213,9 @@ pub fn parse_content_digest(header: &str) -> Result<Option<[u8; 32]>, ApiError> 
             .strip_prefix(':')
             .and_then(|v| v.strip_suffix(':'))
             .ok_or_else(bad)?;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(inner).map_err(|_| bad())?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(inner)
+            .map_err(|_| bad())?;
         return bytes.try_into().map(Some).map_err(|_| bad());
     }
     Ok(None)
@@ -210,8 +228,12 @@ async fn load_live(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError>
         .store
         .get_upload(id)
         .await
-        .map_err(|e| store_error(ctx, e))?
-        .ok_or_else(|| ApiError::UploadNotFound(id.to_string()))?;
+        .map_err(|e| store_error(ctx, e))?;
+    check_live(id, rec)
+}
+
+fn check_live(id: Uuid, rec: Option<UploadRecord>) -> Result<UploadRecord, ApiError> {
+    let rec = rec.ok_or_else(|| ApiError::UploadNotFound(id.to_string()))?;
     if rec.status == Status::Aborted {
         return Err(ApiError::UploadAborted(id.to_string()));
     }
@@ -271,22 +293,34 @@ where
     // us recorded its chunk before letting go, so the record read next says
     // truly whether the chunk is still missing, and counted bytes are never
     // written again.
-    let lease = ctx
+    let (lease, rec) = ctx
         .store
-        .try_lease(&format!("chunk:{id}:{index}"), CHUNK_LEASE)
+        .lease_and_get(id, &format!("chunk:{index}"), CHUNK_LEASE)
         .await
         .map_err(|e| store_error(ctx, e))?
         .ok_or(ApiError::ChunkInProgress { index })?;
     let mut guard = LeaseGuard::new(ctx, lease);
-    let result = put_chunk_leased(ctx, id, index, content_length, digest, body, &mut guard).await;
+    let result = put_chunk_leased(
+        ctx,
+        rec,
+        id,
+        index,
+        content_length,
+        digest,
+        body,
+        &mut guard,
+    )
+    .await;
     // Released before answering, so that a client retrying at once is not told
     // that its own previous attempt is still in progress.
     guard.release().await;
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn put_chunk_leased<S, E>(
     ctx: &AppContext,
+    rec: Option<UploadRecord>,
     id: Uuid,
     index: u64,
     content_length: Option<u64>,
@@ -297,7 +331,7 @@ async fn put_chunk_leased<S, E>(
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
-    let rec = load_live(ctx, id).await?;
+    let rec = check_live(id, rec)?;
     if rec.status != Status::Uploading {
         return Err(status_conflict(&rec));
     }
@@ -339,9 +373,15 @@ where
         running,
         chunk: want_chunk_hash,
     };
-    let written = match ctx.storage.write_chunk(id, start, expected, body, hashing).await {
+    let written = match ctx
+        .storage
+        .write_chunk(id, start, expected, body, hashing)
+        .await
+    {
         Ok(w) => w,
-        Err(WriteError::TooLong { expected }) => return Err(ApiError::ChunkTooLong { index, expected }),
+        Err(WriteError::TooLong { expected }) => {
+            return Err(ApiError::ChunkTooLong { index, expected })
+        }
         Err(WriteError::TooShort { received, expected }) => {
             return Err(ApiError::ChunkTooShort {
                 index,
@@ -374,7 +414,9 @@ where
         now_ms: now,
         expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
     };
-    let rec = match ctx.store.record_chunk(id, mark).await.map_err(|e| store_error(ctx, e))? {
+    let lease = guard.disarm();
+    let recorded = ctx.store.record_chunk_and_release(id, mark, &lease).await;
+    let rec = match recorded.map_err(|e| store_error(ctx, e))? {
         Update::Done(rec) => rec,
         Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
@@ -398,7 +440,10 @@ fn chunk_answer(rec: &UploadRecord, index: u64, size: u64, sha: Option<[u8; 32]>
     }
 }
 
-fn check_digest(announced: Option<[u8; 32]>, actual: Option<[u8; 32]>) -> Result<Option<[u8; 32]>, ApiError> {
+fn check_digest(
+    announced: Option<[u8; 32]>,
+    actual: Option<[u8; 32]>,
+) -> Result<Option<[u8; 32]>, ApiError> {
     if let (Some(want), Some(got)) = (announced, actual) {
         if want != got {
             return Err(ApiError::DigestMismatch {
@@ -413,7 +458,12 @@ fn check_digest(announced: Option<[u8; 32]>, actual: Option<[u8; 32]>) -> Result
 
 /// Reads a resent chunk's body without storing it, checking its length (and
 /// hashing it when asked).
-async fn drain<S, E>(mut body: S, index: u64, expected: u64, hash: bool) -> Result<Option<[u8; 32]>, ApiError>
+async fn drain<S, E>(
+    mut body: S,
+    index: u64,
+    expected: u64,
+    hash: bool,
+) -> Result<Option<[u8; 32]>, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
@@ -461,10 +511,15 @@ impl LeaseGuard {
         }
     }
 
+    /// Takes the lease out, for a store call that releases it itself.
+    fn disarm(&mut self) -> Lease {
+        self.lease.take().expect("the lease is held")
+    }
+
     async fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             if let Err(e) = self.ctx.store.release(&lease).await {
-                tracing::warn!(error = %e, lease = %lease.key, "could not release lease; it will lapse");
+                tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
             }
         }
     }
@@ -476,7 +531,7 @@ impl Drop for LeaseGuard {
             let store = self.ctx.store.clone();
             tokio::spawn(async move {
                 if let Err(e) = store.release(&lease).await {
-                    tracing::warn!(error = %e, lease = %lease.key, "could not release lease; it will lapse");
+                    tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
                 }
             });
         }
@@ -532,7 +587,10 @@ async fn catch_up(ctx: &AppContext, id: Uuid) -> anyhow::Result<()> {
         let mut next = rec.hash_frontier();
         let from = rec.hash.len();
         let mut until = from;
-        while next < rec.chunk_count() && rec.received.contains(next) && until - from < CATCH_UP_STEP {
+        while next < rec.chunk_count()
+            && rec.received.contains(next)
+            && until - from < CATCH_UP_STEP
+        {
             until = rec.chunk_range(next).1;
             next += 1;
         }
@@ -562,7 +620,7 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
         }
         let lease = ctx
             .store
-            .try_lease(&format!("complete:{id}"), ASSEMBLY_LEASE)
+            .try_lease(id, "complete", ASSEMBLY_LEASE)
             .await
             .map_err(|e| store_error(ctx, e))?;
         if let Some(lease) = lease {
@@ -580,7 +638,9 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
                 Ok(joined) => joined
                     .map_err(|e| ApiError::Internal(e.into()))?
                     .map(|rec| Completion::Completed(UploadView::from(&rec))),
-                Err(_) => Ok(Completion::Assembling(UploadView::from(&load_live(ctx, id).await?))),
+                Err(_) => Ok(Completion::Assembling(UploadView::from(
+                    &load_live(ctx, id).await?,
+                ))),
             };
         }
         // Another request is assembling: wait for its outcome, like it does.
@@ -596,7 +656,12 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
 /// upload's completion lease.
 async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> {
     let started = Instant::now();
-    let rec = match ctx.store.begin_assembly(id).await.map_err(|e| store_error(ctx, e))? {
+    let rec = match ctx
+        .store
+        .begin_assembly(id)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+    {
         Update::Done(rec) => rec,
         Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
         Update::Rejected(rec) if rec.status == Status::Completed => return Ok(rec),
@@ -607,12 +672,17 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> 
         }
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
     };
-    let hashed = ctx.storage.hash_until(id, rec.hash.clone(), rec.size).await?;
+    let hashed = ctx
+        .storage
+        .hash_until(id, rec.hash.clone(), rec.size)
+        .await?;
     let sha256 = hex::encode(hashed.finalize());
     let outcome = match &rec.expected_sha256 {
         Some(expected) if *expected != sha256 => Err(Failure {
             error: "digest_mismatch".into(),
-            message: format!("the file's SHA-256 is {sha256}, not {expected} as announced at create"),
+            message: format!(
+                "the file's SHA-256 is {sha256}, not {expected} as announced at create"
+            ),
         }),
         _ => {
             ctx.storage.publish(id).await?;
@@ -627,7 +697,11 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> 
     let failed = outcome.is_err();
     let done = ctx
         .store
-        .finish_assembly(id, outcome, now_ms() + ctx.settings.upload_ttl.as_millis() as i64)
+        .finish_assembly(
+            id,
+            outcome,
+            now_ms() + ctx.settings.upload_ttl.as_millis() as i64,
+        )
         .await
         .map_err(|e| store_error(ctx, e))?;
     let rec = match done {
@@ -635,7 +709,9 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> 
         Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
     };
-    ctx.metrics.assembly_duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .assembly_duration
+        .observe(started.elapsed().as_secs_f64());
     if failed {
         ctx.metrics.upload_event("failed");
         let _ = ctx.storage.remove_part(id).await;
@@ -652,7 +728,12 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> 
 }
 
 pub fn file_url(ctx: &AppContext, id: Uuid) -> String {
-    let base = ctx.settings.public_url.as_deref().unwrap_or("").trim_end_matches('/');
+    let base = ctx
+        .settings
+        .public_url
+        .as_deref()
+        .unwrap_or("")
+        .trim_end_matches('/');
     format!("{base}/api/v1/files/{id}")
 }
 
@@ -660,19 +741,30 @@ pub fn file_url(ctx: &AppContext, id: Uuid) -> String {
 /// that later requests get 410 instead of 404. Aborting twice is fine.
 pub async fn abort(ctx: &AppContext, id: Uuid) -> Result<(), ApiError> {
     let tombstone_until = now_ms() + ctx.settings.upload_ttl.as_millis() as i64;
-    match ctx.store.abort(id, tombstone_until).await.map_err(|e| store_error(ctx, e))? {
+    match ctx
+        .store
+        .abort(id, tombstone_until)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+    {
         Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
         Update::Done(_) => {}
     }
-    ctx.storage.remove_part(id).await.map_err(|e| ApiError::Internal(e.into()))?;
+    ctx.storage
+        .remove_part(id)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     ctx.metrics.upload_event("aborted");
     tracing::info!(upload_id = %id, "upload aborted");
     Ok(())
 }
 
 /// The completed file's record, for downloads.
-pub async fn completed_file(ctx: &AppContext, id: Uuid) -> Result<(UploadRecord, std::path::PathBuf), ApiError> {
+pub async fn completed_file(
+    ctx: &AppContext,
+    id: Uuid,
+) -> Result<(UploadRecord, std::path::PathBuf), ApiError> {
     let rec = ctx
         .store
         .get_upload(id)

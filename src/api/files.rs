@@ -2,7 +2,8 @@
 
 use actix_files::NamedFile;
 use actix_web::http::header::{
-    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue, HeaderValue,
+    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
+    HeaderValue,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
@@ -55,7 +56,13 @@ pub async fn download(
 pub fn content_disposition(filename: &str) -> ContentDisposition {
     let safe: String = filename
         .chars()
-        .map(|c| if c.is_control() || c == '/' || c == '\\' { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '/' || c == '\\' {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let ascii: String = safe
         .chars()

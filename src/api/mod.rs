@@ -30,9 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ApiError::InvalidRequest(msg).into()
             }),
     )
-    .app_data(web::PathConfig::default().error_handler(|err, _req| {
-        ApiError::InvalidRequest(format!("invalid path: {err}")).into()
-    }))
+    .app_data(
+        web::PathConfig::default().error_handler(|err, _req| {
+            ApiError::InvalidRequest(format!("invalid path: {err}")).into()
+        }),
+    )
     .service(
         web::scope("/api/v1")
             .service(

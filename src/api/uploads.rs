@@ -68,7 +68,9 @@ pub async fn put_chunk(
     ctx.metrics.chunks_in_flight.inc();
     let result = uploads::put_chunk(&ctx, id, index, content_length, digest, body).await;
     ctx.metrics.chunks_in_flight.dec();
-    ctx.metrics.chunk_duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .chunk_duration
+        .observe(started.elapsed().as_secs_f64());
     let answer = result?;
     tracing::debug!(bytes = answer.size, "chunk stored");
     Ok(HttpResponse::Ok().json(answer))

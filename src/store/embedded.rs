@@ -45,7 +45,7 @@ type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send
 pub struct EmbeddedStore {
     db: Arc<Database>,
     jobs: mpsc::Sender<Job>,
-    leases: Arc<Mutex<HashMap<String, (u64, Instant)>>>,
+    leases: Arc<Mutex<HashMap<(Uuid, String), (u64, Instant)>>>,
     next_token: Arc<AtomicU64>,
 }
 
@@ -129,13 +129,19 @@ impl EmbeddedStore {
             if !change(&mut rec) {
                 return Ok(Update::Rejected(rec));
             }
-            uploads.insert(id.as_u128(), encode(&rec)?.as_slice()).map_err(unavailable)?;
+            uploads
+                .insert(id.as_u128(), encode(&rec)?.as_slice())
+                .map_err(unavailable)?;
             let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
             if rules::expires(&before) {
-                expiry.remove((before.expires_at, id.as_u128())).map_err(unavailable)?;
+                expiry
+                    .remove((before.expires_at, id.as_u128()))
+                    .map_err(unavailable)?;
             }
             if rules::expires(&rec) {
-                expiry.insert((rec.expires_at, id.as_u128()), ()).map_err(unavailable)?;
+                expiry
+                    .insert((rec.expires_at, id.as_u128()), ())
+                    .map_err(unavailable)?;
             }
             Ok(Update::Done(rec))
         })
@@ -202,7 +208,10 @@ fn encode(rec: &UploadRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn load(table: &impl ReadableTable<u128, &'static [u8]>, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
+fn load(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    id: Uuid,
+) -> Result<Option<UploadRecord>, StoreError> {
     match table.get(id.as_u128()).map_err(unavailable)? {
         None => Ok(None),
         Some(bytes) => serde_json::from_slice(bytes.value())
@@ -213,7 +222,8 @@ fn load(table: &impl ReadableTable<u128, &'static [u8]>, id: Uuid) -> Result<Opt
 
 impl StateStore for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|txn| txn.open_table(UPLOADS).map(|_| ()).map_err(unavailable)).await
+        self.read(|txn| txn.open_table(UPLOADS).map(|_| ()).map_err(unavailable))
+            .await
     }
 
     async fn insert_upload(
@@ -222,7 +232,8 @@ impl StateStore for EmbeddedStore {
         idempotency: Option<(&str, &serde_json::Value)>,
     ) -> Result<Insert, StoreError> {
         let rec = record.clone();
-        let idem = idempotency.map(|(k, v)| (k.to_owned(), serde_json::json!({"id": rec.id, "answer": v})));
+        let idem = idempotency
+            .map(|(k, v)| (k.to_owned(), serde_json::json!({"id": rec.id, "answer": v})));
         self.write(move |txn| {
             if let Some((key, value)) = &idem {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
@@ -232,13 +243,20 @@ impl StateStore for EmbeddedStore {
                     return Ok(Insert::Existing(stored["answer"].clone()));
                 }
                 table
-                    .insert(key.as_str(), serde_json::to_vec(value).unwrap_or_default().as_slice())
+                    .insert(
+                        key.as_str(),
+                        serde_json::to_vec(value).unwrap_or_default().as_slice(),
+                    )
                     .map_err(unavailable)?;
             }
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
-            uploads.insert(rec.id.as_u128(), encode(&rec)?.as_slice()).map_err(unavailable)?;
+            uploads
+                .insert(rec.id.as_u128(), encode(&rec)?.as_slice())
+                .map_err(unavailable)?;
             let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
-            expiry.insert((rec.expires_at, rec.id.as_u128()), ()).map_err(unavailable)?;
+            expiry
+                .insert((rec.expires_at, rec.id.as_u128()), ())
+                .map_err(unavailable)?;
             Ok(Insert::Created)
         })
         .await
@@ -251,8 +269,8 @@ impl StateStore for EmbeddedStore {
             let Some(v) = table.get(key.as_str()).map_err(unavailable)? else {
                 return Ok(None);
             };
-            let stored: serde_json::Value =
-                serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let stored: serde_json::Value = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             Ok(Some(stored["answer"].clone()))
         })
         .await
@@ -264,11 +282,19 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
-        self.update(id, move |rec| rules::record_chunk(rec, &mark)).await
+        self.update(id, move |rec| rules::record_chunk(rec, &mark))
+            .await
     }
 
-    async fn advance_hash(&self, id: Uuid, from_len: u64, to: HashState) -> Result<bool, StoreError> {
-        let done = self.update(id, move |rec| rules::advance_hash(rec, from_len, &to)).await?;
+    async fn advance_hash(
+        &self,
+        id: Uuid,
+        from_len: u64,
+        to: HashState,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .update(id, move |rec| rules::advance_hash(rec, from_len, &to))
+            .await?;
         Ok(matches!(done, Update::Done(_)))
     }
 
@@ -282,12 +308,15 @@ impl StateStore for EmbeddedStore {
         outcome: Result<FileInfo, Failure>,
         keep_until: i64,
     ) -> Result<Update, StoreError> {
-        self.update(id, move |rec| rules::finish_assembly(rec, &outcome, keep_until))
-            .await
+        self.update(id, move |rec| {
+            rules::finish_assembly(rec, &outcome, keep_until)
+        })
+        .await
     }
 
     async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError> {
-        self.update(id, move |rec| rules::abort(rec, tombstone_until)).await
+        self.update(id, move |rec| rules::abort(rec, tombstone_until))
+            .await
     }
 
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError> {
@@ -306,7 +335,11 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn delete_expired(&self, id: Uuid, now_ms: i64) -> Result<Option<UploadRecord>, StoreError> {
+    async fn delete_expired(
+        &self,
+        id: Uuid,
+        now_ms: i64,
+    ) -> Result<Option<UploadRecord>, StoreError> {
         self.write(move |txn| {
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
             let Some(rec) = load(&uploads, id)? else {
@@ -317,7 +350,9 @@ impl StateStore for EmbeddedStore {
             }
             uploads.remove(id.as_u128()).map_err(unavailable)?;
             let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
-            expiry.remove((rec.expires_at, id.as_u128())).map_err(unavailable)?;
+            expiry
+                .remove((rec.expires_at, id.as_u128()))
+                .map_err(unavailable)?;
             if let Some(key) = &rec.idempotency_key {
                 let mut idem = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
                 idem.remove(key.as_str()).map_err(unavailable)?;
@@ -327,28 +362,37 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    async fn try_lease(
+        &self,
+        id: Uuid,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
         // One process owns the database, so leases need not outlive it: a map
         // in memory is enough, and a crash releases every lease with it.
+        let key = (id, name.to_owned());
         let mut leases = self.leases.lock().expect("lease map poisoned");
         let now = Instant::now();
-        if let Some((_, until)) = leases.get(key) {
-            if *until > now {
-                return Ok(None);
-            }
+        if leases.get(&key).is_some_and(|(_, until)| *until > now) {
+            return Ok(None);
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        leases.insert(key.to_owned(), (token, now + ttl));
+        leases.insert(key, (token, now + ttl));
         Ok(Some(Lease {
-            key: key.to_owned(),
-            token,
+            upload: id,
+            name: name.to_owned(),
+            token: token.to_string(),
         }))
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let key = (lease.upload, lease.name.clone());
         let mut leases = self.leases.lock().expect("lease map poisoned");
-        if leases.get(&lease.key).is_some_and(|(token, _)| *token == lease.token) {
-            leases.remove(&lease.key);
+        if leases
+            .get(&key)
+            .is_some_and(|(token, _)| token.to_string() == lease.token)
+        {
+            leases.remove(&key);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! what to do, then ask for a transition that the store re-checks atomically.
 
 pub mod embedded;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
 pub use embedded::EmbeddedStore;
+pub use redis::RedisStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,11 +66,15 @@ pub struct ChunkMark {
     pub expires_at: i64,
 }
 
-/// An acquired lease; hand it back to [`StateStore::release`].
+/// An acquired lease on one upload; hand it back to [`StateStore::release`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    pub key: String,
-    pub token: u64,
+    pub upload: Uuid,
+    /// What it guards within the upload, e.g. `chunk:3` or `complete`.
+    pub name: String,
+    /// Proves the holder: releasing needs it, so a lease that lapsed and was
+    /// taken by someone else is not released by its first holder.
+    pub token: String,
 }
 
 /// What every state backend must guarantee. "Atomic" means: applied entirely
@@ -102,7 +108,12 @@ pub trait StateStore {
 
     /// Compare-and-set of the running hash: replaces it with `to` only if it
     /// currently covers exactly `from_len` bytes. Returns whether it did.
-    async fn advance_hash(&self, id: Uuid, from_len: u64, to: HashState) -> Result<bool, StoreError>;
+    async fn advance_hash(
+        &self,
+        id: Uuid,
+        from_len: u64,
+        to: HashState,
+    ) -> Result<bool, StoreError>;
 
     /// `uploading` (with every chunk received) → `assembling`. An upload that is
     /// already `assembling` is returned as `Done` too, so that an assembly
@@ -129,27 +140,74 @@ pub trait StateStore {
     /// Deletes an upload's state (and its idempotency key) if it is still
     /// expired at `now_ms`; a record refreshed meanwhile is kept. Returns the
     /// deleted record.
-    async fn delete_expired(&self, id: Uuid, now_ms: i64) -> Result<Option<UploadRecord>, StoreError>;
+    async fn delete_expired(
+        &self,
+        id: Uuid,
+        now_ms: i64,
+    ) -> Result<Option<UploadRecord>, StoreError>;
 
-    /// Takes the lease `key` for `ttl` if nobody holds it. A lease whose holder
-    /// died lapses after `ttl`.
-    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+    /// Takes the lease `name` of upload `id` for `ttl` if nobody holds it. A
+    /// lease whose holder died lapses after `ttl`.
+    async fn try_lease(
+        &self,
+        id: Uuid,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
 
     /// Gives a lease back; a lease that lapsed and was taken by another holder
     /// is left alone.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// [`StateStore::try_lease`], then (only if the lease was taken) the
+    /// record as it stands after it: what every chunk request starts with, in
+    /// one round trip where the backend can.
+    async fn lease_and_get(
+        &self,
+        id: Uuid,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
+        let Some(lease) = self.try_lease(id, name, ttl).await? else {
+            return Ok(None);
+        };
+        match self.get_upload(id).await {
+            Ok(rec) => Ok(Some((lease, rec))),
+            Err(e) => {
+                let _ = self.release(&lease).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// [`StateStore::record_chunk`], then [`StateStore::release`] of the
+    /// chunk's lease (also when the record fails): what every chunk request
+    /// ends with, in one round trip where the backend can.
+    async fn record_chunk_and_release(
+        &self,
+        id: Uuid,
+        mark: ChunkMark,
+        lease: &Lease,
+    ) -> Result<Update, StoreError> {
+        let update = self.record_chunk(id, mark).await;
+        let released = self.release(lease).await;
+        let update = update?;
+        released.map(|()| update)
+    }
 }
 
 /// The configured backend.
 #[derive(Clone)]
 pub enum Store {
     Embedded(EmbeddedStore),
+    Redis(RedisStore),
 }
 
 macro_rules! dispatch {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Embedded($s) => $e,
+            Store::Redis($s) => $e,
         }
     };
 }
@@ -174,7 +232,12 @@ impl StateStore for Store {
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
         dispatch!(self, s => s.record_chunk(id, mark).await)
     }
-    async fn advance_hash(&self, id: Uuid, from_len: u64, to: HashState) -> Result<bool, StoreError> {
+    async fn advance_hash(
+        &self,
+        id: Uuid,
+        from_len: u64,
+        to: HashState,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.advance_hash(id, from_len, to).await)
     }
     async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError> {
@@ -194,14 +257,39 @@ impl StateStore for Store {
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError> {
         dispatch!(self, s => s.expired(now_ms, limit).await)
     }
-    async fn delete_expired(&self, id: Uuid, now_ms: i64) -> Result<Option<UploadRecord>, StoreError> {
+    async fn delete_expired(
+        &self,
+        id: Uuid,
+        now_ms: i64,
+    ) -> Result<Option<UploadRecord>, StoreError> {
         dispatch!(self, s => s.delete_expired(id, now_ms).await)
     }
-    async fn try_lease(&self, key: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        dispatch!(self, s => s.try_lease(key, ttl).await)
+    async fn try_lease(
+        &self,
+        id: Uuid,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        dispatch!(self, s => s.try_lease(id, name, ttl).await)
     }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         dispatch!(self, s => s.release(lease).await)
+    }
+    async fn lease_and_get(
+        &self,
+        id: Uuid,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
+        dispatch!(self, s => s.lease_and_get(id, name, ttl).await)
+    }
+    async fn record_chunk_and_release(
+        &self,
+        id: Uuid,
+        mark: ChunkMark,
+        lease: &Lease,
+    ) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.record_chunk_and_release(id, mark, lease).await)
     }
 }
 
@@ -219,7 +307,8 @@ pub mod rules {
             rec.bytes_received += mark.len;
         }
         if let Some(h) = &mark.hash {
-            if rec.hash.len() == mark.index * rec.chunk_size && h.len() == rec.hash.len() + mark.len {
+            if rec.hash.len() == mark.index * rec.chunk_size && h.len() == rec.hash.len() + mark.len
+            {
                 rec.hash = h.clone();
             }
         }
@@ -246,7 +335,11 @@ pub mod rules {
         }
     }
 
-    pub fn finish_assembly(rec: &mut UploadRecord, outcome: &Result<FileInfo, Failure>, keep_until: i64) -> bool {
+    pub fn finish_assembly(
+        rec: &mut UploadRecord,
+        outcome: &Result<FileInfo, Failure>,
+        keep_until: i64,
+    ) -> bool {
         if rec.status != Status::Assembling {
             return false;
         }
@@ -276,7 +369,10 @@ pub mod rules {
 
     /// Whether the janitor may delete this record at `now_ms`.
     pub fn deletable(rec: &UploadRecord, now_ms: i64) -> bool {
-        matches!(rec.status, Status::Uploading | Status::Failed | Status::Aborted) && rec.expires_at <= now_ms
+        matches!(
+            rec.status,
+            Status::Uploading | Status::Failed | Status::Aborted
+        ) && rec.expires_at <= now_ms
     }
 
     /// Whether the record belongs in the expiry index.

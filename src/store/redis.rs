@@ -1,0 +1,760 @@
+//! The Redis state backend: several tranche instances share uploads through
+//! one Redis, which is what production deployments with more than one node run.
+//!
+//! Keys, with the configured prefix `P` (default `tranche:`):
+//! - `P{<id>}:meta`: a hash with the record. `rec` is the whole record as
+//!   written at create (JSON); the fields that change (`status`, `bytes`,
+//!   `expires`, `hash`, `hash_len`, `file`, `failure`) are kept beside it so that
+//!   Lua scripts update them without decoding JSON.
+//! - `P{<id>}:chunks`: the received-chunk bitmap (`SETBIT`/`BITCOUNT`).
+//! - `P{<id>}:lease:<name>`: leases (`SET NX PX`, released by token).
+//! - `Pexpiry`: a sorted set of upload ids by `expires_at`, the janitor's index.
+//! - `Pidem:<key>`: the first answer for an `Idempotency-Key`.
+//!
+//! The keys of one upload share a hash tag, so each state transition is one
+//! Lua script over keys of one slot (atomic, and valid on Redis Cluster). The
+//! two global keys are updated beside the scripts, never inside them; the
+//! janitor re-checks each record atomically before deleting, so an index
+//! that lags behind costs nothing but a look. Every key of an upload carries a
+//! TTL a day past its `expires_at`, refreshed as chunks arrive, so an abandoned
+//! upload's state goes away by itself even if no janitor runs; its bytes are
+//! then removed by the janitor's orphan sweep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, Pipeline, RedisError};
+use uuid::Uuid;
+
+use super::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use crate::hashing::HashState;
+use crate::upload::{ChunkSet, Failure, FileInfo, UploadRecord};
+
+/// How long an upload's keys outlive its `expires_at`, so that the janitor
+/// finds the record (and deletes the bytes with it) before Redis drops it.
+const KEY_GRACE_MS: i64 = 24 * 3600 * 1000;
+
+/// A Lua script and its SHA-1, run with `EVALSHA` inside pipelines; after a
+/// Redis restart has emptied the script cache, scripts are loaded again.
+struct Lua {
+    src: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(src: &'static str) -> Self {
+        Lua {
+            src,
+            sha: redis::Script::new(src).get_hash().to_string(),
+        }
+    }
+
+    /// Appends an `EVALSHA` of this script to `pipe`.
+    fn add(&self, pipe: &mut Pipeline, keys: &[&str], args: &[&dyn std::fmt::Display]) {
+        let cmd = pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len()).arg(keys);
+        for a in args {
+            cmd.arg(a.to_string());
+        }
+    }
+}
+
+/// Counts a chunk. Returns 0: no such upload, 1: counted, 2: not uploading or expired.
+const RECORD_CHUNK: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
+if st ~= 'uploading' or exp <= tonumber(ARGV[3]) then return 2 end
+if redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0 then
+  redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[2])
+end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'hash_len') == ARGV[6] then
+  redis.call('HSET', KEYS[1], 'hash', ARGV[5], 'hash_len', ARGV[7])
+end
+local new = math.max(exp, tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'expires', string.format('%.0f', new))
+local until_ms = string.format('%.0f', new + tonumber(ARGV[8]))
+redis.call('PEXPIREAT', KEYS[1], until_ms)
+redis.call('PEXPIREAT', KEYS[2], until_ms)
+return 1
+"#;
+
+/// Compare-and-set of the running hash. Returns 1 if it was replaced.
+const ADVANCE_HASH: &str = r#"
+if redis.call('HGET', KEYS[1], 'hash_len') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'hash', ARGV[3], 'hash_len', ARGV[2])
+return 1
+"#;
+
+/// uploading (all chunks in) -> assembling. 0: no upload, 1: assembling, 2: rejected.
+const BEGIN_ASSEMBLY: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st == 'assembling' then return 1 end
+if st ~= 'uploading' then return 2 end
+if redis.call('BITCOUNT', KEYS[2]) ~= tonumber(redis.call('HGET', KEYS[1], 'count')) then return 2 end
+redis.call('HSET', KEYS[1], 'status', 'assembling')
+return 1
+"#;
+
+/// assembling -> completed (ARGV[1] = 1, ARGV[2] = file JSON) or failed
+/// (ARGV[1] = 0, ARGV[2] = failure JSON, kept until ARGV[3]).
+const FINISH_ASSEMBLY: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st ~= 'assembling' then return 2 end
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'file', ARGV[2])
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  local new = math.max(tonumber(redis.call('HGET', KEYS[1], 'expires')), tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'failure', ARGV[2], 'expires', string.format('%.0f', new))
+  local until_ms = string.format('%.0f', new + tonumber(ARGV[4]))
+  redis.call('PEXPIREAT', KEYS[1], until_ms)
+  redis.call('PEXPIREAT', KEYS[2], until_ms)
+end
+return 1
+"#;
+
+/// any but completed/assembling -> aborted until ARGV[1].
+const ABORT: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st == 'completed' or st == 'assembling' then return 2 end
+redis.call('HSET', KEYS[1], 'status', 'aborted', 'expires', ARGV[1])
+local until_ms = string.format('%.0f', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+redis.call('PEXPIREAT', KEYS[1], until_ms)
+redis.call('PEXPIREAT', KEYS[2], until_ms)
+return 1
+"#;
+
+/// Deletes an upload's keys if it is still deletable at ARGV[1]; returns its
+/// fields (HGETALL) when it deleted, an empty list otherwise, and the status
+/// alone when the record exists but must be kept.
+const DELETE_EXPIRED: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {} end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
+if (st ~= 'uploading' and st ~= 'failed' and st ~= 'aborted') or exp > tonumber(ARGV[1]) then
+  return {'status', st}
+end
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+return fields
+"#;
+
+/// Releases a lease if the caller still holds it.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+struct Scripts {
+    record_chunk: Lua,
+    advance_hash: Lua,
+    begin_assembly: Lua,
+    finish_assembly: Lua,
+    abort: Lua,
+    delete_expired: Lua,
+    release: Lua,
+}
+
+impl Scripts {
+    fn all(&self) -> [&Lua; 7] {
+        [
+            &self.record_chunk,
+            &self.advance_hash,
+            &self.begin_assembly,
+            &self.finish_assembly,
+            &self.abort,
+            &self.delete_expired,
+            &self.release,
+        ]
+    }
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("redis: {what}"))
+}
+
+impl RedisStore {
+    /// Connects (with timeouts, reconnecting by itself later) and loads the scripts.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(3))
+            .set_number_of_retries(2)
+            .set_max_delay(1000);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        let store = RedisStore {
+            conn,
+            prefix: prefix.into(),
+            scripts: Arc::new(Scripts {
+                record_chunk: Lua::new(RECORD_CHUNK),
+                advance_hash: Lua::new(ADVANCE_HASH),
+                begin_assembly: Lua::new(BEGIN_ASSEMBLY),
+                finish_assembly: Lua::new(FINISH_ASSEMBLY),
+                abort: Lua::new(ABORT),
+                delete_expired: Lua::new(DELETE_EXPIRED),
+                release: Lua::new(RELEASE),
+            }),
+        };
+        store.load_scripts().await?;
+        Ok(store)
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for lua in self.scripts.all() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(lua.src).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
+
+    /// Runs a pipeline built by `build`; if Redis forgot the scripts (it was
+    /// restarted), loads them and runs it once more. Nothing in a pipeline that
+    /// failed with NOSCRIPT has changed state: the failing EVALSHA did nothing,
+    /// and every pipeline here is safe to repeat.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        build: impl Fn() -> Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        match build().query_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                self.load_scripts().await?;
+                build().query_async(&mut conn).await.map_err(unavailable)
+            }
+            other => other.map_err(unavailable),
+        }
+    }
+
+    fn meta(&self, id: Uuid) -> String {
+        format!("{}{{{id}}}:meta", self.prefix)
+    }
+
+    fn chunks(&self, id: Uuid) -> String {
+        format!("{}{{{id}}}:chunks", self.prefix)
+    }
+
+    fn lease_key(&self, id: Uuid, name: &str) -> String {
+        format!("{}{{{id}}}:lease:{name}", self.prefix)
+    }
+
+    fn index(&self) -> String {
+        format!("{}expiry", self.prefix)
+    }
+
+    fn idem(&self, key: &str) -> String {
+        format!("{}idem:{key}", self.prefix)
+    }
+
+    /// Adds the reads of a whole record (meta hash and bitmap) to `pipe`.
+    fn add_read(&self, pipe: &mut Pipeline, id: Uuid) {
+        pipe.cmd("HGETALL")
+            .arg(self.meta(id))
+            .cmd("GET")
+            .arg(self.chunks(id));
+    }
+
+    async fn get_after(&self, id: Uuid, code: i64) -> Result<Update, StoreError> {
+        Ok(match (code, self.get_upload(id).await?) {
+            (_, None) | (0, _) => Update::NotFound,
+            (1, Some(rec)) => Update::Done(rec),
+            (_, Some(rec)) => Update::Rejected(rec),
+        })
+    }
+}
+
+/// Rebuilds a record from its meta hash and bitmap.
+fn decode(
+    fields: HashMap<String, Vec<u8>>,
+    bitmap: Option<Vec<u8>>,
+) -> Result<Option<UploadRecord>, StoreError> {
+    let Some(rec) = fields.get("rec") else {
+        return Ok(None);
+    };
+    let mut rec: UploadRecord = serde_json::from_slice(rec).map_err(corrupt)?;
+    let text = |name: &str| -> Result<&str, StoreError> {
+        let raw = fields
+            .get(name)
+            .ok_or_else(|| corrupt(format!("field {name} missing")))?;
+        std::str::from_utf8(raw).map_err(corrupt)
+    };
+    let number = |name: &str| -> Result<i64, StoreError> { text(name)?.parse().map_err(corrupt) };
+    rec.status = serde_json::from_value(serde_json::Value::String(text("status")?.to_owned()))
+        .map_err(corrupt)?;
+    rec.bytes_received = number("bytes")? as u64;
+    rec.expires_at = number("expires")?;
+    rec.hash = serde_json::from_str(text("hash")?).map_err(corrupt)?;
+    if let Some(file) = fields.get("file") {
+        rec.file = Some(serde_json::from_slice(file).map_err(corrupt)?);
+    }
+    if let Some(failure) = fields.get("failure") {
+        rec.failure = Some(serde_json::from_slice(failure).map_err(corrupt)?);
+    }
+    rec.received = ChunkSet::from_msb_first(&bitmap.unwrap_or_default());
+    Ok(Some(rec))
+}
+
+fn status_word(rec: &UploadRecord) -> String {
+    serde_json::to_value(rec.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl StateStore for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query::<String>(|| {
+            let mut p = redis::pipe();
+            p.cmd("PING");
+            p
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn insert_upload(
+        &self,
+        record: &UploadRecord,
+        idempotency: Option<(&str, &serde_json::Value)>,
+    ) -> Result<Insert, StoreError> {
+        let id = record.id;
+        let ttl_ms = (record.expires_at - record.created_at).max(1000) + KEY_GRACE_MS;
+        if let Some((key, answer)) = idempotency {
+            let value = serde_json::json!({"id": id, "answer": answer}).to_string();
+            let (set, existing): (Option<String>, Option<String>) = self
+                .query(|| {
+                    let mut p = redis::pipe();
+                    p.cmd("SET")
+                        .arg(self.idem(key))
+                        .arg(&value)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms);
+                    p.cmd("GET").arg(self.idem(key));
+                    p
+                })
+                .await?;
+            if set.is_none() {
+                let stored: serde_json::Value =
+                    serde_json::from_str(&existing.unwrap_or_default()).map_err(corrupt)?;
+                return Ok(Insert::Existing(stored["answer"].clone()));
+            }
+        }
+        let rec_json = serde_json::to_string(record).map_err(corrupt)?;
+        let hash_json = serde_json::to_string(&record.hash).map_err(corrupt)?;
+        let inserted = self
+            .query::<()>(|| {
+                let mut p = redis::pipe();
+                p.cmd("HSET")
+                    .arg(self.meta(id))
+                    .arg("rec")
+                    .arg(&rec_json)
+                    .arg("status")
+                    .arg(status_word(record))
+                    .arg("bytes")
+                    .arg(record.bytes_received)
+                    .arg("expires")
+                    .arg(record.expires_at)
+                    .arg("hash")
+                    .arg(&hash_json)
+                    .arg("hash_len")
+                    .arg(record.hash.len())
+                    .arg("count")
+                    .arg(record.chunk_count())
+                    .ignore();
+                p.cmd("PEXPIREAT")
+                    .arg(self.meta(id))
+                    .arg(record.expires_at + KEY_GRACE_MS)
+                    .ignore();
+                p.cmd("ZADD")
+                    .arg(self.index())
+                    .arg(record.expires_at)
+                    .arg(id.to_string())
+                    .ignore();
+                p
+            })
+            .await;
+        if let Err(e) = inserted {
+            if let Some((key, _)) = idempotency {
+                // Best effort: a retry should create afresh, not find an answer
+                // that names an upload which does not exist.
+                let _ = self
+                    .query::<()>(|| {
+                        let mut p = redis::pipe();
+                        p.cmd("DEL").arg(self.idem(key)).ignore();
+                        p
+                    })
+                    .await;
+            }
+            return Err(e);
+        }
+        Ok(Insert::Created)
+    }
+
+    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let (stored,): (Option<String>,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                p.cmd("GET").arg(self.idem(key));
+                p
+            })
+            .await?;
+        match stored {
+            None => Ok(None),
+            Some(s) => {
+                let v: serde_json::Value = serde_json::from_str(&s).map_err(corrupt)?;
+                Ok(Some(v["answer"].clone()))
+            }
+        }
+    }
+
+    async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
+        let (fields, bitmap): (HashMap<String, Vec<u8>>, Option<Vec<u8>>) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.add_read(&mut p, id);
+                p
+            })
+            .await?;
+        decode(fields, bitmap)
+    }
+
+    async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
+        let (code, fields, bitmap) = self.record_pipeline(id, &mark, None).await?;
+        record_outcome(code, fields, bitmap)
+    }
+
+    async fn advance_hash(
+        &self,
+        id: Uuid,
+        from_len: u64,
+        to: HashState,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(&to).map_err(corrupt)?;
+        let (done,): (i64,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.scripts.advance_hash.add(
+                    &mut p,
+                    &[&self.meta(id)],
+                    &[&from_len, &to.len(), &json],
+                );
+                p
+            })
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError> {
+        let (code,): (i64,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.scripts
+                    .begin_assembly
+                    .add(&mut p, &[&self.meta(id), &self.chunks(id)], &[]);
+                p
+            })
+            .await?;
+        self.get_after(id, code).await
+    }
+
+    async fn finish_assembly(
+        &self,
+        id: Uuid,
+        outcome: Result<FileInfo, Failure>,
+        keep_until: i64,
+    ) -> Result<Update, StoreError> {
+        let (ok, json) = match &outcome {
+            Ok(file) => (1, serde_json::to_string(file).map_err(corrupt)?),
+            Err(failure) => (0, serde_json::to_string(failure).map_err(corrupt)?),
+        };
+        let (code,): (i64,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.scripts.finish_assembly.add(
+                    &mut p,
+                    &[&self.meta(id), &self.chunks(id)],
+                    &[&ok, &json, &keep_until, &KEY_GRACE_MS],
+                );
+                p
+            })
+            .await?;
+        if code == 1 {
+            // Completed files are kept: out of the index. Failed ones linger.
+            self.query::<()>(|| {
+                let mut p = redis::pipe();
+                if ok == 1 {
+                    p.cmd("ZREM").arg(self.index()).arg(id.to_string()).ignore();
+                } else {
+                    p.cmd("ZADD")
+                        .arg(self.index())
+                        .arg("GT")
+                        .arg(keep_until)
+                        .arg(id.to_string())
+                        .ignore();
+                }
+                p
+            })
+            .await?;
+        }
+        self.get_after(id, code).await
+    }
+
+    async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError> {
+        let (code,): (i64,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.scripts.abort.add(
+                    &mut p,
+                    &[&self.meta(id), &self.chunks(id)],
+                    &[&tombstone_until, &KEY_GRACE_MS],
+                );
+                p
+            })
+            .await?;
+        if code == 1 {
+            self.query::<()>(|| {
+                let mut p = redis::pipe();
+                p.cmd("ZADD")
+                    .arg(self.index())
+                    .arg(tombstone_until)
+                    .arg(id.to_string())
+                    .ignore();
+                p
+            })
+            .await?;
+        }
+        self.get_after(id, code).await
+    }
+
+    async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+        let (ids,): (Vec<String>,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                p.cmd("ZRANGEBYSCORE")
+                    .arg(self.index())
+                    .arg("-inf")
+                    .arg(now_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit);
+                p
+            })
+            .await?;
+        Ok(ids.iter().filter_map(|s| Uuid::try_parse(s).ok()).collect())
+    }
+
+    async fn delete_expired(
+        &self,
+        id: Uuid,
+        now_ms: i64,
+    ) -> Result<Option<UploadRecord>, StoreError> {
+        let (fields,): (Vec<Vec<u8>>,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.scripts.delete_expired.add(
+                    &mut p,
+                    &[&self.meta(id), &self.chunks(id)],
+                    &[&now_ms],
+                );
+                p
+            })
+            .await?;
+        let map: HashMap<String, Vec<u8>> = fields
+            .chunks_exact(2)
+            .map(|kv| (String::from_utf8_lossy(&kv[0]).into_owned(), kv[1].clone()))
+            .collect();
+        let deleted = map.contains_key("rec");
+        let kept_alive = map.get("status").is_some_and(|s| s != b"completed") && !deleted;
+        let rec = if deleted { decode(map, None)? } else { None };
+        if !kept_alive {
+            // Deleted now, gone already, or completed: either way no longer the
+            // janitor's business.
+            let idem = rec.as_ref().and_then(|r| r.idempotency_key.clone());
+            self.query::<()>(|| {
+                let mut p = redis::pipe();
+                p.cmd("ZREM").arg(self.index()).arg(id.to_string()).ignore();
+                if let Some(key) = &idem {
+                    p.cmd("DEL").arg(self.idem(key)).ignore();
+                }
+                p
+            })
+            .await?;
+        }
+        Ok(rec)
+    }
+
+    async fn try_lease(
+        &self,
+        id: Uuid,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let token = Uuid::new_v4().simple().to_string();
+        let (set,): (Option<String>,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                p.cmd("SET")
+                    .arg(self.lease_key(id, name))
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64);
+                p
+            })
+            .await?;
+        Ok(set.map(|_| Lease {
+            upload: id,
+            name: name.to_owned(),
+            token,
+        }))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.query::<(i64,)>(|| {
+            let mut p = redis::pipe();
+            self.scripts.release.add(
+                &mut p,
+                &[&self.lease_key(lease.upload, &lease.name)],
+                &[&lease.token],
+            );
+            p
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn lease_and_get(
+        &self,
+        id: Uuid,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
+        // One round trip: the read runs after the SET in Redis's order, so it
+        // sees everything the lease's previous holder recorded.
+        let token = Uuid::new_v4().simple().to_string();
+        let (set, fields, bitmap): (Option<String>, HashMap<String, Vec<u8>>, Option<Vec<u8>>) =
+            self.query(|| {
+                let mut p = redis::pipe();
+                p.cmd("SET")
+                    .arg(self.lease_key(id, name))
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64);
+                self.add_read(&mut p, id);
+                p
+            })
+            .await?;
+        if set.is_none() {
+            return Ok(None);
+        }
+        let lease = Lease {
+            upload: id,
+            name: name.to_owned(),
+            token,
+        };
+        Ok(Some((lease, decode(fields, bitmap)?)))
+    }
+
+    async fn record_chunk_and_release(
+        &self,
+        id: Uuid,
+        mark: ChunkMark,
+        lease: &Lease,
+    ) -> Result<Update, StoreError> {
+        let (code, fields, bitmap) = self.record_pipeline(id, &mark, Some(lease)).await?;
+        record_outcome(code, fields, bitmap)
+    }
+}
+
+type RecordReply = (i64, HashMap<String, Vec<u8>>, Option<Vec<u8>>);
+
+impl RedisStore {
+    /// One round trip: count the chunk, bump the index, read the record back,
+    /// and give the chunk's lease back.
+    async fn record_pipeline(
+        &self,
+        id: Uuid,
+        mark: &ChunkMark,
+        lease: Option<&Lease>,
+    ) -> Result<RecordReply, StoreError> {
+        let (hash_json, from, to) = match &mark.hash {
+            Some(h) => (
+                serde_json::to_string(h).map_err(corrupt)?,
+                h.len() - mark.len,
+                h.len(),
+            ),
+            None => (String::new(), 0, 0),
+        };
+        self.query(|| {
+            let mut p = redis::pipe();
+            self.scripts.record_chunk.add(
+                &mut p,
+                &[&self.meta(id), &self.chunks(id)],
+                &[
+                    &mark.index,
+                    &mark.len,
+                    &mark.now_ms,
+                    &mark.expires_at,
+                    &hash_json,
+                    &from,
+                    &to,
+                    &KEY_GRACE_MS,
+                ],
+            );
+            // XX: never re-adds an upload that left the index (completed).
+            p.cmd("ZADD")
+                .arg(self.index())
+                .arg("XX")
+                .arg("GT")
+                .arg(mark.expires_at)
+                .arg(id.to_string())
+                .ignore();
+            self.add_read(&mut p, id);
+            if let Some(lease) = lease {
+                self.scripts.release.add(
+                    &mut p,
+                    &[&self.lease_key(lease.upload, &lease.name)],
+                    &[&lease.token],
+                );
+                p.ignore();
+            }
+            p
+        })
+        .await
+    }
+}
+
+fn record_outcome(
+    code: i64,
+    fields: HashMap<String, Vec<u8>>,
+    bitmap: Option<Vec<u8>>,
+) -> Result<Update, StoreError> {
+    let rec = decode(fields, bitmap)?;
+    Ok(match (code, rec) {
+        (_, None) | (0, _) => Update::NotFound,
+        (1, Some(rec)) => Update::Done(rec),
+        (_, Some(rec)) => Update::Rejected(rec),
+    })
+}

@@ -17,10 +17,10 @@ use crate::storage::{Hashing, StorageError, WriteError};
 use crate::store::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
 use crate::upload::{now_ms, ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
 
-/// How long a chunk writer or an assembly may hold its lease; longer than any
-/// sane request, short enough that a holder that died frees it.
-const CHUNK_LEASE: Duration = Duration::from_secs(3600);
-const ASSEMBLY_LEASE: Duration = Duration::from_secs(3600);
+/// How long a lease lasts unless renewed. Holders renew it every third of
+/// this while they work, so a holder that died (or lost the store) frees it
+/// within this time, while a slow chunk or a long assembly keeps it.
+const LEASE_TTL: Duration = Duration::from_secs(30);
 /// The running hash is persisted at least this often while catching up.
 const CATCH_UP_STEP: u64 = 64 << 20;
 
@@ -295,7 +295,7 @@ where
     // written again.
     let (lease, rec) = ctx
         .store
-        .lease_and_get(id, &format!("chunk:{index}"), CHUNK_LEASE)
+        .lease_and_get(id, &format!("chunk:{index}"), LEASE_TTL)
         .await
         .map_err(|e| store_error(ctx, e))?
         .ok_or(ApiError::ChunkInProgress { index })?;
@@ -416,6 +416,11 @@ where
     };
     let lease = guard.disarm();
     let recorded = ctx.store.record_chunk_and_release(id, mark, &lease).await;
+    if recorded.is_err() {
+        // The chunk is not acknowledged and the client will resend it; give
+        // the lease back once the store answers again (else it lapses).
+        drop(LeaseGuard::new(ctx, lease));
+    }
     let rec = match recorded.map_err(|e| store_error(ctx, e))? {
         Update::Done(rec) => rec,
         Update::NotFound => return Err(ApiError::UploadNotFound(id.to_string())),
@@ -508,6 +513,38 @@ impl LeaseGuard {
         LeaseGuard {
             ctx: ctx.clone(),
             lease: Some(lease),
+        }
+    }
+
+    /// Runs `work` while renewing the lease in the background; fails with 409
+    /// if the lease was lost (the holder stalled past its TTL and another
+    /// request took over), so that two writers never go on together.
+    async fn hold_while<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, ApiError> {
+        let lease = self.lease.as_ref().expect("the lease is held");
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE_TTL / 3).await;
+                match self.ctx.store.renew(lease, LEASE_TTL).await {
+                    Ok(true) => {}
+                    // The store is unreachable: keep working; recording the
+                    // result will fail too if it stays so.
+                    Err(e) => tracing::warn!(error = %e, "could not renew lease"),
+                    Ok(false) => return,
+                }
+            }
+        };
+        tokio::select! {
+            out = work => Ok(out),
+            () = renew => {
+                tracing::warn!(upload_id = %lease.upload, lease = %lease.name, "lease lost; stopping");
+                Err(match lease.name.strip_prefix("chunk:").and_then(|i| i.parse().ok()) {
+                    Some(index) => ApiError::ChunkInProgress { index },
+                    None => ApiError::UploadAssembling(lease.upload.to_string()),
+                })
+            }
         }
     }
 
@@ -620,7 +657,7 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
         }
         let lease = ctx
             .store
-            .try_lease(id, "complete", ASSEMBLY_LEASE)
+            .try_lease(id, "complete", LEASE_TTL)
             .await
             .map_err(|e| store_error(ctx, e))?;
         if let Some(lease) = lease {
@@ -629,7 +666,10 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
             let task_ctx = ctx.clone();
             let task = tokio::spawn(async move {
                 let mut guard = LeaseGuard::new(&task_ctx, lease);
-                let result = assemble(&task_ctx, id).await;
+                let result = guard
+                    .hold_while(assemble(&task_ctx, id))
+                    .await
+                    .and_then(|r| r);
                 guard.release().await;
                 result
             });

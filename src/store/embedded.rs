@@ -385,6 +385,18 @@ impl StateStore for EmbeddedStore {
         }))
     }
 
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let key = (lease.upload, lease.name.clone());
+        let mut leases = self.leases.lock().expect("lease map poisoned");
+        match leases.get_mut(&key) {
+            Some((token, until)) if token.to_string() == lease.token => {
+                *until = Instant::now() + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         let key = (lease.upload, lease.name.clone());
         let mut leases = self.leases.lock().expect("lease map poisoned");

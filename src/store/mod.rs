@@ -159,6 +159,10 @@ pub trait StateStore {
     /// is left alone.
     async fn release(&self, lease: &Lease) -> Result<(), StoreError>;
 
+    /// Extends a lease the caller still holds to `ttl` from now. Returns false
+    /// if it lapsed and someone else holds it now.
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError>;
+
     /// [`StateStore::try_lease`], then (only if the lease was taken) the
     /// record as it stands after it: what every chunk request starts with, in
     /// one round trip where the backend can.
@@ -274,6 +278,9 @@ impl StateStore for Store {
     }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         dispatch!(self, s => s.release(lease).await)
+    }
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.renew(lease, ttl).await)
     }
     async fn lease_and_get(
         &self,

@@ -145,6 +145,12 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return fields
 "#;
 
+/// Extends a lease (ARGV[2] ms) if the caller still holds it.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#;
+
 /// Releases a lease if the caller still holds it.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -159,10 +165,11 @@ struct Scripts {
     abort: Lua,
     delete_expired: Lua,
     release: Lua,
+    renew: Lua,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 7] {
+    fn all(&self) -> [&Lua; 8] {
         [
             &self.record_chunk,
             &self.advance_hash,
@@ -171,6 +178,7 @@ impl Scripts {
             &self.abort,
             &self.delete_expired,
             &self.release,
+            &self.renew,
         ]
     }
 }
@@ -213,6 +221,7 @@ impl RedisStore {
                 abort: Lua::new(ABORT),
                 delete_expired: Lua::new(DELETE_EXPIRED),
                 release: Lua::new(RELEASE),
+                renew: Lua::new(RENEW),
             }),
         };
         store.load_scripts().await?;
@@ -642,6 +651,21 @@ impl StateStore for RedisStore {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        let (done,): (i64,) = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.scripts.renew.add(
+                    &mut p,
+                    &[&self.lease_key(lease.upload, &lease.name)],
+                    &[&lease.token, &ttl.as_millis()],
+                );
+                p
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     async fn lease_and_get(

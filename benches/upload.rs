@@ -1,0 +1,1179 @@
+//! End-to-end upload benchmark: the release `tranche` server against a "sink",
+//! a trivial HTTP server that takes the very same requests and only writes the
+//! chunk bodies to disk. Both run as child processes on loopback and are driven
+//! by the same client code, so the ratio tranche/sink says how much of what the
+//! machine can do (HTTP + disk) tranche delivers. This machine is shared and
+//! noisy: compare ratios within one run, not absolute figures across runs.
+//!
+//! Run: `cargo bench --bench upload` (full, ~1-2 min after the build) or
+//! `cargo bench --bench upload -- --quick` (256 MiB payload, one repetition).
+//!
+//! Measurements, one function each:
+//! 1. one big upload, 8 MiB chunks, 1 and 4 parallel streams, durability full: MB/s;
+//! 2. tranche's peak RSS with 100 chunk PUTs of 8 MiB in flight (fresh process);
+//! 3. time from the last chunk's 200 to complete's 200, chunks in order and shuffled;
+//! 4. 256 KiB chunk PUTs per second, 8 concurrent clients, durability full and relaxed.
+//!
+//! The same binary, started with `--sink`, is the sink server.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::{Bytes, BytesMut};
+use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+const BIG_CHUNK: u64 = 8 * MIB;
+const SMALL_CHUNK: u64 = 256 * KIB;
+/// How long a server may take to answer /healthz after it is started.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Upper bound for polling a 202 `complete` until the upload is completed.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--sink") {
+        if let Err(e) = sink::main(&args[1..]) {
+            eprintln!("sink: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    // `cargo bench` appends `--bench`; anything else besides --quick is a mistake.
+    let mut quick = false;
+    for arg in &args {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--bench" => {}
+            other => eprintln!("upload bench: ignoring unknown argument {other:?}"),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // `run` owns every child process and temp dir through Drop guards, so they
+    // are gone by the time it returns, whether by success, error or panic.
+    if let Err(e) = runtime.block_on(run(Plan::new(quick))) {
+        eprintln!("\nupload bench FAILED: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Sizes and repetition counts of one run.
+struct Plan {
+    quick: bool,
+    /// Size of the big upload of measurements 1 and 3.
+    payload_size: u64,
+    /// Each throughput figure is the median of this many runs.
+    reps: usize,
+    /// Total 256 KiB chunk PUTs in measurement 4 (split over the clients).
+    small_chunks: u64,
+    small_clients: u64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        Plan {
+            quick,
+            payload_size: if quick { 256 * MIB } else { 1024 * MIB },
+            reps: if quick { 1 } else { 3 },
+            small_chunks: if quick { 800 } else { 2000 },
+            small_clients: 8,
+        }
+    }
+}
+
+/// One line of the final table.
+struct Row {
+    what: String,
+    tranche: String,
+    sink: String,
+    ratio: String,
+    target: String,
+    verdict: &'static str,
+}
+
+async fn run(plan: Plan) -> Result<()> {
+    let started = Instant::now();
+    let command = if plan.quick {
+        "cargo bench --bench upload -- --quick"
+    } else {
+        "cargo bench --bench upload"
+    };
+    println!("command: {command}");
+    println!(
+        "commit: {}   payload: {} MiB   repetitions: {}   cores: {}",
+        git_describe(),
+        plan.payload_size / MIB,
+        plan.reps,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    // Same disk as the repository (not a tmpfs), removed when `tmp` drops.
+    let tmp_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp");
+    std::fs::create_dir_all(&tmp_root)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&tmp_root)?;
+
+    let t = Instant::now();
+    let payload = Payload::generate(plan.payload_size);
+    println!(
+        "payload generated and hashed in {:.1} s (sha256 {}…)\n",
+        t.elapsed().as_secs_f64(),
+        &payload.sha256[..16]
+    );
+
+    let mut rows = Vec::new();
+    {
+        // Measurements 1 and 3 share one tranche and one sink, durability full.
+        let tranche = Server::tranche(tmp.path(), "tranche-full", Durability::Full)?;
+        let sink = Server::sink(tmp.path(), "sink-full", Durability::Full)?;
+        let client = http_client()?;
+        warm_up(&client, &tranche, &sink, &payload).await?;
+        rows.extend(big_upload_throughput(&plan, &client, &tranche, &sink, &payload).await?);
+        rows.extend(completion_latency(&plan, &client, &tranche, &sink, &payload).await?);
+    }
+    rows.extend(peak_rss(tmp.path(), &payload).await?);
+    rows.extend(small_chunk_rate(&plan, tmp.path(), &payload).await?);
+
+    print_table(&rows);
+    println!(
+        "\nMB/s = 10^6 B/s; figures are medians of {} run(s); total time {:.0} s",
+        plan.reps,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The measurements
+// ---------------------------------------------------------------------------
+
+/// A small upload on each server first, so that neither pays for first-touch
+/// costs (connection set-up, page-cache warm-up, lazy allocations) in a
+/// measured run.
+async fn warm_up(
+    client: &reqwest::Client,
+    tranche: &Server,
+    sink: &Server,
+    payload: &Payload,
+) -> Result<()> {
+    let small = payload.prefix(64 * MIB);
+    for server in [tranche, sink] {
+        upload(client, server, &small, BIG_CHUNK, 4, Order::InOrder).await?;
+    }
+    Ok(())
+}
+
+/// (1) One big upload with 8 MiB chunks over 1 and 4 streams, durability full,
+/// timed from create to complete's 200. Runs alternate between tranche and the
+/// sink so that the machine's drift affects both alike.
+async fn big_upload_throughput(
+    plan: &Plan,
+    client: &reqwest::Client,
+    tranche: &Server,
+    sink: &Server,
+    payload: &Payload,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for streams in [1, 4] {
+        let (mut t_rates, mut s_rates) = (Vec::new(), Vec::new());
+        let (mut t_cpu, mut s_cpu) = (Vec::new(), Vec::new());
+        for rep in 0..plan.reps {
+            // Server CPU per GiB tells where a gap comes from: on 2 cores the
+            // client and the server share the CPU, so every core-second the
+            // server spends (e.g. on SHA-256) is one the transfer cannot use.
+            let (t, t_core_s) = measure_cpu(
+                tranche,
+                upload(client, tranche, payload, BIG_CHUNK, streams, Order::InOrder),
+            )
+            .await?;
+            let (s, s_core_s) = measure_cpu(
+                sink,
+                upload(client, sink, payload, BIG_CHUNK, streams, Order::InOrder),
+            )
+            .await?;
+            let gib = payload.len() as f64 / GIB as f64;
+            eprintln!(
+                "  (1) {streams} stream(s), run {}: tranche {:.0} MB/s ({:.2} core-s/GiB), sink {:.0} MB/s ({:.2} core-s/GiB)",
+                rep + 1,
+                t.mb_per_s(payload.len()),
+                t_core_s / gib,
+                s.mb_per_s(payload.len()),
+                s_core_s / gib,
+            );
+            t_rates.push(t.mb_per_s(payload.len()));
+            s_rates.push(s.mb_per_s(payload.len()));
+            t_cpu.push(t_core_s / gib);
+            s_cpu.push(s_core_s / gib);
+        }
+        let (t, s) = (median(&t_rates), median(&s_rates));
+        rows.push(Row {
+            what: format!(
+                "(1) {} MiB upload, 8 MiB chunks, {streams} stream(s), fsync: MB/s",
+                payload.len() / MIB
+            ),
+            tranche: format!("{t:.0}"),
+            sink: format!("{s:.0}"),
+            ratio: format!("{:.0} %", 100.0 * t / s),
+            target: "≥ 90 % of sink".into(),
+            verdict: pass(t >= 0.9 * s),
+        });
+        let (t, s) = (median(&t_cpu), median(&s_cpu));
+        rows.push(Row {
+            what: format!("    server CPU, {streams} stream(s): core-seconds per GiB"),
+            tranche: format!("{t:.2}"),
+            sink: format!("{s:.2}"),
+            ratio: format!("{:.1} ×", t / s),
+            target: "(info)".into(),
+            verdict: "",
+        });
+    }
+    Ok(rows)
+}
+
+/// Runs `work` and returns its result with the CPU seconds `server` used meanwhile.
+async fn measure_cpu<T>(
+    server: &Server,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<(T, f64)> {
+    let before = server.cpu()?;
+    let out = work.await?;
+    Ok((out, (server.cpu()? - before).as_secs_f64()))
+}
+
+/// (3) Time from the last chunk's 200 to complete's 200. In order (one stream)
+/// the running hash keeps up with the chunks, so complete has only the tail
+/// to do; shuffled with 4 streams, the server's catch-up hasher has to read
+/// back what arrived early, and whatever it has not done yet delays complete.
+/// The sink's figure is the bare cost of one request, for reference.
+async fn completion_latency(
+    plan: &Plan,
+    client: &reqwest::Client,
+    tranche: &Server,
+    sink: &Server,
+    payload: &Payload,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (streams, order, label, target_ms) in [
+        (1, Order::InOrder, "in order, 1 stream", Some(50.0)),
+        (4, Order::InOrder, "in order, 4 streams", None),
+        (4, Order::Shuffled, "shuffled, 4 streams", None),
+    ] {
+        let (mut t_ms, mut s_ms) = (Vec::new(), Vec::new());
+        for _ in 0..plan.reps {
+            let t = upload(client, tranche, payload, BIG_CHUNK, streams, order).await?;
+            let s = upload(client, sink, payload, BIG_CHUNK, streams, order).await?;
+            t_ms.push(t.complete_after_last_chunk.as_secs_f64() * 1e3);
+            s_ms.push(s.complete_after_last_chunk.as_secs_f64() * 1e3);
+        }
+        let (t, s) = (median(&t_ms), median(&s_ms));
+        rows.push(Row {
+            what: format!(
+                "(3) last chunk's 200 → complete's 200, {} MiB, {label}: ms",
+                payload.len() / MIB
+            ),
+            tranche: format!("{t:.1}"),
+            sink: format!("{s:.1}"),
+            ratio: String::new(),
+            target: target_ms.map_or("(info)".into(), |ms| format!("< {ms:.0} ms")),
+            verdict: target_ms.map_or("", |ms| pass(t < ms)),
+        });
+    }
+    Ok(rows)
+}
+
+/// (2) Peak RSS of a fresh tranche (VmHWM cannot be reset) while 100 PUTs of
+/// 8 MiB are in flight at once: 100 uploads of one chunk each, all created
+/// first so that only the chunk bodies are in flight together. A fresh sink
+/// under the same load shows what actix-web's own per-connection buffers
+/// take, i.e. the floor for any server built on it.
+async fn peak_rss(tmp: &Path, payload: &Payload) -> Result<Vec<Row>> {
+    let tranche = Server::tranche(tmp, "tranche-rss", Durability::Full)?;
+    let (t_idle, t_after) = memory_under_load(&tranche, payload).await?;
+    drop(tranche);
+    let sink = Server::sink(tmp, "sink-rss", Durability::Full)?;
+    let (s_idle, s_after) = memory_under_load(&sink, payload).await?;
+    Ok(vec![
+        Row {
+            what: "(2) RSS at idle: MiB".into(),
+            tranche: format!("{:.1}", mib(t_idle.rss)),
+            sink: format!("{:.1}", mib(s_idle.rss)),
+            ratio: String::new(),
+            target: "(info)".into(),
+            verdict: "",
+        },
+        Row {
+            what: "(2) peak RSS (VmHWM), 100 × 8 MiB PUTs in flight: MiB".into(),
+            tranche: format!("{:.1}", mib(t_after.hwm)),
+            sink: format!("{:.1}", mib(s_after.hwm)),
+            ratio: String::new(),
+            target: "≤ 32 MiB".into(),
+            verdict: pass(t_after.hwm <= 32 * MIB),
+        },
+    ])
+}
+
+/// A fresh server's memory at idle, then after 100 concurrent 8 MiB PUTs.
+async fn memory_under_load(server: &Server, payload: &Payload) -> Result<(Memory, Memory)> {
+    const IN_FLIGHT: usize = 100;
+    // Let it settle (allocator arenas, worker threads) before reading the idle figure.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = server.memory()?;
+    let client = http_client()?;
+    let body = payload.prefix(BIG_CHUNK);
+    let mut uploads = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        uploads.push(create(&client, server, &body, BIG_CHUNK).await?);
+    }
+    let puts = uploads
+        .iter()
+        .map(|u| put_chunk(&client, server, u, 0, body.bytes.clone()));
+    futures::future::try_join_all(puts).await?;
+    let after = server.memory()?;
+    for u in &uploads {
+        complete(&client, server, u).await?;
+    }
+    eprintln!(
+        "  (2) {}: idle RSS {:.1} MiB, after 100 PUTs RSS {:.1} MiB, peak {:.1} MiB",
+        server.name,
+        mib(idle.rss),
+        mib(after.rss),
+        mib(after.hwm)
+    );
+    Ok((idle, after))
+}
+
+/// (4) 256 KiB chunk PUTs per second with 8 concurrent clients, each sending its
+/// own upload's chunks one after the other: this is the per-request overhead
+/// (state store write, fsync, bookkeeping) rather than bandwidth. Timed from
+/// the first PUT to the last PUT's 200; create and complete are outside.
+async fn small_chunk_rate(plan: &Plan, tmp: &Path, payload: &Payload) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for durability in [Durability::Full, Durability::Relaxed] {
+        let tag = durability.name();
+        let tranche = Server::tranche(tmp, &format!("tranche-small-{tag}"), durability)?;
+        let sink = Server::sink(tmp, &format!("sink-small-{tag}"), durability)?;
+        let client = http_client()?;
+        let (mut t_rates, mut s_rates) = (Vec::new(), Vec::new());
+        let (mut t_cpu, mut s_cpu) = (Vec::new(), Vec::new());
+        for rep in 0..plan.reps {
+            let (t, t_core_s) =
+                measure_cpu(&tranche, small_chunk_run(plan, &client, &tranche, payload)).await?;
+            let (s, s_core_s) =
+                measure_cpu(&sink, small_chunk_run(plan, &client, &sink, payload)).await?;
+            // Per PUT, including the (untimed) create and complete of each run.
+            let puts = (plan.small_chunks / plan.small_clients * plan.small_clients) as f64;
+            eprintln!(
+                "  (4) durability {tag}, run {}: tranche {t:.0} PUT/s ({:.0} µs CPU/PUT), sink {s:.0} PUT/s ({:.0} µs CPU/PUT)",
+                rep + 1,
+                t_core_s / puts * 1e6,
+                s_core_s / puts * 1e6,
+            );
+            t_rates.push(t);
+            s_rates.push(s);
+            t_cpu.push(t_core_s / puts * 1e6);
+            s_cpu.push(s_core_s / puts * 1e6);
+        }
+        let (t, s) = (median(&t_rates), median(&s_rates));
+        let sink_mode = match durability {
+            Durability::Full => "sink fsync",
+            Durability::Relaxed => "sink no fsync",
+        };
+        rows.push(Row {
+            what: format!(
+                "(4) 256 KiB PUT/s, {} clients, durability {tag} ({sink_mode})",
+                plan.small_clients
+            ),
+            tranche: format!("{t:.0}"),
+            sink: format!("{s:.0}"),
+            ratio: format!("{:.0} %", 100.0 * t / s),
+            target: "≥ 80 % of sink".into(),
+            verdict: pass(t >= 0.8 * s),
+        });
+        let (t, s) = (median(&t_cpu), median(&s_cpu));
+        rows.push(Row {
+            what: format!("    server CPU, durability {tag}: µs per PUT"),
+            tranche: format!("{t:.0}"),
+            sink: format!("{s:.0}"),
+            ratio: format!("{:.1} ×", t / s),
+            target: "(info)".into(),
+            verdict: "",
+        });
+    }
+    Ok(rows)
+}
+
+/// One run of measurement 4; returns chunk PUTs per second.
+async fn small_chunk_run(
+    plan: &Plan,
+    client: &reqwest::Client,
+    server: &Server,
+    payload: &Payload,
+) -> Result<f64> {
+    let per_client = plan.small_chunks / plan.small_clients;
+    let upload_size = per_client * SMALL_CHUNK;
+    ensure!(
+        upload_size * plan.small_clients <= payload.len(),
+        "payload too small for measurement 4"
+    );
+    // Each client its own upload over its own part of the payload.
+    let mut uploads = Vec::new();
+    for c in 0..plan.small_clients {
+        let part = payload.slice(c * upload_size, upload_size);
+        let created = create(client, server, &part, SMALL_CHUNK).await?;
+        ensure!(
+            created.chunk_size == SMALL_CHUNK,
+            "{} chose a chunk size of {} instead of 256 KiB",
+            server.name,
+            created.chunk_size
+        );
+        uploads.push((created, part));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = uploads
+        .iter()
+        .map(|(created, part)| {
+            let (client, server, created, part) = (
+                client.clone(),
+                server.clone(),
+                created.clone(),
+                part.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0..created.chunk_count {
+                    let body = part.bytes.slice(created.chunk_range(i, part.len()));
+                    put_chunk(&client, &server, &created, i, body).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed();
+    for (created, _) in &uploads {
+        complete(client, server, created).await?;
+        server.remove_completed(&created.id);
+    }
+    Ok((per_client * plan.small_clients) as f64 / elapsed.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------
+// The client: one upload, and its requests
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    InOrder,
+    /// A fixed pseudo-random permutation (seeded, so every run sends the same).
+    Shuffled,
+}
+
+struct UploadTiming {
+    /// From before create to complete's 200.
+    total: Duration,
+    /// From the last chunk PUT's 200 to complete's 200.
+    complete_after_last_chunk: Duration,
+}
+
+impl UploadTiming {
+    fn mb_per_s(&self, bytes: u64) -> f64 {
+        bytes as f64 / self.total.as_secs_f64() / 1e6
+    }
+}
+
+/// Uploads `payload` whole: create, chunk PUTs over `streams` connections
+/// pulling from one queue of chunk indexes, complete. The file's SHA-256 is
+/// announced at create, so tranche verifies the whole file; complete's answer
+/// must carry that digest. The completed file is removed afterwards so that
+/// the disk does not fill up over the run.
+async fn upload(
+    client: &reqwest::Client,
+    server: &Server,
+    payload: &Payload,
+    chunk_size: u64,
+    streams: usize,
+    order: Order,
+) -> Result<UploadTiming> {
+    let started = Instant::now();
+    let created = create(client, server, payload, chunk_size).await?;
+    let mut indexes: Vec<u64> = (0..created.chunk_count).collect();
+    if order == Order::Shuffled {
+        indexes.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    }
+    let indexes = Arc::new(indexes);
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..streams)
+        .map(|_| {
+            let (client, server, created) = (client.clone(), server.clone(), created.clone());
+            let (indexes, next, payload) = (indexes.clone(), next.clone(), payload.clone());
+            tokio::spawn(async move {
+                let mut last_done = None;
+                // Bounded: each turn takes a distinct index until the queue is empty.
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = indexes.get(k) else { break };
+                    let body = payload.bytes.slice(created.chunk_range(i, payload.len()));
+                    put_chunk(&client, &server, &created, i, body).await?;
+                    last_done = Some(Instant::now());
+                }
+                anyhow::Ok(last_done)
+            })
+        })
+        .collect();
+    let mut last_chunk_done = started;
+    for task in tasks {
+        if let Some(at) = task.await?? {
+            last_chunk_done = last_chunk_done.max(at);
+        }
+    }
+    let answer = complete(client, server, &created).await?;
+    let done = Instant::now();
+    if server.kind == Kind::Tranche {
+        let got = answer["file"]["sha256"].as_str().unwrap_or("<missing>");
+        ensure!(
+            got == payload.sha256,
+            "tranche completed upload {} with file.sha256 {got}, but the payload's SHA-256 is {}",
+            created.id,
+            payload.sha256
+        );
+    }
+    server.remove_completed(&created.id);
+    Ok(UploadTiming {
+        total: done - started,
+        complete_after_last_chunk: done - last_chunk_done,
+    })
+}
+
+/// What create answered.
+#[derive(Debug, Clone)]
+struct Created {
+    id: String,
+    chunk_size: u64,
+    chunk_count: u64,
+}
+
+impl Created {
+    /// Byte range of chunk `i` in a file of `size` bytes.
+    fn chunk_range(&self, i: u64, size: u64) -> std::ops::Range<usize> {
+        let start = i * self.chunk_size;
+        start as usize..(start + self.chunk_size).min(size) as usize
+    }
+}
+
+async fn create(
+    client: &reqwest::Client,
+    server: &Server,
+    payload: &Payload,
+    chunk_size: u64,
+) -> Result<Created> {
+    let resp = client
+        .post(format!("{}/api/v1/uploads", server.base))
+        .json(&json!({
+            "filename": "bench.bin",
+            "size": payload.len(),
+            "content_type": "application/octet-stream",
+            "sha256": payload.sha256,
+            "chunk_size": chunk_size,
+        }))
+        .send()
+        .await?;
+    let v = json_answer(resp, "create", server).await?;
+    let field = |name: &str| {
+        v[name]
+            .as_u64()
+            .with_context(|| format!("create answer lacks {name}: {v}"))
+    };
+    let created = Created {
+        id: v["id"]
+            .as_str()
+            .context("create answer lacks id")?
+            .to_string(),
+        chunk_size: field("chunk_size")?,
+        chunk_count: field("chunk_count")?,
+    };
+    ensure!(
+        created.chunk_count == payload.len().div_ceil(created.chunk_size).max(1),
+        "{}: chunk_count {} does not match size {} / chunk_size {}",
+        server.name,
+        created.chunk_count,
+        payload.len(),
+        created.chunk_size
+    );
+    Ok(created)
+}
+
+async fn put_chunk(
+    client: &reqwest::Client,
+    server: &Server,
+    created: &Created,
+    i: u64,
+    body: Bytes,
+) -> Result<()> {
+    let resp = client
+        .put(format!(
+            "{}/api/v1/uploads/{}/chunks/{i}",
+            server.base, created.id
+        ))
+        .body(body)
+        .send()
+        .await?;
+    json_answer(resp, &format!("PUT chunk {i}"), server).await?;
+    Ok(())
+}
+
+/// Completes an upload and returns the final upload object. A 202 (assembly
+/// slower than the server's wait) is followed by polling the status.
+async fn complete(client: &reqwest::Client, server: &Server, created: &Created) -> Result<Value> {
+    let url = format!("{}/api/v1/uploads/{}", server.base, created.id);
+    let resp = client.post(format!("{url}/complete")).send().await?;
+    if resp.status() != reqwest::StatusCode::ACCEPTED {
+        return json_answer(resp, "complete", server).await;
+    }
+    let deadline = Instant::now() + COMPLETE_TIMEOUT;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let v = json_answer(client.get(&url).send().await?, "status", server).await?;
+        match v["status"].as_str() {
+            Some("assembling") => continue,
+            Some("completed") => return Ok(v),
+            other => bail!(
+                "{}: upload {} ended as {other:?}: {v}",
+                server.name,
+                created.id
+            ),
+        }
+    }
+    bail!(
+        "{}: upload {} still assembling after {COMPLETE_TIMEOUT:?}",
+        server.name,
+        created.id
+    )
+}
+
+/// The JSON body of a 2xx answer; anything else is an error naming the request.
+async fn json_answer(resp: reqwest::Response, what: &str, server: &Server) -> Result<Value> {
+    let status = resp.status();
+    let text = resp.text().await?;
+    ensure!(
+        status.is_success(),
+        "{}: {what} answered {status}: {text}",
+        server.name
+    );
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: {what} answered non-JSON: {text}", server.name))
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        // Loopback only: never go through an HTTP proxy from the environment.
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+// ---------------------------------------------------------------------------
+// The test payload
+// ---------------------------------------------------------------------------
+
+/// The bytes to upload and their SHA-256. Chunks are slices of one `Bytes`, so
+/// handing a chunk body to reqwest costs a reference count, not a copy.
+#[derive(Clone)]
+struct Payload {
+    bytes: Bytes,
+    sha256: String,
+}
+
+impl Payload {
+    /// A fixed 8 MiB pseudo-random block repeated, with each 256 KiB piece's
+    /// offset written into its first 8 bytes, so that no two chunks are equal
+    /// for any chunk size from 256 KiB up.
+    fn generate(size: u64) -> Payload {
+        let mut block = vec![0u8; BIG_CHUNK as usize];
+        rand::rngs::StdRng::seed_from_u64(0x7472_616e_6368_65).fill_bytes(&mut block);
+        let mut bytes = BytesMut::with_capacity(size as usize);
+        while (bytes.len() as u64) < size {
+            let take = (size as usize - bytes.len()).min(block.len());
+            bytes.extend_from_slice(&block[..take]);
+        }
+        for offset in (0..size).step_by(SMALL_CHUNK as usize) {
+            let at = offset as usize;
+            let end = (at + 8).min(size as usize);
+            bytes[at..end].copy_from_slice(&offset.to_le_bytes()[..end - at]);
+        }
+        Payload::new(bytes.freeze())
+    }
+
+    fn new(bytes: Bytes) -> Payload {
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        Payload { bytes, sha256 }
+    }
+
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn slice(&self, start: u64, len: u64) -> Payload {
+        Payload::new(self.bytes.slice(start as usize..(start + len) as usize))
+    }
+
+    fn prefix(&self, len: u64) -> Payload {
+        self.slice(0, len.min(self.len()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// tranche: durability = full; sink: fdatasync after every chunk.
+    Full,
+    /// tranche: durability = relaxed; sink: no fsync.
+    Relaxed,
+}
+
+impl Durability {
+    fn name(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Relaxed => "relaxed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tranche,
+    Sink,
+}
+
+/// A server child process. Cloning shares the process; the last clone to drop
+/// kills it (also when unwinding from a panic) and removes its data directory.
+#[derive(Clone)]
+struct Server {
+    name: String,
+    kind: Kind,
+    base: String,
+    data_dir: PathBuf,
+    process: Arc<ChildGuard>,
+}
+
+struct ChildGuard {
+    child: Mutex<Child>,
+    pid: u32,
+    data_dir: PathBuf,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Resident memory of a process, from /proc/<pid>/status.
+struct Memory {
+    rss: u64,
+    /// High-water mark of the RSS since the process started.
+    hwm: u64,
+}
+
+impl Server {
+    /// Starts the release `tranche` binary with an empty config file (so that a
+    /// `./config.toml` is not picked up) and settings from the environment only.
+    fn tranche(tmp: &Path, name: &str, durability: Durability) -> Result<Server> {
+        let data_dir = tmp.join(name);
+        std::fs::create_dir_all(&data_dir)?;
+        let config = tmp.join(format!("{name}.toml"));
+        std::fs::write(&config, "")?;
+        let port = free_port()?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tranche"));
+        cmd.arg("serve")
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--config")
+            .arg(&config);
+        // Only the settings chosen here, none inherited from the caller's shell.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRANCHE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("TRANCHE_DURABILITY", durability.name())
+            .env("TRANCHE_MAX_FILE_SIZE", "2GiB")
+            .env("TRANCHE_CHUNK_SIZE", "8MiB")
+            .env("TRANCHE_MIN_CHUNK_SIZE", "256KiB")
+            .env("TRANCHE_SERVE_STATIC", "false")
+            .env("TRANCHE_LOG__LEVEL", "warn")
+            .env_remove("RUST_LOG");
+        Server::spawn(name, Kind::Tranche, cmd, port, data_dir)
+    }
+
+    /// Starts this bench binary again as the sink server.
+    fn sink(tmp: &Path, name: &str, durability: Durability) -> Result<Server> {
+        let data_dir = tmp.join(name);
+        std::fs::create_dir_all(&data_dir)?;
+        let port = free_port()?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("--sink")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(&data_dir)
+            .arg(durability.name());
+        Server::spawn(name, Kind::Sink, cmd, port, data_dir)
+    }
+
+    fn spawn(
+        name: &str,
+        kind: Kind,
+        mut cmd: Command,
+        port: u16,
+        data_dir: PathBuf,
+    ) -> Result<Server> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            // Warnings and errors of the servers show up in the bench's output.
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
+        let pid = child.id();
+        let server = Server {
+            name: name.to_string(),
+            kind,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.clone(),
+            process: Arc::new(ChildGuard {
+                child: Mutex::new(child),
+                pid,
+                data_dir,
+            }),
+        };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Polls /healthz until it answers, the process dies, or time is up.
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let url = format!("{}/healthz", self.base);
+        loop {
+            if let Some(status) = self.process.child.lock().unwrap().try_wait()? {
+                bail!("{} exited during start-up with {status}", self.name);
+            }
+            if healthz_ok(&url) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not answer {url} within {STARTUP_TIMEOUT:?}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn memory(&self) -> Result<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid))?;
+        let field = |name: &str| -> Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("no {name} in /proc/{}/status", self.process.pid))?;
+            let kib: u64 = line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()?;
+            Ok(kib * KIB)
+        };
+        Ok(Memory {
+            rss: field("VmRSS:")?,
+            hwm: field("VmHWM:")?,
+        })
+    }
+
+    /// CPU time the process has used so far, all threads, user + system
+    /// (/proc/<pid>/stat counts in USER_HZ ticks, 100 per second on Linux).
+    fn cpu(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.pid))?;
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat
+            .rsplit_once(')')
+            .context("malformed /proc/<pid>/stat")?
+            .1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
+    /// Deletes a completed upload's file, outside any timed section, so that a
+    /// run's many GiB do not pile up on disk. tranche keeps completed files at
+    /// `files/<ab>/<cd>/<id without dashes>`, the sink at `<id>.bin`.
+    fn remove_completed(&self, id: &str) {
+        let path = match self.kind {
+            Kind::Tranche => {
+                let hex: String = id.chars().filter(|c| *c != '-').collect();
+                if hex.len() < 4 {
+                    return;
+                }
+                self.data_dir
+                    .join("files")
+                    .join(&hex[0..2])
+                    .join(&hex[2..4])
+                    .join(&hex)
+            }
+            Kind::Sink => self.data_dir.join(format!("{id}.bin")),
+        };
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A plain blocking GET (the client runtime is not needed for start-up).
+fn healthz_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let (host, path) = addr.split_once('/').unwrap_or((addr, ""));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+/// A port that was free a moment ago (the child binds it right after).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+// ---------------------------------------------------------------------------
+// Reporting helpers
+// ---------------------------------------------------------------------------
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+fn pass(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn git_describe() -> String {
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn print_table(rows: &[Row]) {
+    let header = Row {
+        what: "measurement".into(),
+        tranche: "tranche".into(),
+        sink: "sink".into(),
+        ratio: "tranche/sink".into(),
+        target: "target".into(),
+        verdict: "",
+    };
+    let width = |f: fn(&Row) -> &str| -> usize {
+        rows.iter()
+            .chain([&header])
+            .map(|r| f(r).chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let w = [
+        width(|r| r.what.as_str()),
+        width(|r| r.tranche.as_str()),
+        width(|r| r.sink.as_str()),
+        width(|r| r.ratio.as_str()),
+        width(|r| r.target.as_str()),
+    ];
+    let line = |r: &Row| {
+        format!(
+            "| {:<w0$} | {:>w1$} | {:>w2$} | {:>w3$} | {:<w4$} | {:<6} |",
+            r.what,
+            r.tranche,
+            r.sink,
+            r.ratio,
+            r.target,
+            r.verdict,
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+        )
+    };
+    println!();
+    println!("{}", line(&header));
+    println!(
+        "|{}|{}|{}|{}|{}|--------|",
+        "-".repeat(w[0] + 2),
+        "-".repeat(w[1] + 2),
+        "-".repeat(w[2] + 2),
+        "-".repeat(w[3] + 2),
+        "-".repeat(w[4] + 2)
+    );
+    for r in rows {
+        println!("{}", line(r));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sink server
+// ---------------------------------------------------------------------------
+
+/// The baseline: accepts tranche's requests and does only what any upload
+/// server must, writing each chunk at its offset in one file per upload (and
+/// fdatasync'ing it when durable) — no state store, no hashing, no checks.
+mod sink {
+    use super::*;
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use futures::StreamExt;
+
+    struct Upload {
+        file: File,
+        chunk_size: u64,
+    }
+
+    struct State {
+        dir: PathBuf,
+        fsync: bool,
+        next_id: AtomicU64,
+        uploads: Mutex<HashMap<String, Arc<Upload>>>,
+    }
+
+    /// `--sink ADDR DIR full|relaxed`
+    pub fn main(args: &[String]) -> Result<()> {
+        let [addr, dir, durability] = args else {
+            bail!("usage: --sink ADDR DIR full|relaxed");
+        };
+        let state = web::Data::new(State {
+            dir: PathBuf::from(dir),
+            fsync: durability == "full",
+            next_id: AtomicU64::new(1),
+            uploads: Mutex::default(),
+        });
+        actix_web::rt::System::new().block_on(async move {
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(state.clone())
+                    .route(
+                        "/healthz",
+                        web::get().to(|| async { HttpResponse::Ok().finish() }),
+                    )
+                    .route("/api/v1/uploads", web::post().to(create))
+                    .route(
+                        "/api/v1/uploads/{id}/chunks/{index}",
+                        web::put().to(put_chunk),
+                    )
+                    .route("/api/v1/uploads/{id}/complete", web::post().to(complete))
+            })
+            // One worker per core, like tranche's default.
+            .workers(std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .bind(addr.as_str())?
+            .run()
+            .await
+        })?;
+        Ok(())
+    }
+
+    async fn create(
+        state: web::Data<State>,
+        req: web::Json<Value>,
+    ) -> actix_web::Result<HttpResponse> {
+        let size = req["size"].as_u64().unwrap_or(0);
+        let chunk_size = req["chunk_size"].as_u64().unwrap_or(BIG_CHUNK).max(1);
+        let id = format!("sink-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
+        let file = File::create(state.dir.join(format!("{id}.bin")))?;
+        let upload = Arc::new(Upload { file, chunk_size });
+        state.uploads.lock().unwrap().insert(id.clone(), upload);
+        Ok(HttpResponse::Created().json(json!({
+            "id": id, "size": size, "chunk_size": chunk_size,
+            "chunk_count": size.div_ceil(chunk_size).max(1), "status": "uploading",
+        })))
+    }
+
+    async fn put_chunk(
+        state: web::Data<State>,
+        path: web::Path<(String, u64)>,
+        mut body: web::Payload,
+    ) -> actix_web::Result<HttpResponse> {
+        let (id, index) = path.into_inner();
+        let upload = state.uploads.lock().unwrap().get(&id).cloned();
+        let Some(upload) = upload else {
+            return Ok(HttpResponse::NotFound().json(json!({"error": "upload_not_found"})));
+        };
+        // Each frame is written where it belongs as soon as it arrives: no
+        // buffer of the sink's own, so its memory is actix-web's alone (the
+        // floor for measurement 2), and a page-cache write of one frame (at
+        // most actix's 128 KiB read buffer) is short enough to do inline.
+        let mut offset = index * upload.chunk_size;
+        let mut size = 0u64;
+        while let Some(item) = body.next().await {
+            let bytes = item?;
+            upload.file.write_all_at(&bytes, offset)?;
+            offset += bytes.len() as u64;
+            size += bytes.len() as u64;
+        }
+        if state.fsync {
+            // fdatasync waits for the disk: off the worker thread, so that the
+            // worker's other connections keep going meanwhile.
+            let upload = upload.clone();
+            web::block(move || upload.file.sync_data()).await??;
+        }
+        Ok(HttpResponse::Ok().json(json!({"index": index, "size": size})))
+    }
+
+    async fn complete(state: web::Data<State>, path: web::Path<String>) -> HttpResponse {
+        let id = path.into_inner();
+        match state.uploads.lock().unwrap().remove(&id) {
+            Some(_) => HttpResponse::Ok().json(json!({"id": id, "status": "completed"})),
+            None => HttpResponse::NotFound().json(json!({"error": "upload_not_found"})),
+        }
+    }
+}

@@ -62,7 +62,10 @@ pub async fn spawn_with_settings(settings: Settings, dir: Option<TempDir>) -> Te
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
-        client: Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        client: Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
         ctx,
         data_dir,
         handle,
@@ -172,4 +175,174 @@ pub fn test_data(len: usize, seed: u64) -> Vec<u8> {
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+/// Upper bound on any single test, so that a hung server fails the test
+/// instead of stalling the whole battery.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a test body under [`TEST_TIMEOUT`].
+pub async fn bounded<F: std::future::Future>(body: F) -> F::Output {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+/// Asserts that `resp` is an API error: the given status, a JSON body with the
+/// stable `error` code and a non-empty `message`. Returns the body for further
+/// checks (extra fields such as `missing_chunks`).
+pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
+    let got = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = resp.text().await.unwrap_or_default();
+    assert_eq!(got, status, "expected {status} {code}, got {got}: {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "error answer must be JSON, got content-type {content_type:?}: {text}"
+    );
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
+    assert_eq!(body["error"], code, "wrong error code: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without a message: {body}"
+    );
+    body
+}
+
+/// Asserts a 2xx-or-other status and returns the JSON body, with the body in
+/// the failure message.
+pub async fn expect_json(resp: Response, status: u16) -> Value {
+    let got = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
+}
+
+/// `Content-Digest` value (RFC 9530) for `data`.
+pub fn content_digest(data: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data))
+    )
+}
+
+pub fn chunk_url(id: &str, index: impl std::fmt::Display) -> String {
+    format!("/api/v1/uploads/{id}/chunks/{index}")
+}
+
+impl TestApp {
+    /// A request to `path` with any method, for the cases the endpoint methods
+    /// above do not cover (extra headers, odd paths).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn put_chunk_with_digest(
+        &self,
+        id: &str,
+        index: u64,
+        body: Vec<u8>,
+        digest: &str,
+    ) -> Response {
+        self.request(reqwest::Method::PUT, &chunk_url(id, index))
+            .header("content-digest", digest)
+            .body(body)
+            .send()
+            .await
+            .expect("chunk request")
+    }
+
+    /// Where the server keeps the bytes of an upload in progress (see the
+    /// layout in `storage.rs`).
+    pub fn part_path(&self, id: &str) -> PathBuf {
+        let id = uuid::Uuid::parse_str(id).expect("a UUID");
+        self.data_dir
+            .join("uploads")
+            .join(format!("{}.part", id.simple()))
+    }
+
+    /// Sends the chunks `indexes` of `data` one after another, asserting 200.
+    pub async fn send_chunks(
+        &self,
+        id: &str,
+        data: &[u8],
+        chunk_size: usize,
+        indexes: impl IntoIterator<Item = u64>,
+    ) {
+        let chunks = chunks_of(data, chunk_size);
+        for i in indexes {
+            let r = self.put_chunk(id, i, chunks[i as usize].clone()).await;
+            assert_eq!(r.status(), 200, "chunk {i}: {:?}", r.text().await);
+        }
+    }
+
+    pub async fn status_json(&self, id: &str) -> Value {
+        expect_json(self.status(id).await, 200).await
+    }
+}
+
+/// A hand-written HTTP/1.1 request over a plain socket, for what reqwest will
+/// not do: announce a length and then stall or hang up mid-body.
+pub struct RawRequest {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawRequest {
+    /// Connects and sends the request head announcing `content_length` bytes.
+    pub async fn start(
+        app: &TestApp,
+        method: &str,
+        path: &str,
+        content_length: usize,
+    ) -> RawRequest {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .expect("connect");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {content_length}\r\nConnection: close\r\n\r\n",
+            app.port
+        );
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        RawRequest { stream }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("send body");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// Reads the answer until the server closes the connection. Returns the
+    /// status (None if the server closed without answering) and the body.
+    pub async fn read_answer(mut self, within: Duration) -> (Option<u16>, String) {
+        use tokio::io::AsyncReadExt;
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(within, self.stream.read_to_end(&mut raw)).await;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok());
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Half-closes the connection: the server sees the body end early.
+    pub async fn hang_up(mut self, within: Duration) -> (Option<u16>, String) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stream.shutdown().await;
+        self.read_answer(within).await
+    }
 }

@@ -212,6 +212,11 @@ impl Settings {
         if self.janitor_interval.is_zero() {
             return invalid("janitor_interval", "must be longer than zero");
         }
+        if self.orphan_grace < Duration::from_secs(10) {
+            // A create writes the part file just before it records the upload;
+            // a shorter grace could sweep a brand-new upload's file.
+            return invalid("orphan_grace", "must be at least 10s");
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return invalid("public_url", "must start with http:// or https://");

@@ -172,9 +172,8 @@ fn validate_filename(name: &str) -> Result<String, ApiError> {
 
 fn validate_content_type(ct: &str) -> Result<String, ApiError> {
     match ct.parse::<mime::Mime>() {
-        Ok(m) if ct.len() <= 255 && !ct.chars().any(char::is_control) => {
-            Ok(m.essence_str().to_string())
-        }
+        // Parameters (charset...) are kept: downloads must say what was declared.
+        Ok(m) if ct.len() <= 255 && !ct.chars().any(char::is_control) => Ok(m.to_string()),
         _ => Err(ApiError::InvalidRequest(format!(
             "content_type {:?} is not a media type such as video/mp4",
             ct.chars().take(100).collect::<String>()
@@ -397,8 +396,13 @@ where
             })
         }
         Err(WriteError::Storage(StorageError::PartMissing)) => {
-            // Aborted or expired while we were writing.
+            // Aborted or expired while we were writing: say so. Otherwise the
+            // bytes were removed behind the server's back (by an operator, say),
+            // and the upload cannot be finished.
             return Err(match load_live(ctx, id).await {
+                Ok(rec) if rec.status == Status::Uploading => ApiError::Internal(anyhow::anyhow!(
+                    "the part file of upload {id} is missing from the data directory"
+                )),
                 Ok(rec) => status_conflict(&rec),
                 Err(e) => e,
             });

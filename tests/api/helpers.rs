@@ -1,16 +1,30 @@
 //! The test harness: spawns the real server in-process on port 0 with a fresh
-//! data directory, and wraps each endpoint in a method.
+//! data directory, and wraps each endpoint in a method. The state backend is
+//! the one the test crate names at its root (`crate::BACKEND`): the same
+//! battery runs against the embedded store (`tests/api/main.rs`) and against a
+//! private redis-server per app (`tests/api_redis.rs`).
 
-use std::path::PathBuf;
-use std::time::Duration;
+// Each test crate uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, Response};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use tranche::config::Settings;
+use tranche::config::{Settings, StoreSettings};
 use tranche::context::AppContext;
 use tranche::startup::Application;
+
+/// Which state store the battery runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Redis,
+}
 
 pub struct TestApp {
     pub address: String,
@@ -18,6 +32,8 @@ pub struct TestApp {
     pub client: Client,
     pub ctx: AppContext,
     pub data_dir: PathBuf,
+    /// The app's private Redis, with the Redis backend; killed with the app.
+    pub redis: Option<RedisServer>,
     handle: actix_web::dev::ServerHandle,
     /// Kept so the directory lives as long as the app.
     _dir: Option<TempDir>,
@@ -41,15 +57,41 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Spawns an app after letting the test adjust its settings.
+/// Spawns an app after letting the test adjust its settings. With the Redis
+/// backend, the app gets a redis-server of its own.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = test_settings(dir.path());
-    adjust(&mut settings);
-    spawn_with_settings(settings, Some(dir)).await
+    let redis = match crate::BACKEND {
+        Backend::Embedded => None,
+        Backend::Redis => Some(RedisServer::start().await),
+    };
+    spawn_app_on(redis, adjust).await
 }
 
+/// Spawns an app on the given Redis (or on the embedded store with `None`),
+/// for tests that need a Redis started their own way (with persistence, say).
+pub async fn spawn_app_on(
+    redis: Option<RedisServer>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(dir.path());
+    if let Some(redis) = &redis {
+        settings.store = redis.store_settings();
+    }
+    adjust(&mut settings);
+    spawn_app_parts(settings, Some(dir), redis).await
+}
+
+/// Spawns an app with exactly these settings (store included).
 pub async fn spawn_with_settings(settings: Settings, dir: Option<TempDir>) -> TestApp {
+    spawn_app_parts(settings, dir, None).await
+}
+
+async fn spawn_app_parts(
+    settings: Settings,
+    dir: Option<TempDir>,
+    redis: Option<RedisServer>,
+) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         tranche::telemetry::init(&settings.log);
     }
@@ -68,8 +110,269 @@ pub async fn spawn_with_settings(settings: Settings, dir: Option<TempDir>) -> Te
             .unwrap(),
         ctx,
         data_dir,
+        redis,
         handle,
         _dir: dir,
+    }
+}
+
+/// A free loopback port (free when asked; a server that then fails to bind it
+/// is started again on another).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A private redis-server child process on a loopback port: no RDB snapshots,
+/// no AOF unless asked, killed (SIGKILL) and reaped when dropped. It can be
+/// stopped and started again on the same port with the same arguments (and so
+/// the same `--dir`): with `--appendonly yes --appendfsync always` its data
+/// survives.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+    /// Working directory when the caller gave no `--dir`.
+    _scratch: Option<TempDir>,
+}
+
+impl RedisServer {
+    /// How long a redis-server may take to answer PING after it starts
+    /// (an AOF of a test is tiny to load).
+    const READY_WITHIN: Duration = Duration::from_secs(10);
+
+    pub async fn start() -> RedisServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts with extra arguments after the defaults (later ones win in
+    /// Redis), e.g. `["--appendonly", "yes", "--appendfsync", "always",
+    /// "--dir", path]`.
+    pub async fn start_with(extra: &[&str]) -> RedisServer {
+        let scratch = if extra.contains(&"--dir") {
+            None
+        } else {
+            Some(tempfile::tempdir().expect("temp dir for redis"))
+        };
+        let mut args: Vec<String> = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(dir) = &scratch {
+            args.push("--dir".into());
+            args.push(dir.path().to_string_lossy().into_owned());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            args,
+            _scratch: scratch,
+        };
+        // Another process may take the free port before redis-server binds it.
+        for attempt in 1..=5 {
+            server.port = free_port();
+            match server.spawn_and_wait().await {
+                Ok(()) => return server,
+                Err(e) if attempt < 5 => eprintln!("redis-server did not start ({e}); retrying"),
+                Err(e) => panic!("redis-server did not start: {e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Starts it again after [`RedisServer::stop`], on the same port with the
+    /// same arguments.
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        if let Err(e) = self.spawn_and_wait().await {
+            panic!(
+                "redis-server did not start again on port {}: {e}",
+                self.port
+            );
+        }
+    }
+
+    /// Kills it with SIGKILL (no chance to save anything that is not already
+    /// in its AOF) and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The store settings of an app on this Redis.
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings::Redis {
+            url: self.url(),
+            key_prefix: "tranche:".into(),
+        }
+    }
+
+    /// A connection of the test's own, to look at the keys.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                panic!("redis-server not found: apt-get install redis-server")
+            }
+            Err(e) => panic!("cannot start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + Self::READY_WITHIN;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("exited at start: {status}"));
+            }
+            if ping(self.port).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!("no PONG within {:?}", Self::READY_WITHIN));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether a Redis on `port` answers PING with PONG (not LOADING, not an error).
+async fn ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"PING\r\n").await?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await?;
+        Ok::<bool, std::io::Error>(buf[..n].starts_with(b"+PONG"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), attempt).await,
+        Ok(Ok(true))
+    )
+}
+
+/// A `tranche serve` child process (the real binary), killed with SIGKILL and
+/// reaped when dropped so that a failing test leaves none behind.
+pub struct ServerProcess {
+    child: Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts `tranche serve` on a free port, from `dir` as working directory
+    /// (so that no `./config.toml` of the repository applies), on the state
+    /// store `redis` names (the embedded one with `None`), and waits until
+    /// `/healthz` answers.
+    pub async fn start(
+        dir: &Path,
+        data_dir: &Path,
+        redis: Option<&RedisServer>,
+        client: &Client,
+    ) -> ServerProcess {
+        let port = free_port();
+        let config = dir.join("config.toml");
+        // Small chunks allowed, no static files, quiet logs.
+        std::fs::write(
+            &config,
+            "min_chunk_size = 1024\nserve_static = false\nworkers = 2\n",
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tranche"));
+        cmd.current_dir(dir)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // Settings from the environment running the tests must not leak in.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRANCHE_") {
+                cmd.env_remove(key);
+            }
+        }
+        if let Some(redis) = redis {
+            cmd.env("TRANCHE_STORE__TYPE", "redis")
+                .env("TRANCHE_STORE__URL", redis.url());
+        }
+        let mut server = ServerProcess {
+            child: cmd.spawn().expect("start tranche"),
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("tranche exited at start: {status}");
+            }
+            let up = client.get(format!("{}/healthz", server.base)).send().await;
+            if up.is_ok_and(|r| r.status() == 200) {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tranche did not answer /healthz in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL (std's kill on Unix): no chance to flush anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -186,6 +489,13 @@ pub async fn bounded<F: std::future::Future>(body: F) -> F::Output {
     tokio::time::timeout(TEST_TIMEOUT, body)
         .await
         .expect("test exceeded its time bound")
+}
+
+/// Runs a test body under a bound of its own (fault tests wait out reconnects).
+pub async fn bounded_for<F: std::future::Future>(limit: Duration, body: F) -> F::Output {
+    tokio::time::timeout(limit, body)
+        .await
+        .unwrap_or_else(|_| panic!("test exceeded its time bound of {limit:?}"))
 }
 
 /// Asserts that `resp` is an API error: the given status, a JSON body with the

@@ -1,4 +1,8 @@
-//! Integration tests: the real server, over HTTP, from outside.
+//! Integration tests: the real server, over HTTP, from outside, on the
+//! embedded state store. `tests/api_redis.rs` runs the same modules on Redis.
+
+/// The state store every app of this test crate runs on.
+pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 
 mod abort;
 mod chunks;

@@ -1,93 +1,30 @@
 //! Crash recovery: the real binary is killed with SIGKILL mid-upload and
-//! started again on the same data directory; every acknowledged chunk must
-//! still be there.
+//! started again on the same data directory (and, with the Redis backend, the
+//! same Redis); every acknowledged chunk must still be there.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Client;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// A server process, killed when dropped so that a failing test leaves none behind.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    /// Starts `tranche serve` on a free port, from `dir` as working directory
-    /// (so that no `./config.toml` of the repository applies), and waits until
-    /// `/healthz` answers.
-    async fn start(dir: &Path, data_dir: &Path, client: &Client) -> Server {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let config = dir.join("config.toml");
-        // Small chunks allowed, no static files, quiet logs.
-        std::fs::write(
-            &config,
-            "min_chunk_size = 1024\nserve_static = false\nworkers = 2\n",
-        )
-        .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tranche"));
-        cmd.current_dir(dir)
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        // Settings from the environment running the tests must not leak in.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TRANCHE_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut server = Server {
-            child: cmd.spawn().expect("start tranche"),
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("tranche exited at start: {status}");
-            }
-            let up = client.get(format!("{}/healthz", server.base)).send().await;
-            if up.is_ok_and(|r| r.status() == 200) {
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tranche did not answer /healthz in time"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn kill(&mut self) {
-        // std's kill is SIGKILL on Unix: no chance to flush anything.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The store the restarted binary runs on: with the Redis backend, one
+/// redis-server outlives both tranche processes.
+async fn store_for_restart() -> Option<RedisServer> {
+    match crate::BACKEND {
+        Backend::Embedded => None,
+        Backend::Redis => Some(RedisServer::start().await),
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn put(client: &Client, server: &Server, id: &str, index: usize, body: Vec<u8>) -> Value {
+async fn put(
+    client: &Client,
+    server: &ServerProcess,
+    id: &str,
+    index: usize,
+    body: Vec<u8>,
+) -> Value {
     let resp = client
         .put(server.url(&chunk_url(id, index)))
         .body(body)
@@ -108,7 +45,8 @@ async fn acknowledged_chunks_survive_sigkill_and_the_upload_finishes_after_resta
         let chunks = chunks_of(&data, cs);
         assert_eq!(chunks.len(), 11);
 
-        let mut server = Server::start(dir.path(), &data_dir, &client).await;
+        let redis = store_for_restart().await;
+        let mut server = ServerProcess::start(dir.path(), &data_dir, redis.as_ref(), &client).await;
         let created = expect_json(
             client
                 .post(server.url("/api/v1/uploads"))
@@ -130,7 +68,7 @@ async fn acknowledged_chunks_survive_sigkill_and_the_upload_finishes_after_resta
         }
         server.kill();
 
-        let server = Server::start(dir.path(), &data_dir, &client).await;
+        let server = ServerProcess::start(dir.path(), &data_dir, redis.as_ref(), &client).await;
         let view = expect_json(client.get(server.url(&format!("/api/v1/uploads/{id}"))).send().await.unwrap(), 200).await;
         let mut acked: Vec<u64> = sent.iter().map(|&i| i as u64).collect();
         acked.sort();

@@ -1,0 +1,36 @@
+//! The behavioural battery of `tests/api/` (the very same modules) on the
+//! Redis state store: every app gets a private redis-server on a free loopback
+//! port. Plus what only Redis can do: several tranche processes sharing one
+//! store, and the store going away and coming back (`redis_faults`).
+//!
+//! Needs `redis-server` on PATH (`apt-get install redis-server`).
+
+/// The state store every app of this test crate runs on.
+pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
+
+#[path = "api/abort.rs"]
+mod abort;
+#[path = "api/chunks.rs"]
+mod chunks;
+#[path = "api/complete.rs"]
+mod complete;
+#[path = "api/create.rs"]
+mod create;
+#[path = "api/curl.rs"]
+mod curl;
+#[path = "api/download.rs"]
+mod download;
+#[path = "api/helpers.rs"]
+mod helpers;
+#[path = "api/janitor.rs"]
+mod janitor;
+#[path = "api/redis_faults.rs"]
+mod redis_faults;
+#[path = "api/restart.rs"]
+mod restart;
+#[path = "api/service.rs"]
+mod service;
+#[path = "api/smoke.rs"]
+mod smoke;
+#[path = "api/status.rs"]
+mod status;

@@ -24,18 +24,25 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::hashing::HashState;
 
-/// Size of the buffers a chunk body is gathered into before each write. Two
-/// are in use per request (one filling, one being written and hashed), so this
-/// bounds a chunk request's memory whatever the chunk size. 64 KiB keeps a
-/// hundred concurrent chunk uploads within a few tens of MiB while still
-/// amortising the hand-off to the blocking pool.
-pub const BUFFER_SIZE: usize = 64 * 1024;
+/// The most body bytes gathered before a hand-off to the blocking pool. At
+/// most two batches are held per request (one filling, one being written), so
+/// this bounds a chunk request's memory whatever the chunk size, while keeping
+/// the hand-offs (a thread wake-up each) few for a fast stream.
+pub const BATCH_SIZE: usize = 128 * 1024;
+
+/// Disk writes running at once, across all requests. More would not make the
+/// disk faster; bounding them bounds the blocking threads (and their stacks)
+/// that a burst of uploads can wake.
+const IO_SLOTS: usize = 8;
+
+/// Hashing jobs (catch-up, assembly) running at once, across all uploads.
+const HASH_SLOTS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -60,42 +67,18 @@ pub enum WriteError {
     Storage(#[from] StorageError),
 }
 
-/// What to compute from a chunk's bytes as they stream through.
-#[derive(Debug, Default, Clone)]
-pub struct Hashing {
-    /// Continue the upload's running hash (the chunk starts where it ends).
-    pub running: Option<HashState>,
-    /// Compute the chunk's own SHA-256.
-    pub chunk: bool,
-}
-
 #[derive(Debug)]
 pub struct WrittenChunk {
     pub len: u64,
-    pub running: Option<HashState>,
     pub chunk_sha256: Option<[u8; 32]>,
-}
-
-struct Hashers {
-    running: Option<HashState>,
-    chunk: Option<Sha256>,
-}
-
-impl Hashers {
-    fn update(&mut self, data: &[u8]) {
-        if let Some(h) = &mut self.running {
-            h.update(data);
-        }
-        if let Some(h) = &mut self.chunk {
-            h.update(data);
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
     sync: bool,
+    io_slots: Arc<tokio::sync::Semaphore>,
+    hash_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Storage {
@@ -107,6 +90,8 @@ impl Storage {
         Ok(Storage {
             root: root.to_path_buf(),
             sync,
+            io_slots: Arc::new(tokio::sync::Semaphore::new(IO_SLOTS)),
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(HASH_SLOTS)),
         })
     }
 
@@ -166,17 +151,20 @@ impl Storage {
         blocking(move || remove_counting(&path)).await
     }
 
-    /// Streams one chunk body into the part file at `offset`, through two
-    /// [`BUFFER_SIZE`] buffers: while one is written and hashed on the blocking
-    /// pool, the next fills from the socket. The body must be exactly
-    /// `expected` bytes. With `sync`, the bytes are on disk when this returns Ok.
+    /// Streams one chunk body into the part file at `offset`. The body's own
+    /// buffers are written as they come (no copy), gathered into batches of up
+    /// to [`BATCH_SIZE`]: while one batch is written on the blocking pool, the
+    /// next fills from the socket, so a request holds at most two batches. The
+    /// body must be exactly `expected` bytes. With `chunk_digest`, the chunk's
+    /// own SHA-256 is computed from the same buffers. With `sync`, the bytes
+    /// are on disk when this returns Ok.
     pub async fn write_chunk<S, E>(
         &self,
         id: Uuid,
         offset: u64,
         expected: u64,
         mut body: S,
-        hashing: Hashing,
+        chunk_digest: bool,
     ) -> Result<WrittenChunk, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -188,76 +176,80 @@ impl Storage {
         })
         .await?;
 
-        let mut hashers = Some(Hashers {
-            running: hashing.running,
-            chunk: hashing.chunk.then(Sha256::new),
-        });
-        let mut filling = Vec::with_capacity(BUFFER_SIZE.min(expected as usize));
-        let mut spare: Option<Vec<u8>> = None;
-        let mut in_flight: Option<tokio::task::JoinHandle<io::Result<(Vec<u8>, Hashers)>>> = None;
+        let mut hasher = chunk_digest.then(Sha256::new);
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_len = 0usize;
+        let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Option<Sha256>>>> = None;
         let mut received: u64 = 0;
         let mut written: u64 = 0;
 
-        // Hands a full buffer to the blocking pool after the previous one is done,
-        // and gets that previous buffer back for reuse.
-        macro_rules! flush {
-            () => {{
-                if let Some(job) = in_flight.take() {
-                    let (buf, h) = join(job).await?;
-                    spare = Some(buf);
-                    hashers = Some(h);
-                }
-                let mut buf = std::mem::replace(
-                    &mut filling,
-                    spare
-                        .take()
-                        .unwrap_or_else(|| Vec::with_capacity(BUFFER_SIZE)),
-                );
-                filling.clear();
-                let mut h = hashers.take().expect("hashers are back");
-                let file = file.clone();
-                let at = offset + written;
-                written += buf.len() as u64;
-                in_flight = Some(tokio::task::spawn_blocking(move || {
-                    file.write_all_at(&buf, at)?;
-                    h.update(&buf);
-                    buf.clear();
-                    Ok((buf, h))
-                }));
-            }};
-        }
-
-        while let Some(item) = body.next().await {
-            let Ok(bytes) = item else {
-                // Let the write in flight finish so nothing touches the file later.
-                if let Some(job) = in_flight.take() {
-                    let _ = join(job).await;
-                }
-                return Err(WriteError::Incomplete { received, expected });
+        loop {
+            // Take what the socket has already delivered; when it has nothing
+            // more right now, write what is gathered before waiting. A fast
+            // stream thus writes in big batches (few hand-offs), while many
+            // slow or competing streams each hold little memory.
+            let (item, idle) = match body.next().now_or_never() {
+                Some(item) => (item, false),
+                None if batch_len > 0 => (None, true),
+                None => (body.next().await, false),
             };
-            if received + bytes.len() as u64 > expected {
+            let end = item.is_none() && !idle;
+            match item {
+                None => {}
+                Some(Err(_)) => {
+                    // Let the write in flight finish so nothing touches the file later.
+                    if let Some(job) = in_flight.take() {
+                        let _ = join(job).await;
+                    }
+                    return Err(WriteError::Incomplete { received, expected });
+                }
+                Some(Ok(bytes)) => {
+                    if received + bytes.len() as u64 > expected {
+                        if let Some(job) = in_flight.take() {
+                            let _ = join(job).await;
+                        }
+                        return Err(WriteError::TooLong { expected });
+                    }
+                    received += bytes.len() as u64;
+                    batch_len += bytes.len();
+                    batch.push(bytes);
+                }
+            }
+            if batch_len >= BATCH_SIZE || ((end || idle) && batch_len > 0) {
                 if let Some(job) = in_flight.take() {
-                    let _ = join(job).await;
+                    hasher = join(job).await?;
                 }
-                return Err(WriteError::TooLong { expected });
+                let pieces = std::mem::take(&mut batch);
+                let at = offset + written;
+                written += batch_len as u64;
+                batch_len = 0;
+                let file = file.clone();
+                let mut h = hasher.take();
+                let permit = self
+                    .io_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                in_flight = Some(tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let mut at = at;
+                    for piece in &pieces {
+                        file.write_all_at(piece, at)?;
+                        at += piece.len() as u64;
+                        if let Some(h) = &mut h {
+                            h.update(piece);
+                        }
+                    }
+                    Ok(h)
+                }));
             }
-            received += bytes.len() as u64;
-            let mut data = &bytes[..];
-            while !data.is_empty() {
-                let take = (BUFFER_SIZE - filling.len()).min(data.len());
-                filling.extend_from_slice(&data[..take]);
-                data = &data[take..];
-                if filling.len() == BUFFER_SIZE {
-                    flush!();
-                }
+            if end {
+                break;
             }
-        }
-        if !filling.is_empty() {
-            flush!();
         }
         if let Some(job) = in_flight.take() {
-            let (_, h) = join(job).await?;
-            hashers = Some(h);
+            hasher = join(job).await?;
         }
         if received < expected {
             return Err(WriteError::TooShort { received, expected });
@@ -269,11 +261,9 @@ impl Storage {
             let file = file.clone();
             blocking(move || file.sync_data().map_err(StorageError::from)).await?;
         }
-        let hashers = hashers.expect("hashers are back");
         Ok(WrittenChunk {
             len: received,
-            running: hashers.running,
-            chunk_sha256: hashers.chunk.map(|h| h.finalize().into()),
+            chunk_sha256: hasher.map(|h| h.finalize().into()),
         })
     }
 
@@ -288,7 +278,16 @@ impl Storage {
     ) -> Result<HashState, StorageError> {
         let path = self.part_path(id);
         let final_path = self.file_path(id);
+        // Hashing is CPU-bound: more of it at once than there are slots only
+        // adds threads and read buffers, not speed.
+        let permit = self
+            .hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         blocking(move || {
+            let _permit = permit;
             let file = match File::open(&path) {
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     // An assembly interrupted after its rename resumes from the final file.
@@ -296,7 +295,7 @@ impl Storage {
                 }
                 other => other?,
             };
-            let mut buf = vec![0u8; 256 * 1024];
+            let mut buf = vec![0u8; BATCH_SIZE];
             while state.len() < until {
                 let want = ((until - state.len()) as usize).min(buf.len());
                 let n = file.read_at(&mut buf[..want], state.len())?;

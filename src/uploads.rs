@@ -13,7 +13,7 @@ use crate::config::ChunkDigest;
 use crate::context::AppContext;
 use crate::error::ApiError;
 use crate::hashing::HashState;
-use crate::storage::{Hashing, StorageError, WriteError};
+use crate::storage::{StorageError, WriteError};
 use crate::store::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
 use crate::upload::{now_ms, ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
 
@@ -365,18 +365,14 @@ where
         return Ok(chunk_answer(&rec, index, expected, chunk_sha));
     }
 
-    // Hash the file while the bytes stream past if this chunk continues the
-    // received prefix; otherwise the catch-up hasher reads it back later.
-    let running = (rec.hash.len() == start).then(|| rec.hash.clone());
-    let hashing = Hashing {
-        running,
-        chunk: want_chunk_hash,
-    };
-    let written = match ctx
+    // The whole file's running hash is not computed here but by a background
+    // task once the chunk is recorded (see `spawn_catch_up`): hashed inline,
+    // SHA-256 (~1.1 GB/s on one core) set the pace of every chunk request;
+    // in the background it overlaps with the next chunk's transfer.
+    let write = ctx
         .storage
-        .write_chunk(id, start, expected, body, hashing)
-        .await
-    {
+        .write_chunk(id, start, expected, body, want_chunk_hash);
+    let written = match guard.hold_while(write).await? {
         Ok(w) => w,
         Err(WriteError::TooLong { expected }) => {
             return Err(ApiError::ChunkTooLong { index, expected })
@@ -414,7 +410,6 @@ where
     let mark = ChunkMark {
         index,
         len: expected,
-        hash: written.running,
         now_ms: now,
         expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
     };

@@ -57,10 +57,6 @@ pub enum Insert {
 pub struct ChunkMark {
     pub index: u64,
     pub len: u64,
-    /// The running hash extended over this chunk, computed while it streamed in.
-    /// Applied only if the record's hash still ends exactly where this chunk
-    /// starts; otherwise ignored (the catch-up hasher will cover the chunk).
-    pub hash: Option<HashState>,
     pub now_ms: i64,
     /// The upload's new `expires_at` (sliding expiry).
     pub expires_at: i64,
@@ -102,8 +98,7 @@ pub trait StateStore {
 
     /// Atomically and durably counts a chunk: only while the upload is
     /// `uploading` and not expired (else `Rejected`). Counting a chunk twice is
-    /// a no-op apart from refreshing the expiry. Applies `mark.hash` as
-    /// described on [`ChunkMark`].
+    /// a no-op apart from refreshing the expiry.
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError>;
 
     /// Compare-and-set of the running hash: replaces it with `to` only if it
@@ -312,12 +307,6 @@ pub mod rules {
         }
         if rec.received.insert(mark.index) {
             rec.bytes_received += mark.len;
-        }
-        if let Some(h) = &mark.hash {
-            if rec.hash.len() == mark.index * rec.chunk_size && h.len() == rec.hash.len() + mark.len
-            {
-                rec.hash = h.clone();
-            }
         }
         rec.expires_at = rec.expires_at.max(mark.expires_at);
         true

@@ -69,12 +69,9 @@ if st ~= 'uploading' or exp <= tonumber(ARGV[3]) then return 2 end
 if redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0 then
   redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[2])
 end
-if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'hash_len') == ARGV[6] then
-  redis.call('HSET', KEYS[1], 'hash', ARGV[5], 'hash_len', ARGV[7])
-end
 local new = math.max(exp, tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], 'expires', string.format('%.0f', new))
-local until_ms = string.format('%.0f', new + tonumber(ARGV[8]))
+local until_ms = string.format('%.0f', new + tonumber(ARGV[5]))
 redis.call('PEXPIREAT', KEYS[1], until_ms)
 redis.call('PEXPIREAT', KEYS[2], until_ms)
 return 1
@@ -332,7 +329,7 @@ fn status_word(rec: &UploadRecord) -> String {
 
 impl StateStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.query::<String>(|| {
+        self.query::<(String,)>(|| {
             let mut p = redis::pipe();
             p.cmd("PING");
             p
@@ -723,14 +720,6 @@ impl RedisStore {
         mark: &ChunkMark,
         lease: Option<&Lease>,
     ) -> Result<RecordReply, StoreError> {
-        let (hash_json, from, to) = match &mark.hash {
-            Some(h) => (
-                serde_json::to_string(h).map_err(corrupt)?,
-                h.len() - mark.len,
-                h.len(),
-            ),
-            None => (String::new(), 0, 0),
-        };
         self.query(|| {
             let mut p = redis::pipe();
             self.scripts.record_chunk.add(
@@ -741,9 +730,6 @@ impl RedisStore {
                     &mark.len,
                     &mark.now_ms,
                     &mark.expires_at,
-                    &hash_json,
-                    &from,
-                    &to,
                     &KEY_GRACE_MS,
                 ],
             );

@@ -39,7 +39,15 @@ const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempote
 const MAX_BATCH: usize = 512;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
+
+/// One change for the writer thread.
+struct Job {
+    /// Must the change survive a crash once answered? The running hash need
+    /// not: losing its last steps only means hashing those bytes again. A
+    /// batch of such changes only is committed without fsync.
+    durable: bool,
+    run: Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>,
+}
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -81,18 +89,22 @@ impl EmbeddedStore {
     }
 
     /// Runs `change` inside the next group transaction and returns its result
-    /// once that transaction is durably committed.
+    /// once that transaction is committed (durably, if `durable`).
     async fn write<T: Send + 'static>(
         &self,
+        durable: bool,
         change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |txn| {
-            let out = change(txn)?;
-            Ok(Box::new(move |committed: Result<(), StoreError>| {
-                let _ = tx.send(committed.map(|()| out));
-            }) as Reply)
-        });
+        let job = Job {
+            durable,
+            run: Box::new(move |txn| {
+                let out = change(txn)?;
+                Ok(Box::new(move |committed: Result<(), StoreError>| {
+                    let _ = tx.send(committed.map(|()| out));
+                }) as Reply)
+            }),
+        };
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Unavailable("the store writer has stopped".into()))?;
@@ -118,9 +130,10 @@ impl EmbeddedStore {
     async fn update(
         &self,
         id: Uuid,
+        durable: bool,
         change: impl FnOnce(&mut UploadRecord) -> bool + Send + 'static,
     ) -> Result<Update, StoreError> {
-        self.write(move |txn| {
+        self.write(durable, move |txn| {
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
             let Some(mut rec) = load(&uploads, id)? else {
                 return Ok(Update::NotFound);
@@ -165,14 +178,16 @@ fn writer_loop(db: &Database, queue: &mpsc::Receiver<Job>, durability: Durabilit
                 continue; // dropping the batch answers each caller "unavailable"
             }
         };
-        txn.set_durability(match durability {
-            Durability::Full => redb::Durability::Immediate,
-            Durability::Relaxed => redb::Durability::Eventual,
+        let durable = batch.iter().any(|job| job.durable);
+        txn.set_durability(match (durable, durability) {
+            (false, _) => redb::Durability::None,
+            (true, Durability::Full) => redb::Durability::Immediate,
+            (true, Durability::Relaxed) => redb::Durability::Eventual,
         });
         let mut replies = Vec::with_capacity(batch.len());
         let mut failed = None;
         for job in batch {
-            match job(&txn) {
+            match (job.run)(&txn) {
                 Ok(reply) => replies.push(reply),
                 Err(e) => {
                     failed = Some(e);
@@ -234,7 +249,7 @@ impl StateStore for EmbeddedStore {
         let rec = record.clone();
         let idem = idempotency
             .map(|(k, v)| (k.to_owned(), serde_json::json!({"id": rec.id, "answer": v})));
-        self.write(move |txn| {
+        self.write(true, move |txn| {
             if let Some((key, value)) = &idem {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
                 if let Some(existing) = table.get(key.as_str()).map_err(unavailable)? {
@@ -282,7 +297,7 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
-        self.update(id, move |rec| rules::record_chunk(rec, &mark))
+        self.update(id, true, move |rec| rules::record_chunk(rec, &mark))
             .await
     }
 
@@ -293,13 +308,15 @@ impl StateStore for EmbeddedStore {
         to: HashState,
     ) -> Result<bool, StoreError> {
         let done = self
-            .update(id, move |rec| rules::advance_hash(rec, from_len, &to))
+            .update(id, false, move |rec| {
+                rules::advance_hash(rec, from_len, &to)
+            })
             .await?;
         Ok(matches!(done, Update::Done(_)))
     }
 
     async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError> {
-        self.update(id, rules::begin_assembly).await
+        self.update(id, true, rules::begin_assembly).await
     }
 
     async fn finish_assembly(
@@ -308,14 +325,14 @@ impl StateStore for EmbeddedStore {
         outcome: Result<FileInfo, Failure>,
         keep_until: i64,
     ) -> Result<Update, StoreError> {
-        self.update(id, move |rec| {
+        self.update(id, true, move |rec| {
             rules::finish_assembly(rec, &outcome, keep_until)
         })
         .await
     }
 
     async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError> {
-        self.update(id, move |rec| rules::abort(rec, tombstone_until))
+        self.update(id, true, move |rec| rules::abort(rec, tombstone_until))
             .await
     }
 
@@ -340,7 +357,7 @@ impl StateStore for EmbeddedStore {
         id: Uuid,
         now_ms: i64,
     ) -> Result<Option<UploadRecord>, StoreError> {
-        self.write(move |txn| {
+        self.write(true, move |txn| {
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
             let Some(rec) = load(&uploads, id)? else {
                 return Ok(None);

@@ -103,6 +103,8 @@ pub trait StateStore {
 
     /// Compare-and-set of the running hash: replaces it with `to` only if it
     /// currently covers exactly `from_len` bytes. Returns whether it did.
+    /// Atomic, but need not be durable: a crash that loses it leaves an older
+    /// hash state that is still true, and those bytes are hashed again.
     async fn advance_hash(
         &self,
         id: Uuid,

@@ -15,6 +15,7 @@ use crate::context::AppContext;
 use crate::metrics::Metrics;
 use crate::storage::Storage;
 use crate::store::{EmbeddedStore, RedisStore, Store};
+use crate::telemetry::AccessLog;
 use crate::{api, janitor};
 
 pub struct Application {
@@ -61,7 +62,7 @@ impl Application {
         };
         let server = HttpServer::new(move || {
             let app = App::new()
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<AccessLog>::new())
                 .app_data(data.clone())
                 .configure(api::configure);
             if serve_static {

@@ -8,6 +8,8 @@ use actix_web::http::header::{
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 
+use tracing_actix_web::RootSpan;
+
 use crate::auth::Access;
 use crate::context::AppContext;
 use crate::error::ApiError;
@@ -17,10 +19,12 @@ use crate::uploads;
 pub async fn download(
     ctx: web::Data<AppContext>,
     access: Access,
+    root: RootSpan,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = uploads::parse_id(&path)?;
+    root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;
     let (rec, file_path) = uploads::completed_file(&ctx, id).await?;
     let file = NamedFile::open_async(&file_path)

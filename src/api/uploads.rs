@@ -3,6 +3,8 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use tracing_actix_web::RootSpan;
+
 use crate::auth::Access;
 use crate::context::AppContext;
 use crate::error::ApiError;
@@ -12,6 +14,7 @@ use crate::uploads::{self, Completion, CreateRequest};
 pub async fn create(
     ctx: web::Data<AppContext>,
     access: Access,
+    root: RootSpan,
     req: HttpRequest,
     body: web::Json<CreateRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -21,6 +24,7 @@ pub async fn create(
     let (answer, _new) = uploads::create(&ctx, body, idempotency_key).await?;
     let id = answer["id"].as_str().unwrap_or_default().to_owned();
     tracing::Span::current().record("upload_id", id.as_str());
+    root.record("upload_id", id.as_str());
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/uploads/{id}")))
         .json(answer))
@@ -30,9 +34,11 @@ pub async fn create(
 pub async fn status(
     ctx: web::Data<AppContext>,
     access: Access,
+    root: RootSpan,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = uploads::parse_id(&path)?;
+    root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;
     let view = uploads::status(&ctx, id).await?;
     Ok(HttpResponse::Ok()
@@ -44,12 +50,14 @@ pub async fn status(
 pub async fn put_chunk(
     ctx: web::Data<AppContext>,
     access: Access,
+    root: RootSpan,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
     let id = uploads::parse_id(&path.0)?;
+    root.record("upload_id", tracing::field::display(id));
     let index = uploads::parse_index(&path.1)?;
     access.may_use(id)?;
     let content_length = match req.headers().get(header::CONTENT_LENGTH) {
@@ -80,9 +88,11 @@ pub async fn put_chunk(
 pub async fn complete(
     ctx: web::Data<AppContext>,
     access: Access,
+    root: RootSpan,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = uploads::parse_id(&path)?;
+    root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;
     Ok(match uploads::complete(&ctx, id).await? {
         Completion::Completed(view) => HttpResponse::Ok().json(view),
@@ -97,9 +107,11 @@ pub async fn complete(
 pub async fn abort(
     ctx: web::Data<AppContext>,
     access: Access,
+    root: RootSpan,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = uploads::parse_id(&path)?;
+    root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;
     uploads::abort(&ctx, id).await?;
     Ok(HttpResponse::NoContent().finish())

@@ -5,7 +5,7 @@
 //! machine can do (HTTP + disk) tranche delivers. This machine is shared and
 //! noisy: compare ratios within one run, not absolute figures across runs.
 //!
-//! Run: `cargo bench --bench upload` (full, ~1-2 min after the build) or
+//! Run: `cargo bench --bench upload` (full, ~2-3 min after the build) or
 //! `cargo bench --bench upload -- --quick` (256 MiB payload, one repetition).
 //!
 //! Measurements, one function each:
@@ -15,6 +15,16 @@
 //! 4. 256 KiB chunk PUTs per second, 8 concurrent clients, durability full and relaxed.
 //!
 //! The same binary, started with `--sink`, is the sink server.
+//!
+//! A second table puts tranche's Redis state backend next to its embedded store
+//! (redb), both measured in the same run by the same client code against a
+//! redis-server the bench starts itself (no persistence, loopback only; it must
+//! be on the PATH, or named by `REDIS_SERVER`):
+//! 1R. measurement 1 with 4 streams, durability full: MB/s, Redis vs embedded;
+//! 4R. measurement 4, durability full (Redis ≥ 90 % of embedded) and relaxed
+//!     (Redis ≥ 3,000 PUT/s).
+//! Every Redis-backed tranche gets a key prefix of its own, and Redis is emptied
+//! (FLUSHALL) before each measured run, so no run inherits another's keys.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -129,6 +139,14 @@ async fn run(plan: Plan) -> Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&tmp_root)?;
+    // Started first so that a missing redis-server fails the run at once, not
+    // after the other measurements; declared after `tmp`, so it drops first.
+    let redis = RedisServer::start(tmp.path(), "redis")?;
+    println!(
+        "redis: redis-server {} on 127.0.0.1:{} (no persistence)",
+        redis.version(),
+        redis.port
+    );
 
     let t = Instant::now();
     let payload = Payload::generate(plan.payload_size);
@@ -151,7 +169,24 @@ async fn run(plan: Plan) -> Result<()> {
     rows.extend(peak_rss(tmp.path(), &payload).await?);
     rows.extend(small_chunk_rate(&plan, tmp.path(), &payload).await?);
 
+    let mut redis_rows = Vec::new();
+    redis_rows.extend(redis_big_upload(&plan, tmp.path(), &redis, &payload).await?);
+    redis_rows.extend(redis_small_chunk_rate(&plan, tmp.path(), &redis, &payload).await?);
+    drop(redis);
+
     print_table(&rows);
+    println!("\ntranche's state in Redis vs in the embedded store (same run, same client):");
+    print_table_headed(
+        &redis_rows,
+        Row {
+            what: "measurement".into(),
+            tranche: "tranche+Redis".into(),
+            sink: "tranche+embedded".into(),
+            ratio: "redis/embedded".into(),
+            target: "target".into(),
+            verdict: "",
+        },
+    );
     println!(
         "\nMB/s = 10^6 B/s; figures are medians of {} run(s); total time {:.0} s",
         plan.reps,
@@ -473,6 +508,222 @@ async fn small_chunk_run(
         server.remove_completed(&created.id);
     }
     Ok((per_client * plan.small_clients) as f64 / elapsed.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------
+// The Redis state backend next to the embedded store
+// ---------------------------------------------------------------------------
+
+/// Runs `work` and returns its result with the CPU seconds that `server` and,
+/// when given, the redis-server behind it used meanwhile.
+async fn measure_cpu_with_redis<T>(
+    server: &Server,
+    redis: Option<&RedisServer>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<(T, f64)> {
+    let redis_cpu = || redis.map_or(Ok(Duration::ZERO), RedisServer::cpu);
+    let before = server.cpu()? + redis_cpu()?;
+    let out = work.await?;
+    let after = server.cpu()? + redis_cpu()?;
+    Ok((out, (after - before).as_secs_f64()))
+}
+
+/// [`http_client`], except that a connection idle for more than a second is
+/// not used again. actix-web closes a connection after 5 s of keep-alive, and
+/// a request sent on it at that moment fails ("connection closed before
+/// message completed"); here a server's connections idle while the other
+/// server runs, and a run with its complete can take longer than that.
+/// Within a run, requests follow each other at once, so this costs only a
+/// few loopback connects at the start of each run.
+fn short_idle_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+/// (1R) Measurement 1 with 4 streams, durability full, on a fresh tranche
+/// with its state in Redis and a fresh one with the embedded store, each
+/// warmed up first; runs alternate between the two. Redis is emptied before
+/// each of its runs.
+async fn redis_big_upload(
+    plan: &Plan,
+    tmp: &Path,
+    redis: &RedisServer,
+    payload: &Payload,
+) -> Result<Vec<Row>> {
+    const STREAMS: usize = 4;
+    redis.flushall()?;
+    let on_redis =
+        Server::tranche_with_store(tmp, "tranche-big-redis", Durability::Full, Some(redis))?;
+    let embedded = Server::tranche(tmp, "tranche-big-embedded", Durability::Full)?;
+    let client = short_idle_client()?;
+    warm_up(&client, &on_redis, &embedded, payload).await?;
+    redis.ensure_used_by(&on_redis)?;
+    let (mut r_rates, mut e_rates) = (Vec::new(), Vec::new());
+    let (mut r_cpu, mut e_cpu) = (Vec::new(), Vec::new());
+    let gib = payload.len() as f64 / GIB as f64;
+    for rep in 0..plan.reps {
+        redis.flushall()?;
+        let (r, r_core_s) = measure_cpu_with_redis(
+            &on_redis,
+            Some(redis),
+            upload(
+                &client,
+                &on_redis,
+                payload,
+                BIG_CHUNK,
+                STREAMS,
+                Order::InOrder,
+            ),
+        )
+        .await?;
+        let (e, e_core_s) = measure_cpu_with_redis(
+            &embedded,
+            None,
+            upload(
+                &client,
+                &embedded,
+                payload,
+                BIG_CHUNK,
+                STREAMS,
+                Order::InOrder,
+            ),
+        )
+        .await?;
+        eprintln!(
+            "  (1R) {STREAMS} streams, run {}: tranche+Redis {:.0} MB/s ({:.2} core-s/GiB with redis-server), tranche+embedded {:.0} MB/s ({:.2} core-s/GiB)",
+            rep + 1,
+            r.mb_per_s(payload.len()),
+            r_core_s / gib,
+            e.mb_per_s(payload.len()),
+            e_core_s / gib,
+        );
+        r_rates.push(r.mb_per_s(payload.len()));
+        e_rates.push(e.mb_per_s(payload.len()));
+        r_cpu.push(r_core_s / gib);
+        e_cpu.push(e_core_s / gib);
+    }
+    let (r, e) = (median(&r_rates), median(&e_rates));
+    let (r_c, e_c) = (median(&r_cpu), median(&e_cpu));
+    Ok(vec![
+        Row {
+            what: format!(
+                "(1R) {} MiB upload, 8 MiB chunks, {STREAMS} streams, durability full: MB/s",
+                payload.len() / MIB
+            ),
+            tranche: format!("{r:.0}"),
+            sink: format!("{e:.0}"),
+            ratio: format!("{:.0} %", 100.0 * r / e),
+            target: "(info)".into(),
+            verdict: "",
+        },
+        Row {
+            what: "    server CPU (Redis: tranche + redis-server): core-seconds per GiB".into(),
+            tranche: format!("{r_c:.2}"),
+            sink: format!("{e_c:.2}"),
+            ratio: format!("{:.1} ×", r_c / e_c),
+            target: "(info)".into(),
+            verdict: "",
+        },
+    ])
+}
+
+/// (4R) Measurement 4 (256 KiB chunk PUTs, 8 concurrent clients) on a fresh
+/// tranche with its state in Redis and a fresh one with the embedded store, at
+/// the same durability, full then relaxed; runs alternate between the two,
+/// after a short unmeasured run on each. Redis is emptied before each of its
+/// runs. With durability full, Redis must keep up with the embedded store
+/// (≥ 90 %); relaxed, it must reach 3,000 PUT/s.
+async fn redis_small_chunk_rate(
+    plan: &Plan,
+    tmp: &Path,
+    redis: &RedisServer,
+    payload: &Payload,
+) -> Result<Vec<Row>> {
+    const RELAXED_TARGET: f64 = 3000.0;
+    let warm = Plan {
+        small_chunks: 4 * plan.small_clients,
+        ..Plan::new(plan.quick)
+    };
+    let mut rows = Vec::new();
+    for durability in [Durability::Full, Durability::Relaxed] {
+        let tag = durability.name();
+        redis.flushall()?;
+        let on_redis = Server::tranche_with_store(
+            tmp,
+            &format!("tranche-small-redis-{tag}"),
+            durability,
+            Some(redis),
+        )?;
+        let embedded = Server::tranche(tmp, &format!("tranche-small-embedded-{tag}"), durability)?;
+        let client = short_idle_client()?;
+        for server in [&on_redis, &embedded] {
+            small_chunk_run(&warm, &client, server, payload).await?;
+        }
+        redis.ensure_used_by(&on_redis)?;
+        let (mut r_rates, mut e_rates) = (Vec::new(), Vec::new());
+        let (mut r_cpu, mut e_cpu) = (Vec::new(), Vec::new());
+        let puts = (plan.small_chunks / plan.small_clients * plan.small_clients) as f64;
+        for rep in 0..plan.reps {
+            redis.flushall()?;
+            let (r, r_core_s) = measure_cpu_with_redis(
+                &on_redis,
+                Some(redis),
+                small_chunk_run(plan, &client, &on_redis, payload),
+            )
+            .await?;
+            let (e, e_core_s) = measure_cpu_with_redis(
+                &embedded,
+                None,
+                small_chunk_run(plan, &client, &embedded, payload),
+            )
+            .await?;
+            eprintln!(
+                "  (4R) durability {tag}, run {}: tranche+Redis {r:.0} PUT/s ({:.0} µs CPU/PUT with redis-server), tranche+embedded {e:.0} PUT/s ({:.0} µs CPU/PUT)",
+                rep + 1,
+                r_core_s / puts * 1e6,
+                e_core_s / puts * 1e6,
+            );
+            r_rates.push(r);
+            e_rates.push(e);
+            r_cpu.push(r_core_s / puts * 1e6);
+            e_cpu.push(e_core_s / puts * 1e6);
+        }
+        let (r, e) = (median(&r_rates), median(&e_rates));
+        let (target, verdict) = match durability {
+            Durability::Full => ("≥ 90 % of embedded".to_string(), pass(r >= 0.9 * e)),
+            Durability::Relaxed => (
+                "≥ 3,000 PUT/s (Redis)".to_string(),
+                pass(r >= RELAXED_TARGET),
+            ),
+        };
+        rows.push(Row {
+            what: format!(
+                "(4R) 256 KiB PUT/s, {} clients, durability {tag}",
+                plan.small_clients
+            ),
+            tranche: format!("{r:.0}"),
+            sink: format!("{e:.0}"),
+            ratio: format!("{:.0} %", 100.0 * r / e),
+            target,
+            verdict,
+        });
+        let (r, e) = (median(&r_cpu), median(&e_cpu));
+        rows.push(Row {
+            what: format!(
+                "    server CPU (Redis: tranche + redis-server), durability {tag}: µs per PUT"
+            ),
+            tranche: format!("{r:.0}"),
+            sink: format!("{e:.0}"),
+            ratio: format!("{:.1} ×", r / e),
+            target: "(info)".into(),
+            verdict: "",
+        });
+    }
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------------------
@@ -804,6 +1055,18 @@ impl Server {
     /// Starts the release `tranche` binary with an empty config file (so that a
     /// `./config.toml` is not picked up) and settings from the environment only.
     fn tranche(tmp: &Path, name: &str, durability: Durability) -> Result<Server> {
+        Server::tranche_with_store(tmp, name, durability, None)
+    }
+
+    /// As [`Server::tranche`]; with `redis`, the state lives there under the key
+    /// prefix `bench:<name>:` instead of in the embedded store (chunks and
+    /// files stay in the data directory either way).
+    fn tranche_with_store(
+        tmp: &Path,
+        name: &str,
+        durability: Durability,
+        redis: Option<&RedisServer>,
+    ) -> Result<Server> {
         let data_dir = tmp.join(name);
         std::fs::create_dir_all(&data_dir)?;
         let config = tmp.join(format!("{name}.toml"));
@@ -830,6 +1093,11 @@ impl Server {
             .env("TRANCHE_SERVE_STATIC", "false")
             .env("TRANCHE_LOG__LEVEL", "warn")
             .env_remove("RUST_LOG");
+        if let Some(redis) = redis {
+            cmd.env("TRANCHE_STORE__TYPE", "redis")
+                .env("TRANCHE_STORE__URL", redis.url())
+                .env("TRANCHE_STORE__KEY_PREFIX", format!("bench:{name}:"));
+        }
         Server::spawn(name, Kind::Tranche, cmd, port, data_dir)
     }
 
@@ -920,15 +1188,7 @@ impl Server {
     /// CPU time the process has used so far, all threads, user + system
     /// (/proc/<pid>/stat counts in USER_HZ ticks, 100 per second on Linux).
     fn cpu(&self) -> Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.process.pid))?;
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let rest = stat
-            .rsplit_once(')')
-            .context("malformed /proc/<pid>/stat")?
-            .1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(Duration::from_millis(ticks * 10))
+        process_cpu(self.process.pid)
     }
 
     /// Deletes a completed upload's file, outside any timed section, so that a
@@ -953,6 +1213,148 @@ impl Server {
     }
 }
 
+/// The bench's own redis-server: no persistence, loopback only, on a free
+/// port. Its [`ChildGuard`] kills it and removes its directory on drop (also
+/// when unwinding from a panic).
+struct RedisServer {
+    port: u16,
+    process: ChildGuard,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (or `$REDIS_SERVER`) with its log in its own
+    /// directory, and waits until it answers PING.
+    fn start(tmp: &Path, name: &str) -> Result<RedisServer> {
+        let program = std::env::var_os("REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
+        let data_dir = tmp.join(name);
+        std::fs::create_dir_all(&data_dir)?;
+        let log = data_dir.join("redis.log");
+        let port = free_port()?;
+        let mut cmd = Command::new(&program);
+        cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--dir")
+            .arg(&data_dir)
+            .arg("--logfile")
+            .arg(&log)
+            .args(["--loglevel", "warning"]);
+        let child = match cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "cannot start {program:?}: not found. The Redis rows of this bench need \
+                 redis-server (Redis 7; e.g. `apt-get install redis-server`) on the PATH, \
+                 or its path in REDIS_SERVER"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot start {cmd:?}")),
+        };
+        let redis = RedisServer {
+            port,
+            process: ChildGuard {
+                pid: child.id(),
+                child: Mutex::new(child),
+                data_dir,
+            },
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(status) = redis.process.child.lock().unwrap().try_wait()? {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let log = match log.trim_end() {
+                    "" => " (empty)".to_string(),
+                    text => format!("\n{text}"),
+                };
+                bail!("redis-server exited during start-up with {status}; its log:{log}");
+            }
+            if matches!(redis.command(&["PING"]), Ok(answer) if answer == "PONG") {
+                return Ok(redis);
+            }
+            if Instant::now() >= deadline {
+                bail!("redis-server did not answer PING on port {port} within {STARTUP_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Empties every database; tranche's loaded Lua scripts stay.
+    fn flushall(&self) -> Result<()> {
+        let answer = self.command(&["FLUSHALL"])?;
+        ensure!(answer == "OK", "redis FLUSHALL answered {answer:?}");
+        Ok(())
+    }
+
+    /// Fails unless Redis holds keys under `server`'s prefix, i.e. unless that
+    /// tranche really keeps its state here (and did not, say, fall back to
+    /// the embedded store because a setting's name changed).
+    fn ensure_used_by(&self, server: &Server) -> Result<()> {
+        let pattern = format!("bench:{}:*", server.name);
+        let answer =
+            self.command(&["EVAL", "return #redis.call('KEYS', ARGV[1])", "0", &pattern])?;
+        ensure!(
+            answer != "0",
+            "{} stored no keys in Redis (none match {pattern}): is its state store really Redis?",
+            server.name
+        );
+        Ok(())
+    }
+
+    fn version(&self) -> String {
+        self.command(&["INFO", "server"])
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("redis_version:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn cpu(&self) -> Result<Duration> {
+        process_cpu(self.process.pid)
+    }
+
+    /// One command on a fresh blocking connection (only ever outside timed
+    /// sections). Returns a simple string, integer or bulk string answer;
+    /// an error answer is an error.
+    fn command(&self, args: &[&str]) -> Result<String> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end_matches("\r\n");
+        let (kind, rest) = line.split_at(line.len().min(1));
+        match kind {
+            "+" | ":" => Ok(rest.to_string()),
+            "-" => bail!("redis {args:?} answered an error: {rest}"),
+            "$" => {
+                let len: i64 = rest.parse()?;
+                ensure!(len >= 0, "redis {args:?} answered nil");
+                let mut body = vec![0u8; len as usize + 2];
+                reader.read_exact(&mut body)?;
+                body.truncate(len as usize);
+                Ok(String::from_utf8_lossy(&body).into_owned())
+            }
+            _ => bail!("redis {args:?} answered something unexpected: {line:?}"),
+        }
+    }
+}
+
 /// A plain blocking GET (the client runtime is not needed for start-up).
 fn healthz_ok(url: &str) -> bool {
     use std::io::{Read, Write};
@@ -969,6 +1371,20 @@ fn healthz_ok(url: &str) -> bool {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.1 200")
+}
+
+/// CPU time process `pid` has used so far, all threads, user + system
+/// (/proc/<pid>/stat counts in USER_HZ ticks, 100 per second on Linux).
+fn process_cpu(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .context("malformed /proc/<pid>/stat")?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// A port that was free a moment ago (the child binds it right after).
@@ -1018,6 +1434,11 @@ fn print_table(rows: &[Row]) {
         target: "target".into(),
         verdict: "",
     };
+    print_table_headed(rows, header);
+}
+
+/// A table whose columns `header` names (the `Row` fields keep their names).
+fn print_table_headed(rows: &[Row], header: Row) {
     let width = |f: fn(&Row) -> &str| -> usize {
         rows.iter()
             .chain([&header])

@@ -937,6 +937,10 @@ fn http_client() -> Result<reqwest::Client> {
         // Loopback only: never go through an HTTP proxy from the environment.
         .no_proxy()
         .pool_max_idle_per_host(256)
+        // actix-web closes a connection after 5 s idle; a pooled connection
+        // reused at that moment fails. Runs alternate between servers, so
+        // one server's connections can sit idle that long.
+        .pool_idle_timeout(Duration::from_secs(1))
         .tcp_nodelay(true)
         .build()?)
 }

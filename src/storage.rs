@@ -259,7 +259,12 @@ impl Storage {
             // The chunk counts only once its bytes are on disk: the store's
             // record must never point at bytes a crash could lose.
             let file = file.clone();
+            let started = std::time::Instant::now();
             blocking(move || file.sync_data().map_err(StorageError::from)).await?;
+            tracing::debug!(
+                sync_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "chunk synced"
+            );
         }
         Ok(WrittenChunk {
             len: received,

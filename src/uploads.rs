@@ -369,6 +369,7 @@ where
     // task once the chunk is recorded (see `spawn_catch_up`): hashed inline,
     // SHA-256 (~1.1 GB/s on one core) set the pace of every chunk request;
     // in the background it overlaps with the next chunk's transfer.
+    let started = Instant::now();
     let write = ctx
         .storage
         .write_chunk(id, start, expected, body, want_chunk_hash);
@@ -413,8 +414,14 @@ where
         now_ms: now,
         expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
     };
+    let written_at = Instant::now();
     let lease = guard.disarm();
     let recorded = ctx.store.record_chunk_and_release(id, mark, &lease).await;
+    tracing::debug!(
+        write_ms = (written_at - started).as_secs_f64() * 1000.0,
+        record_ms = written_at.elapsed().as_secs_f64() * 1000.0,
+        "chunk written and recorded"
+    );
     if recorded.is_err() {
         // The chunk is not acknowledged and the client will resend it; give
         // the lease back once the store answers again (else it lapses).

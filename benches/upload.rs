@@ -963,7 +963,7 @@ impl Payload {
     /// for any chunk size from 256 KiB up.
     fn generate(size: u64) -> Payload {
         let mut block = vec![0u8; BIG_CHUNK as usize];
-        rand::rngs::StdRng::seed_from_u64(0x7472_616e_6368_65).fill_bytes(&mut block);
+        rand::rngs::StdRng::seed_from_u64(0x0074_7261_6e63_6865).fill_bytes(&mut block);
         let mut bytes = BytesMut::with_capacity(size as usize);
         while (bytes.len() as u64) < size {
             let take = (size as usize - bytes.len()).min(block.len());

@@ -128,8 +128,8 @@ impl Storage {
                 if let Err(e) = fs4::fs_std::FileExt::allocate(&file, size) {
                     drop(file);
                     let _ = std::fs::remove_file(&path);
-                    return Err(match e.raw_os_error() {
-                        Some(libc_enospc) if libc_enospc == 28 => {
+                    return Err(match e.kind() {
+                        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
                             StorageError::NoSpace { needed: size }
                         }
                         _ => StorageError::Io(e),

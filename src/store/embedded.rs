@@ -40,20 +40,25 @@ const MAX_BATCH: usize = 512;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
+type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
+
+/// Leases held in this process: (upload, name) → (token, until).
+type LeaseMap = HashMap<(Uuid, String), (u64, Instant)>;
+
 /// One change for the writer thread.
 struct Job {
     /// Must the change survive a crash once answered? The running hash need
     /// not: losing its last steps only means hashing those bytes again. A
     /// batch of such changes only is committed without fsync.
     durable: bool,
-    run: Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>,
+    run: Change,
 }
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
     jobs: mpsc::Sender<Job>,
-    leases: Arc<Mutex<HashMap<(Uuid, String), (u64, Instant)>>>,
+    leases: Arc<Mutex<LeaseMap>>,
     next_token: Arc<AtomicU64>,
 }
 

@@ -674,8 +674,8 @@ impl StateStore for RedisStore {
         // One round trip: the read runs after the SET in Redis's order, so it
         // sees everything the lease's previous holder recorded.
         let token = Uuid::new_v4().simple().to_string();
-        let (set, fields, bitmap): (Option<String>, HashMap<String, Vec<u8>>, Option<Vec<u8>>) =
-            self.query(|| {
+        let (set, fields, bitmap): (Option<String>, Fields, Option<Vec<u8>>) = self
+            .query(|| {
                 let mut p = redis::pipe();
                 p.cmd("SET")
                     .arg(self.lease_key(id, name))
@@ -709,7 +709,9 @@ impl StateStore for RedisStore {
     }
 }
 
-type RecordReply = (i64, HashMap<String, Vec<u8>>, Option<Vec<u8>>);
+/// A meta hash as read with HGETALL.
+type Fields = HashMap<String, Vec<u8>>;
+type RecordReply = (i64, Fields, Option<Vec<u8>>);
 
 impl RedisStore {
     /// One round trip: count the chunk, bump the index, read the record back,

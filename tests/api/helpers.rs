@@ -42,15 +42,16 @@ pub struct TestApp {
 /// Settings for a test: a temp data dir, port 0, small chunk bounds so that
 /// tests can use small files, quiet logs unless `TEST_LOG` is set.
 pub fn test_settings(data_dir: &std::path::Path) -> Settings {
-    let mut s = Settings::default();
-    s.bind = "127.0.0.1:0".into();
-    s.data_dir = data_dir.to_path_buf();
-    s.min_chunk_size = bytesize::ByteSize::b(1024);
-    s.chunk_size = bytesize::ByteSize::kib(64);
-    s.workers = 2;
-    s.serve_static = false;
-    s.shutdown_timeout = Duration::from_secs(1);
-    s
+    Settings {
+        bind: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        min_chunk_size: bytesize::ByteSize::b(1024),
+        chunk_size: bytesize::ByteSize::kib(64),
+        workers: 2,
+        serve_static: false,
+        shutdown_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    }
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -199,11 +199,13 @@ impl RedisStore {
     /// Connects (with timeouts, reconnecting by itself later) and loads the scripts.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
+        // Short timeouts: while Redis is away, a request should learn it (503)
+        // in about a second rather than hang; the manager keeps reconnecting.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(3))
-            .set_number_of_retries(2)
-            .set_max_delay(1000);
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(1)
+            .set_max_delay(500);
         let conn = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;

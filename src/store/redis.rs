@@ -274,6 +274,16 @@ impl RedisStore {
         format!("{}idem:{key}", self.prefix)
     }
 
+    /// Adds the taking of `lease` (`SET NX PX`; answers nil if it is held).
+    fn add_lease(&self, pipe: &mut Pipeline, lease: &Lease, ttl: Duration) {
+        pipe.cmd("SET")
+            .arg(self.lease_key(lease.upload, &lease.name))
+            .arg(&lease.token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
+    }
+
     /// Adds the reads of a whole record (meta hash and bitmap) to `pipe`.
     fn add_read(&self, pipe: &mut Pipeline, id: Uuid) {
         pipe.cmd("HGETALL")
@@ -288,6 +298,15 @@ impl RedisStore {
             (1, Some(rec)) => Update::Done(rec),
             (_, Some(rec)) => Update::Rejected(rec),
         })
+    }
+}
+
+/// A lease to try for, with a fresh random token.
+fn new_lease(id: Uuid, name: &str) -> Lease {
+    Lease {
+        upload: id,
+        name: name.to_owned(),
+        token: Uuid::new_v4().simple().to_string(),
     }
 }
 
@@ -618,24 +637,15 @@ impl StateStore for RedisStore {
         name: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        let token = Uuid::new_v4().simple().to_string();
+        let lease = new_lease(id, name);
         let (set,): (Option<String>,) = self
             .query(|| {
                 let mut p = redis::pipe();
-                p.cmd("SET")
-                    .arg(self.lease_key(id, name))
-                    .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64);
+                self.add_lease(&mut p, &lease, ttl);
                 p
             })
             .await?;
-        Ok(set.map(|_| Lease {
-            upload: id,
-            name: name.to_owned(),
-            token,
-        }))
+        Ok(set.map(|_| lease))
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
@@ -675,16 +685,11 @@ impl StateStore for RedisStore {
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
         // One round trip: the read runs after the SET in Redis's order, so it
         // sees everything the lease's previous holder recorded.
-        let token = Uuid::new_v4().simple().to_string();
+        let lease = new_lease(id, name);
         let (set, fields, bitmap): (Option<String>, Fields, Option<Vec<u8>>) = self
             .query(|| {
                 let mut p = redis::pipe();
-                p.cmd("SET")
-                    .arg(self.lease_key(id, name))
-                    .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis() as u64);
+                self.add_lease(&mut p, &lease, ttl);
                 self.add_read(&mut p, id);
                 p
             })
@@ -692,11 +697,6 @@ impl StateStore for RedisStore {
         if set.is_none() {
             return Ok(None);
         }
-        let lease = Lease {
-            upload: id,
-            name: name.to_owned(),
-            token,
-        };
         Ok(Some((lease, decode(fields, bitmap)?)))
     }
 

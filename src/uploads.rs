@@ -272,7 +272,17 @@ fn store_error(ctx: &AppContext, e: StoreError) -> ApiError {
 }
 
 pub async fn status(ctx: &AppContext, id: Uuid) -> Result<UploadView, ApiError> {
-    load_live(ctx, id).await.map(|rec| UploadView::from(&rec))
+    let rec = load_live(ctx, id).await?;
+    if rec.status == Status::Assembling {
+        // Nobody holds the completion lease: the assembly died with its
+        // process. A client polling after a 202 would wait forever, so the
+        // poll itself starts it again.
+        if let Ok(Some(lease)) = ctx.store.try_lease(id, "complete", LEASE_TTL).await {
+            tracing::info!(upload_id = %id, "resuming an interrupted assembly");
+            drop(spawn_assembly(ctx, id, lease));
+        }
+    }
+    Ok(UploadView::from(&rec))
 }
 
 /// Receives chunk `index` of upload `id`: checks it against the record, streams
@@ -667,18 +677,7 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
             .await
             .map_err(|e| store_error(ctx, e))?;
         if let Some(lease) = lease {
-            // The assembly runs on its own task so that it goes on (and keeps
-            // its lease) when this request answers 202 or its client leaves.
-            let task_ctx = ctx.clone();
-            let task = tokio::spawn(async move {
-                let mut guard = LeaseGuard::new(&task_ctx, lease);
-                let result = guard
-                    .hold_while(assemble(&task_ctx, id))
-                    .await
-                    .and_then(|r| r);
-                guard.release().await;
-                result
-            });
+            let task = spawn_assembly(ctx, id, lease);
             let wait = deadline.saturating_duration_since(Instant::now());
             return match tokio::time::timeout(wait, task).await {
                 Ok(joined) => joined
@@ -695,6 +694,22 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs an assembly on its own task, so that it goes on (and keeps its lease)
+/// when the request that started it answers 202 or its client leaves.
+fn spawn_assembly(
+    ctx: &AppContext,
+    id: Uuid,
+    lease: Lease,
+) -> tokio::task::JoinHandle<Result<UploadRecord, ApiError>> {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut guard = LeaseGuard::new(&ctx, lease);
+        let result = guard.hold_while(assemble(&ctx, id)).await.and_then(|r| r);
+        guard.release().await;
+        result
+    })
 }
 
 /// Assembles a fully received upload: finishes the running hash, compares it

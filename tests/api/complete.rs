@@ -144,3 +144,35 @@ async fn chunks_after_completion_answer_409_upload_completed() {
     })
     .await
 }
+
+#[tokio::test]
+async fn an_assembly_that_died_is_resumed_when_a_client_polls() {
+    use tranche::store::{StateStore, Update};
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(3 * CS + 11, 57);
+        let id = start(&app, &data, Some(sha256_hex(&data))).await;
+        app.send_chunks(&id, &data, CS, [1, 0, 3, 2]).await;
+        // What a crash after a 202 leaves behind: the upload marked
+        // `assembling` and no task (and no lease) working on it.
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert!(matches!(
+            app.ctx.store.begin_assembly(uuid).await.unwrap(),
+            Update::Done(_)
+        ));
+        // A client polling GET, as it does after a 202, must see it finish.
+        let mut last = Value::Null;
+        for _ in 0..200 {
+            last = app.status_json(&id).await;
+            if last["status"] == "completed" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(last["status"], "completed", "{last}");
+        assert_eq!(last["file"]["sha256"], sha256_hex(&data));
+        let body = app.download(&id).await.bytes().await.unwrap();
+        assert_eq!(&body[..], &data[..]);
+    })
+    .await
+}

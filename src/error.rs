@@ -63,8 +63,6 @@ pub enum ApiError {
     },
     #[error("chunk {index} is being written by another request; retry when it has finished")]
     ChunkInProgress { index: u64 },
-    #[error("another request with this Idempotency-Key is still in progress")]
-    IdempotencyInProgress,
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -114,7 +112,6 @@ impl ApiError {
             ApiError::UploadAssembling(_) => "upload_assembling",
             ApiError::UploadFailed { .. } => "upload_failed",
             ApiError::ChunkInProgress { .. } => "chunk_in_progress",
-            ApiError::IdempotencyInProgress => "idempotency_in_progress",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::StoreUnavailable(_) => "store_unavailable",
@@ -164,8 +161,7 @@ impl ResponseError for ApiError {
             | ApiError::UploadCompleted(_)
             | ApiError::UploadAssembling(_)
             | ApiError::UploadFailed { .. }
-            | ApiError::ChunkInProgress { .. }
-            | ApiError::IdempotencyInProgress => StatusCode::CONFLICT,
+            | ApiError::ChunkInProgress { .. } => StatusCode::CONFLICT,
             ApiError::UploadExpired(_) | ApiError::UploadAborted(_) => StatusCode::GONE,
             ApiError::FileTooLarge { .. } | ApiError::ChunkTooLong { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE

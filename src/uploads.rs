@@ -76,13 +76,13 @@ pub fn parse_index(raw: &str) -> Result<u64, ApiError> {
     })
 }
 
-/// Validates a create request and starts the upload. Returns the answer and
-/// whether it is new (false: an earlier answer for the same Idempotency-Key).
+/// Validates a create request and starts the upload. Returns the answer: the
+/// new upload, or the first answer given for the same Idempotency-Key.
 pub async fn create(
     ctx: &AppContext,
     req: CreateRequest,
     idempotency_key: Option<String>,
-) -> Result<(serde_json::Value, bool), ApiError> {
+) -> Result<serde_json::Value, ApiError> {
     let s = &ctx.settings;
     let filename = validate_filename(&req.filename)?;
     if req.size > s.max_file_size.0 {
@@ -108,7 +108,7 @@ pub async fn create(
             ));
         }
         if let Some(answer) = ctx.store.idempotent_answer(key).await? {
-            return Ok((answer, false));
+            return Ok(answer);
         }
     }
 
@@ -143,11 +143,11 @@ pub async fn create(
         Ok(Insert::Created) => {
             ctx.metrics.upload_event("created");
             tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
-            Ok((answer, true))
+            Ok(answer)
         }
         Ok(Insert::Existing(first)) => {
             let _ = ctx.storage.remove_part(record.id).await;
-            Ok((first, false))
+            Ok(first)
         }
         Err(e) => {
             let _ = ctx.storage.remove_part(record.id).await;

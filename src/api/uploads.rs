@@ -21,7 +21,7 @@ pub async fn create(
     let body = body.into_inner();
     access.may_create(body.size, body.content_type.as_deref().unwrap_or(""))?;
     let idempotency_key = header_str(&req, "idempotency-key")?;
-    let (answer, _new) = uploads::create(&ctx, body, idempotency_key).await?;
+    let answer = uploads::create(&ctx, body, idempotency_key).await?;
     let id = answer["id"].as_str().unwrap_or_default().to_owned();
     tracing::Span::current().record("upload_id", id.as_str());
     root.record("upload_id", id.as_str());

@@ -293,11 +293,7 @@ impl RedisStore {
     }
 
     async fn get_after(&self, id: Uuid, code: i64) -> Result<Update, StoreError> {
-        Ok(match (code, self.get_upload(id).await?) {
-            (_, None) | (0, _) => Update::NotFound,
-            (1, Some(rec)) => Update::Done(rec),
-            (_, Some(rec)) => Update::Rejected(rec),
-        })
+        Ok(outcome(code, self.get_upload(id).await?))
     }
 }
 
@@ -765,10 +761,15 @@ fn record_outcome(
     fields: HashMap<String, Vec<u8>>,
     bitmap: Option<Vec<u8>>,
 ) -> Result<Update, StoreError> {
-    let rec = decode(fields, bitmap)?;
-    Ok(match (code, rec) {
+    Ok(outcome(code, decode(fields, bitmap)?))
+}
+
+/// A script's answer (0: no upload, 1: done, 2: rejected) with the record as
+/// it stands after it.
+fn outcome(code: i64, rec: Option<UploadRecord>) -> Update {
+    match (code, rec) {
         (_, None) | (0, _) => Update::NotFound,
         (1, Some(rec)) => Update::Done(rec),
         (_, Some(rec)) => Update::Rejected(rec),
-    })
+    }
 }

@@ -1,4 +1,4 @@
-//! The command line: `tranche serve` and its flags.
+//! The command line: `tranche serve`, `check-config`, `token` and their flags.
 
 use std::path::PathBuf;
 
@@ -26,8 +26,48 @@ pub struct Cli {
 pub enum Command {
     /// Run the upload server (the default when no command is given).
     Serve(ServeArgs),
-    /// Load and check the configuration, print it as TOML, and exit.
+    /// Load and check the configuration, print it as TOML (secrets hidden), and exit.
     CheckConfig(ServeArgs),
+    /// Mint upload tokens with the configured secret, or generate an API key.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a JWT signed with auth.jwt_secret: a create token (limits) or,
+    /// with --upload-id, a token for one upload.
+    #[command(
+        after_help = "Examples:\n  tranche token create --max-size 1GiB --content-type 'video/*' --ttl 15m\n  tranche token create --upload-id 0b9d5c0e-6c1e-4b8e-9a4f-3d2f1c0b7a61 --ttl 1h"
+    )]
+    Create(TokenArgs),
+    /// Generate a random API key and the `sha256:` form to put in auth.api_keys.
+    Key,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Configuration file holding auth.jwt_secret [default: ./config.toml if present]
+    #[arg(long, short, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// How long the token is valid (e.g. 15m, 2h, 1day)
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Token for this upload only (its chunks, status, complete, abort, download)
+    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads"])]
+    pub upload_id: Option<uuid::Uuid>,
+    /// Largest file the token may start an upload for (e.g. 1GiB)
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<bytesize::ByteSize>,
+    /// Content type the token may declare (`video/*`, `image/png`); repeatable
+    #[arg(long = "content-type", value_name = "TYPE")]
+    pub content_type: Vec<String>,
+    /// How many uploads the token may start
+    #[arg(long, value_name = "N")]
+    pub max_uploads: Option<u64>,
+    /// Subject: who the token is for (names its rate-limit bucket)
+    #[arg(long, value_name = "NAME")]
+    pub sub: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -41,4 +81,7 @@ pub struct ServeArgs {
     /// Directory for chunks, files and state (overrides `data_dir`)
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Allow a non-loopback address with authentication off (sets auth.allow_anonymous)
+    #[arg(long)]
+    pub insecure: bool,
 }

@@ -63,6 +63,9 @@ pub struct Settings {
     pub static_dir: PathBuf,
     pub store: StoreSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +100,196 @@ pub enum StoreSettings {
 
 fn default_key_prefix() -> String {
     "tranche:".into()
+}
+
+/// `[auth]`: who may use the API. Off by default for a local quick start;
+/// `tranche serve` refuses a non-loopback address with it off unless told
+/// `allow_anonymous` (or `--insecure`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    /// Full-access keys for the application's backend: the key itself or
+    /// `sha256:<hex>` of it. Only hashes are kept in memory.
+    #[serde(serialize_with = "redact_list")]
+    pub api_keys: Vec<String>,
+    /// A file with one key (or `sha256:<hex>`) per line; `#` starts a comment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_keys_file: Option<PathBuf>,
+    /// HS256 secret that signs and checks upload tokens (at least 32 bytes).
+    #[serde(
+        serialize_with = "redact_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub jwt_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Lifetime of the `upload_token` in a create answer; unset means `upload_ttl`.
+    #[serde(
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub upload_token_ttl: Option<Duration>,
+    /// Tolerated clock difference when checking a token's `exp`.
+    #[serde(with = "humantime_serde")]
+    pub clock_leeway: Duration,
+    /// Serve without authentication on a non-loopback address (say, behind a
+    /// proxy that authenticates).
+    pub allow_anonymous: bool,
+    /// Completed files may be downloaded without credentials.
+    pub public_downloads: bool,
+    /// `/metrics` is open; otherwise it needs an API key while auth is on.
+    pub public_metrics: bool,
+}
+
+impl AuthSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.jwt_secret.is_some() && self.jwt_secret_file.is_some() {
+            return invalid(
+                "auth.jwt_secret",
+                "and auth.jwt_secret_file are both set; keep one",
+            );
+        }
+        if self.enabled && self.jwt_secret.is_none() && self.jwt_secret_file.is_none() {
+            return invalid(
+                "auth.jwt_secret",
+                "is needed when auth is enabled (it signs upload tokens); \
+                 generate one with `openssl rand -hex 32`",
+            );
+        }
+        if self.clock_leeway > Duration::from_secs(300) {
+            return invalid("auth.clock_leeway", "must be at most 5m");
+        }
+        Ok(())
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            enabled: false,
+            api_keys: Vec::new(),
+            api_keys_file: None,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            upload_token_ttl: None,
+            clock_leeway: Duration::from_secs(30),
+            allow_anonymous: false,
+            public_downloads: false,
+            public_metrics: false,
+        }
+    }
+}
+
+/// `[limits]`: what a single client may ask of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Content types an upload may declare (`video/*`, `image/png`); empty
+    /// allows any. A missing type counts as `application/octet-stream`.
+    pub allowed_content_types: Vec<String>,
+    /// Whether the first chunk's leading bytes must match the declared type
+    /// (for types whose signature the server knows). `auto`: only when
+    /// `allowed_content_types` restricts types.
+    pub sniff_content: SniffContent,
+    /// Free space on the data directory that uploads may never take.
+    pub reserve_free_bytes: ByteSize,
+    /// Upper bound on bytes of unfinished uploads in the data directory
+    /// (0: only the disk's free space counts).
+    pub max_pending_bytes: ByteSize,
+    /// Largest JSON body on control endpoints.
+    pub max_json_bytes: ByteSize,
+    /// A chunk body that sends nothing for this long is dropped (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// A client must send its request head within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Chunk requests in progress at once, over all uploads of this instance.
+    pub max_chunk_requests: usize,
+    /// Chunk requests in progress at once for one upload.
+    pub max_chunk_requests_per_upload: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            allowed_content_types: Vec::new(),
+            sniff_content: SniffContent::Auto,
+            reserve_free_bytes: ByteSize::mib(256),
+            max_pending_bytes: ByteSize::b(0),
+            max_json_bytes: ByteSize::kib(64),
+            body_idle_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_chunk_requests: 512,
+            max_chunk_requests_per_upload: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SniffContent {
+    Auto,
+    Always,
+    Never,
+}
+
+impl LimitSettings {
+    /// Are chunk 0's leading bytes checked against the declared type?
+    pub fn sniffs(&self) -> bool {
+        match self.sniff_content {
+            SniffContent::Auto => !self.allowed_content_types.is_empty(),
+            SniffContent::Always => true,
+            SniffContent::Never => false,
+        }
+    }
+}
+
+/// `[rate_limit]`: token buckets per caller (API key, token subject, or client
+/// address). With the Redis store the buckets live in Redis, shared by every
+/// instance; with the embedded store, in memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// Creates per second a caller may sustain, and the burst above it.
+    pub create_per_second: f64,
+    pub create_burst: u32,
+    /// Chunk requests per second a caller may sustain, and the burst above it.
+    pub chunk_per_second: f64,
+    pub chunk_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        // Generous: they stop floods, not busy but honest clients.
+        RateLimitSettings {
+            enabled: true,
+            create_per_second: 20.0,
+            create_burst: 200,
+            chunk_per_second: 2000.0,
+            chunk_burst: 4000,
+        }
+    }
+}
+
+fn redact_list<S: serde::Serializer>(list: &[String], ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(list.iter().map(|_| "<redacted>"))
+}
+
+fn redact_option<S: serde::Serializer>(value: &Option<String>, ser: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => ser.serialize_str("<redacted>"),
+        None => ser.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +333,9 @@ impl Default for Settings {
                 format: LogFormat::Text,
                 level: "info".into(),
             },
+            auth: AuthSettings::default(),
+            limits: LimitSettings::default(),
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }
@@ -221,6 +417,37 @@ impl Settings {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return invalid("public_url", "must start with http:// or https://");
             }
+        }
+        self.auth.validate()?;
+        let l = &self.limits;
+        if l.max_chunk_requests == 0 || l.max_chunk_requests_per_upload == 0 {
+            return invalid("limits.max_chunk_requests", "must be at least 1");
+        }
+        if l.body_idle_timeout.is_zero() || l.header_timeout.is_zero() {
+            return invalid("limits.body_idle_timeout", "must be longer than zero");
+        }
+        if l.max_json_bytes.0 < 1024 {
+            return invalid("limits.max_json_bytes", "must be at least 1 KiB");
+        }
+        for pattern in &l.allowed_content_types {
+            if !crate::limits::content::is_valid_pattern(pattern) {
+                return invalid(
+                    "limits.allowed_content_types",
+                    &format!("has {pattern:?}; use type/subtype or type/*"),
+                );
+            }
+        }
+        let r = &self.rate_limit;
+        if r.enabled
+            && !(r.create_per_second > 0.0
+                && r.chunk_per_second > 0.0
+                && r.create_burst > 0
+                && r.chunk_burst > 0)
+        {
+            return invalid(
+                "rate_limit",
+                "rates and bursts must be above zero (or set enabled = false)",
+            );
         }
         if let StoreSettings::Redis { url, .. } = &self.store {
             if !(url.starts_with("redis://")

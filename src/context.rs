@@ -1,13 +1,18 @@
 //! What every request handler and background task shares: settings, the state
-//! store, the bytes on disk and the metrics. Cheap to clone.
+//! store, the bytes on disk, the metrics, and the gates a request passes
+//! (credentials, rates, disk space, chunk slots). Cheap to clone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::limits::disk::DiskGuard;
+use crate::limits::inflight::ChunkSlots;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::storage::Storage;
 use crate::store::Store;
 
@@ -17,6 +22,10 @@ pub struct AppContext {
     pub store: Store,
     pub storage: Storage,
     pub metrics: Metrics,
+    pub auth: Arc<Authenticator>,
+    pub rate_limiter: RateLimiter,
+    pub disk_guard: Arc<DiskGuard>,
+    pub chunk_slots: ChunkSlots,
     /// Uploads whose running hash a background task is catching up, with a flag
     /// asking it to look again before it stops (set when more chunks land).
     pub catching_up: Arc<Mutex<HashMap<Uuid, bool>>>,

@@ -67,6 +67,20 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("content type {content_type:?} is not accepted here; allowed: {allowed}")]
+    UnsupportedContentType {
+        content_type: String,
+        allowed: String,
+    },
+    #[error("the file does not look like {declared} (its first bytes are {detected}); declare its real type")]
+    ContentMismatch { declared: String, detected: String },
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    #[error("no bytes of chunk {index} arrived for {idle_secs} s; the request was dropped, send the chunk again")]
+    BodyTimeout { index: u64, idle_secs: u64 },
     #[error("the state store is unreachable; nothing was lost, retry shortly")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error; the server log has the details")]
@@ -114,6 +128,10 @@ impl ApiError {
             ApiError::ChunkInProgress { .. } => "chunk_in_progress",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::UnsupportedContentType { .. } => "unsupported_content_type",
+            ApiError::ContentMismatch { .. } => "content_mismatch",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BodyTimeout { .. } => "request_timeout",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -139,6 +157,13 @@ impl ApiError {
             ApiError::UploadFailed { code, .. } => {
                 m.insert("cause".into(), json!(code));
             }
+            ApiError::RateLimited { retry_after, .. } => {
+                m.insert("retry_after".into(), json!(retry_after_secs(*retry_after)));
+            }
+            ApiError::ContentMismatch { declared, detected } => {
+                m.insert("declared".into(), json!(declared));
+                m.insert("detected".into(), json!(detected));
+            }
             _ => {}
         }
         m
@@ -154,6 +179,11 @@ impl ResponseError for ApiError {
             | ApiError::BodyIncomplete { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedContentType { .. } | ApiError::ContentMismatch { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UploadNotFound(_) | ApiError::FileNotFound(_) | ApiError::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -190,8 +220,26 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::ChunkInProgress { .. }) {
             resp.insert_header((header::RETRY_AFTER, "1"));
         }
+        if let ApiError::RateLimited { retry_after, .. } = self {
+            resp.insert_header((
+                header::RETRY_AFTER,
+                retry_after_secs(*retry_after).to_string(),
+            ));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"tranche\""));
+        }
+        if matches!(self, ApiError::BodyTimeout { .. }) {
+            // The rest of a stalled body will not be read; the connection goes.
+            resp.insert_header((header::CONNECTION, "close"));
+        }
         resp.json(Value::Object(body))
     }
+}
+
+/// Retry-After is whole seconds; never tell a client to retry at once.
+fn retry_after_secs(d: std::time::Duration) -> u64 {
+    d.as_secs_f64().ceil().max(1.0) as u64
 }
 
 fn anyhow_chain(e: &dyn std::error::Error) -> String {

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tranche::cli::{Cli, Command, ServeArgs};
+use tranche::cli::{Cli, Command, ServeArgs, TokenArgs, TokenCommand};
 use tranche::config::{CliOverrides, Settings};
 use tranche::startup::Application;
 use tranche::telemetry;
@@ -11,10 +11,14 @@ fn load(args: &ServeArgs) -> Result<Settings, ExitCode> {
         bind: args.bind.clone(),
         data_dir: args.data_dir.clone(),
     };
-    Settings::load(args.config.as_deref(), &overrides).map_err(|e| {
+    let mut settings = Settings::load(args.config.as_deref(), &overrides).map_err(|e| {
         eprintln!("tranche: {e}");
         ExitCode::from(2)
-    })
+    })?;
+    if args.insecure {
+        settings.auth.allow_anonymous = true;
+    }
+    Ok(settings)
 }
 
 #[tokio::main]
@@ -23,12 +27,32 @@ async fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     match command {
         Command::CheckConfig(args) => match load(&args) {
-            Ok(settings) => {
-                println!("{}", toml_string(&settings));
-                ExitCode::SUCCESS
-            }
+            Ok(settings) => match tranche::startup::check_exposure(&settings) {
+                Ok(()) => {
+                    println!("{}", toml_string(&settings));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tranche: {e:#}");
+                    ExitCode::from(2)
+                }
+            },
             Err(code) => code,
         },
+        Command::Token(TokenCommand::Create(args)) => token_create(&args),
+        Command::Token(TokenCommand::Key) => {
+            let key = format!(
+                "trk_{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            println!("key:    {key}");
+            println!(
+                "config: api_keys = [\"{}\"]",
+                tranche::auth::keys::hash_entry(&key)
+            );
+            ExitCode::SUCCESS
+        }
         Command::Serve(args) => {
             let settings = match load(&args) {
                 Ok(s) => s,
@@ -50,6 +74,56 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `tranche token create`: mints a token with the configured secret.
+fn token_create(args: &TokenArgs) -> ExitCode {
+    let serve_args = ServeArgs {
+        config: args.config.clone(),
+        ..ServeArgs::default()
+    };
+    let settings = match load(&serve_args) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let auth =
+        match tranche::auth::Authenticator::from_settings(&settings.auth, settings.upload_ttl) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("tranche: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+    let Some(tokens) = auth.tokens() else {
+        eprintln!("tranche: no auth.jwt_secret (or jwt_secret_file, or TRANCHE_AUTH__JWT_SECRET) is configured");
+        return ExitCode::from(2);
+    };
+    for ct in &args.content_type {
+        if !tranche::limits::content::is_valid_pattern(ct) {
+            eprintln!("tranche: --content-type {ct:?} is not type/subtype or type/*");
+            return ExitCode::from(2);
+        }
+    }
+    let now = tranche::auth::token::unix_now();
+    let claims = tranche::auth::Claims {
+        exp: now + args.ttl.as_secs().max(1),
+        iat: Some(now),
+        sub: args.sub.clone(),
+        upload_id: args.upload_id,
+        max_size: args.max_size.map(|s| s.0),
+        content_types: (!args.content_type.is_empty()).then(|| args.content_type.clone()),
+        max_uploads: args.max_uploads,
+    };
+    match tokens.mint(&claims) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tranche: cannot sign the token: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -10,9 +10,13 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
+use crate::auth::Authenticator;
 use crate::config::{Durability, Settings, StoreSettings};
 use crate::context::AppContext;
+use crate::limits::disk::DiskGuard;
+use crate::limits::inflight::ChunkSlots;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::storage::Storage;
 use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry::AccessLog;
@@ -28,6 +32,7 @@ impl Application {
     /// Opens everything and binds `settings.bind`; the server does not accept
     /// requests until [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        check_exposure(&settings)?;
         let sync = settings.durability == Durability::Full;
         let storage = Storage::open(&settings.data_dir, sync).with_context(|| {
             format!("cannot use data directory {}", settings.data_dir.display())
@@ -43,6 +48,27 @@ impl Application {
                     .with_context(|| format!("cannot reach Redis at {url}"))?,
             ),
         };
+        let auth = Authenticator::from_settings(&settings.auth, settings.upload_ttl)
+            .context("invalid [auth] settings")?;
+        if !auth.enabled() {
+            tracing::warn!(
+                bind = %settings.bind,
+                "AUTHENTICATION IS OFF: anyone who can reach this address may upload, read and delete; \
+                 set [auth] enabled = true before exposing tranche"
+            );
+        }
+        let rate_limiter = RateLimiter::new(&settings.rate_limit, &store);
+        let limits = &settings.limits;
+        let disk_guard = Arc::new(DiskGuard::new(
+            limits.reserve_free_bytes.0,
+            limits.max_pending_bytes.0,
+        ));
+        let chunk_slots = ChunkSlots::new(
+            limits.max_chunk_requests,
+            limits.max_chunk_requests_per_upload,
+        );
+        let header_timeout = limits.header_timeout;
+        let json_limit = limits.max_json_bytes.0 as usize;
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -51,6 +77,10 @@ impl Application {
             store,
             storage,
             metrics: Metrics::new(),
+            auth: Arc::new(auth),
+            rate_limiter,
+            disk_guard,
+            chunk_slots,
             catching_up: Arc::default(),
         };
         let data = web::Data::new(ctx.clone());
@@ -64,7 +94,7 @@ impl Application {
             let app = App::new()
                 .wrap(TracingLogger::<AccessLog>::new())
                 .app_data(data.clone())
-                .configure(api::configure);
+                .configure(|cfg| api::configure(cfg, json_limit));
             if serve_static {
                 app.service(
                     actix_files::Files::new("/", &static_dir)
@@ -76,6 +106,8 @@ impl Application {
             }
         })
         .workers(workers)
+        // A client must finish its request head in this time (slow headers).
+        .client_request_timeout(header_timeout)
         .shutdown_timeout(ctx.settings.shutdown_timeout.as_secs())
         .listen(listener)?
         .run();
@@ -117,4 +149,25 @@ impl Application {
         tracing::info!("tranche stopped");
         result
     }
+}
+
+/// Refuses to serve without authentication on an address other machines can
+/// reach, unless the operator said so (`auth.allow_anonymous` or `--insecure`).
+pub fn check_exposure(settings: &Settings) -> anyhow::Result<()> {
+    if settings.auth.enabled || settings.auth.allow_anonymous {
+        return Ok(());
+    }
+    let addr: std::net::SocketAddr = settings
+        .bind
+        .parse()
+        .with_context(|| format!("bind address {} is not an IP:port", settings.bind))?;
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {} with authentication off: anyone on the network could \
+         upload and delete. Enable [auth] (see README, Security), or pass --insecure \
+         (auth.allow_anonymous = true) if something in front of tranche authenticates",
+        settings.bind
+    )
 }

@@ -369,6 +369,23 @@ impl Storage {
         .await
     }
 
+    /// Bytes promised to unfinished uploads: part files are preallocated to
+    /// their upload's full size, so this is the sum of their lengths.
+    pub async fn pending_bytes(&self) -> io::Result<u64> {
+        let dir = self.root.join("uploads");
+        blocking(move || {
+            let mut total = 0u64;
+            for entry in std::fs::read_dir(&dir)? {
+                // A part removed while we look was someone else's to count.
+                if let Ok(meta) = entry?.metadata() {
+                    total += meta.len();
+                }
+            }
+            Ok(total)
+        })
+        .await
+    }
+
     /// Removes a file the janitor found orphaned; returns the bytes freed.
     pub async fn remove_path(&self, path: PathBuf) -> io::Result<u64> {
         blocking(move || remove_counting(&path)).await

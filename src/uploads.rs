@@ -2,17 +2,22 @@
 //! handlers in `api` only translate HTTP to these calls and back, so tests and
 //! other front ends can call them directly.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::auth::Access;
 use crate::config::ChunkDigest;
 use crate::context::AppContext;
 use crate::error::ApiError;
 use crate::hashing::HashState;
+use crate::limits::content::{self, SNIFF_LEN};
+use crate::limits::{idle_limited, BodyError};
 use crate::storage::{StorageError, WriteError};
 use crate::store::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
 use crate::upload::{now_ms, ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
@@ -76,6 +81,41 @@ pub fn parse_index(raw: &str) -> Result<u64, ApiError> {
     })
 }
 
+/// Checks an `Idempotency-Key` header and scopes it to the caller, so that
+/// one caller's key never answers another with an upload (and a token) that
+/// is not theirs. `caller` is `None` when authentication is off.
+pub fn idempotency_key(
+    raw: Option<String>,
+    caller: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let Some(key) = raw else { return Ok(None) };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::InvalidRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        ));
+    }
+    Ok(Some(match caller {
+        None => key,
+        Some(caller) => format!("{caller}|{key}"),
+    }))
+}
+
+/// Counts a create against its token's `max_uploads`, when it has one.
+pub async fn count_token_use(ctx: &AppContext, access: &Access) -> Result<(), ApiError> {
+    if let Access::Create { claims, token_id } = access {
+        if let Some(max) = claims.max_uploads {
+            let until_ms = (claims.exp as i64 + 300).saturating_mul(1000);
+            let used = ctx.rate_limiter.count_use(token_id, until_ms).await?;
+            if used > max {
+                return Err(ApiError::Forbidden(format!(
+                    "this token may start at most {max} uploads, and has"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Validates a create request and starts the upload. Returns the answer: the
 /// new upload, or the first answer given for the same Idempotency-Key.
 pub async fn create(
@@ -95,6 +135,7 @@ pub async fn create(
         None | Some("") => "application/octet-stream".to_string(),
         Some(ct) => validate_content_type(ct)?,
     };
+    content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
     let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
     if req.chunk_size == Some(0) {
         return Err(ApiError::InvalidRequest(
@@ -102,11 +143,6 @@ pub async fn create(
         ));
     }
     if let Some(key) = &idempotency_key {
-        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiError::InvalidRequest(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            ));
-        }
         if let Some(answer) = ctx.store.idempotent_answer(key).await? {
             return Ok(answer);
         }
@@ -132,7 +168,9 @@ pub async fn create(
         idempotency_key: idempotency_key.clone(),
     };
     // The bytes' place first: if the disk is full we say so before any state exists.
-    ctx.storage.create_part(record.id, record.size).await?;
+    ctx.disk_guard
+        .admit(&ctx.storage, record.id, record.size)
+        .await?;
     let answer = serde_json::to_value(UploadView::from(&record))
         .map_err(|e| ApiError::Internal(e.into()))?;
     let inserted = ctx
@@ -298,6 +336,33 @@ pub async fn put_chunk<S, E>(
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let idle_limit = ctx.settings.limits.body_idle_timeout;
+    let body = idle_limited(body, idle_limit, stalled.clone());
+    let result = put_chunk_with_lease(ctx, id, index, content_length, digest, body).await;
+    match result {
+        Err(ApiError::BodyIncomplete { index, .. }) if stalled.load(Ordering::Relaxed) => {
+            tracing::info!(upload_id = %id, index, "chunk body stalled; request dropped");
+            Err(ApiError::BodyTimeout {
+                index,
+                idle_secs: idle_limit.as_secs().max(1),
+            })
+        }
+        other => other,
+    }
+}
+
+async fn put_chunk_with_lease<S>(
+    ctx: &AppContext,
+    id: Uuid,
+    index: u64,
+    content_length: Option<u64>,
+    digest: Option<[u8; 32]>,
+    body: S,
+) -> Result<ChunkAnswer, ApiError>
+where
+    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
+{
     // The lease comes before reading the record: a request that held it before
     // us recorded its chunk before letting go, so the record read next says
     // truly whether the chunk is still missing, and counted bytes are never
@@ -327,7 +392,7 @@ where
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn put_chunk_leased<S, E>(
+async fn put_chunk_leased<S>(
     ctx: &AppContext,
     rec: Option<UploadRecord>,
     id: Uuid,
@@ -338,7 +403,7 @@ async fn put_chunk_leased<S, E>(
     guard: &mut LeaseGuard,
 ) -> Result<ChunkAnswer, ApiError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
 {
     let rec = check_live(id, rec)?;
     if rec.status != Status::Uploading {
@@ -374,6 +439,41 @@ where
         let chunk_sha = check_digest(digest, written)?;
         return Ok(chunk_answer(&rec, index, expected, chunk_sha));
     }
+
+    // Chunk 0 of a type with a known signature must start like one; the
+    // bytes looked at are handed on to the write unchanged.
+    let mut body = body;
+    let mut head = Vec::new();
+    if index == 0 && ctx.settings.limits.sniffs() && content::sniffable(&rec.content_type) {
+        let mut seen = 0usize;
+        while seen < SNIFF_LEN.min(expected as usize) {
+            match body.next().await {
+                Some(Ok(bytes)) => {
+                    seen += bytes.len();
+                    head.push(Ok(bytes));
+                }
+                Some(Err(e)) => {
+                    head.push(Err(e));
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut prefix = Vec::with_capacity(seen.min(SNIFF_LEN));
+        for bytes in head.iter().flatten() {
+            prefix.extend_from_slice(&bytes[..bytes.len().min(SNIFF_LEN - prefix.len())]);
+            if prefix.len() == SNIFF_LEN {
+                break;
+            }
+        }
+        if !head.iter().any(|h| h.is_err()) {
+            if let Err(e) = content::check_signature(&rec.content_type, &prefix) {
+                tracing::info!(upload_id = %id, declared = %rec.content_type, "chunk 0 refused: signature mismatch");
+                return Err(e);
+            }
+        }
+    }
+    let body = futures::stream::iter(head).chain(body);
 
     // The whole file's running hash is not computed here but by a background
     // task once the chunk is recorded (see `spawn_catch_up`): hashed inline,

@@ -10,6 +10,8 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
 
 #[path = "api/abort.rs"]
 mod abort;
+#[path = "api/auth.rs"]
+mod auth;
 #[path = "api/chunks.rs"]
 mod chunks;
 #[path = "api/complete.rs"]

@@ -25,7 +25,7 @@ pub async fn download(
 ) -> Result<HttpResponse, ApiError> {
     let id = uploads::parse_id(&path)?;
     root.record("upload_id", tracing::field::display(id));
-    access.may_use(id)?;
+    ctx.auth.may_download(&access, id)?;
     let (rec, file_path) = uploads::completed_file(&ctx, id).await?;
     let file = NamedFile::open_async(&file_path)
         .await

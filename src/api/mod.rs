@@ -10,20 +10,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::error::ApiError;
 
-/// Largest JSON body accepted on control endpoints.
-pub const JSON_LIMIT: usize = 64 * 1024;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Routes and extractor settings; `json_limit` caps JSON bodies (bytes).
+pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
     cfg.app_data(
         web::JsonConfig::default()
-            .limit(JSON_LIMIT)
+            .limit(json_limit)
             // Any content type: `curl -d '{...}'` sends form-urlencoded by default.
             .content_type_required(false)
-            .error_handler(|err, _req| {
+            .error_handler(move |err, _req| {
                 let msg = match &err {
                     actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
                     | actix_web::error::JsonPayloadError::Overflow { .. } => {
-                        format!("JSON body larger than {JSON_LIMIT} bytes")
+                        format!("JSON body larger than {json_limit} bytes")
                     }
                     other => format!("invalid JSON body: {other}"),
                 };
@@ -72,6 +70,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::head().to(service::healthz))
     .route("/readyz", web::get().to(service::readyz))
     .route("/metrics", web::get().to(service::metrics));
+}
+
+/// The address a request came from, for rate-limit buckets.
+pub fn client_ip(req: &HttpRequest) -> std::net::IpAddr {
+    req.peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {

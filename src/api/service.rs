@@ -3,10 +3,13 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use crate::auth::Access;
 use crate::context::AppContext;
+use crate::error::ApiError;
 use crate::store::StateStore;
 
-/// Below this much free space the node reports itself not ready.
+/// Below this much free space (or `limits.reserve_free_bytes`, if more) the
+/// node reports itself not ready.
 const MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// The process is up and serving HTTP.
@@ -33,8 +36,11 @@ pub async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
         }
     };
     let free = ctx.storage.available_space().unwrap_or(0);
-    if free < MIN_FREE_BYTES {
-        problems.push(format!("only {free} bytes free in the data directory"));
+    let min_free = MIN_FREE_BYTES.max(ctx.disk_guard.reserve());
+    if free < min_free {
+        problems.push(format!(
+            "low disk: only {free} bytes free in the data directory (needs {min_free})"
+        ));
     }
     let checks = json!({"store": store, "data_dir": writable, "free_bytes": free});
     if problems.is_empty() {
@@ -50,11 +56,12 @@ pub async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
     }
 }
 
-pub async fn metrics(ctx: web::Data<AppContext>) -> HttpResponse {
+pub async fn metrics(ctx: web::Data<AppContext>, access: Access) -> Result<HttpResponse, ApiError> {
+    ctx.auth.may_read_metrics(&access)?;
     if let Ok(free) = ctx.storage.available_space() {
         ctx.metrics.free_disk_bytes.set(free as i64);
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(ctx.metrics.render())
+        .body(ctx.metrics.render()))
 }

@@ -5,9 +5,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use tracing_actix_web::RootSpan;
 
+use crate::api::client_ip;
 use crate::auth::Access;
 use crate::context::AppContext;
 use crate::error::ApiError;
+use crate::ratelimit::Bucket;
 use crate::uploads::{self, Completion, CreateRequest};
 
 #[tracing::instrument(skip_all, fields(upload_id))]
@@ -19,10 +21,21 @@ pub async fn create(
     body: web::Json<CreateRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    access.may_create(body.size, body.content_type.as_deref().unwrap_or(""))?;
-    let idempotency_key = header_str(&req, "idempotency-key")?;
-    let answer = uploads::create(&ctx, body, idempotency_key).await?;
+    let caller = access.bucket(client_ip(&req));
+    ctx.rate_limiter.check(Bucket::Create, &caller).await?;
+    let content_type = match body.content_type.as_deref() {
+        None | Some("") => "application/octet-stream",
+        Some(ct) => ct,
+    };
+    access.may_create(body.size, content_type)?;
+    uploads::count_token_use(&ctx, &access).await?;
+    let scope = ctx.auth.enabled().then_some(caller.as_str());
+    let idempotency_key = uploads::idempotency_key(header_str(&req, "idempotency-key")?, scope)?;
+    let mut answer = uploads::create(&ctx, body, idempotency_key).await?;
     let id = answer["id"].as_str().unwrap_or_default().to_owned();
+    if let Some(token) = ctx.auth.upload_token(uploads::parse_id(&id)?, &access)? {
+        answer["upload_token"] = token.into();
+    }
     tracing::Span::current().record("upload_id", id.as_str());
     root.record("upload_id", id.as_str());
     Ok(HttpResponse::Created()
@@ -60,6 +73,10 @@ pub async fn put_chunk(
     root.record("upload_id", tracing::field::display(id));
     let index = uploads::parse_index(&path.1)?;
     access.may_use(id)?;
+    ctx.rate_limiter
+        .check(Bucket::Chunk, &access.bucket(client_ip(&req)))
+        .await?;
+    let _slot = ctx.chunk_slots.try_take(id)?;
     let content_length = match req.headers().get(header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(

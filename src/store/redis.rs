@@ -163,10 +163,11 @@ struct Scripts {
     delete_expired: Lua,
     release: Lua,
     renew: Lua,
+    rate_limit: Lua,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 8] {
+    fn all(&self) -> [&Lua; 9] {
         [
             &self.record_chunk,
             &self.advance_hash,
@@ -176,9 +177,28 @@ impl Scripts {
             &self.delete_expired,
             &self.release,
             &self.renew,
+            &self.rate_limit,
         ]
     }
 }
+
+/// A token bucket as GCRA: the key holds the bucket's "theoretical arrival
+/// time" in microseconds of Redis's own clock (so every instance agrees).
+/// ARGV: emission interval (µs per request), burst tolerance (µs).
+/// Returns 0 when the request may go, else the µs to wait.
+const RATE_LIMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance - interval
+if allow_at > now then return allow_at - now end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 0
+"#;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -221,6 +241,7 @@ impl RedisStore {
                 delete_expired: Lua::new(DELETE_EXPIRED),
                 release: Lua::new(RELEASE),
                 renew: Lua::new(RENEW),
+                rate_limit: Lua::new(RATE_LIMIT),
             }),
         };
         store.load_scripts().await?;
@@ -290,6 +311,48 @@ impl RedisStore {
             .arg(self.meta(id))
             .cmd("GET")
             .arg(self.chunks(id));
+    }
+
+    /// Takes one request from bucket `name` (GCRA, see [`RATE_LIMIT`]):
+    /// `None` if it may go, else how long to wait. Shared by every instance.
+    pub async fn take_from_bucket(
+        &self,
+        name: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Duration>, StoreError> {
+        let key = format!("{}rate:{name}", self.prefix);
+        let interval_us = (interval.as_micros() as u64).max(1);
+        let tolerance_us = interval_us * u64::from(burst.saturating_sub(1));
+        let (wait_us,): (u64,) = self
+            .query(|| {
+                let mut pipe = redis::pipe();
+                self.scripts
+                    .rate_limit
+                    .add(&mut pipe, &[&key], &[&interval_us, &tolerance_us]);
+                pipe
+            })
+            .await?;
+        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
+    }
+
+    /// Counts one use of `name` (which lapses at `until_ms`, Unix ms) and
+    /// returns the count so far.
+    pub async fn count_use(&self, name: &str, until_ms: i64) -> Result<u64, StoreError> {
+        let key = format!("{}uses:{name}", self.prefix);
+        let (count, _): (u64, i64) = self
+            .query(|| {
+                let mut pipe = redis::pipe();
+                pipe.atomic()
+                    .cmd("INCR")
+                    .arg(&key)
+                    .cmd("PEXPIREAT")
+                    .arg(&key)
+                    .arg(until_ms);
+                pipe
+            })
+            .await?;
+        Ok(count)
     }
 
     async fn get_after(&self, id: Uuid, code: i64) -> Result<Update, StoreError> {

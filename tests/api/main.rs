@@ -5,6 +5,7 @@
 pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 
 mod abort;
+mod auth;
 mod chunks;
 mod complete;
 mod create;

@@ -1,0 +1,353 @@
+//! Who may do what. With `[auth] enabled = false` every request is let through
+//! as [`Access::Open`]. With it on, `/api/v1` needs `Authorization: Bearer`
+//! with an API key (full access) or an upload token ([`token`]). Handlers take
+//! an [`Access`] and ask it before acting; the rules live here only.
+
+pub mod keys;
+pub mod token;
+
+use std::future::{ready, Ready};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::AuthSettings;
+use crate::context::AppContext;
+use crate::error::ApiError;
+use crate::limits::content;
+
+pub use keys::ApiKeys;
+pub use token::{Claims, TokenError, Tokens};
+
+/// Credentials checking, built once from `[auth]`.
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    enabled: bool,
+    keys: ApiKeys,
+    tokens: Option<Tokens>,
+    upload_token_ttl: Option<Duration>,
+    public_downloads: bool,
+    public_metrics: bool,
+}
+
+impl Authenticator {
+    pub fn from_settings(s: &AuthSettings, upload_ttl: Duration) -> anyhow::Result<Authenticator> {
+        let keys = ApiKeys::load(&s.api_keys, s.api_keys_file.as_deref())?;
+        let secret = match (&s.jwt_secret, &s.jwt_secret_file) {
+            (Some(secret), _) => Some(secret.trim().as_bytes().to_vec()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read auth.jwt_secret_file {}: {e}", path.display())
+                    })?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            (None, None) => None,
+        };
+        let tokens = secret
+            .map(|secret| Tokens::new(&secret, s.clock_leeway))
+            .transpose()?;
+        Ok(Authenticator {
+            enabled: s.enabled,
+            keys,
+            tokens,
+            upload_token_ttl: Some(s.upload_token_ttl.unwrap_or(upload_ttl)),
+            public_downloads: s.public_downloads,
+            public_metrics: s.public_metrics,
+        })
+    }
+
+    /// Everything open: what tests and the quick start run with.
+    pub fn disabled() -> Authenticator {
+        Authenticator {
+            enabled: false,
+            keys: ApiKeys::default(),
+            tokens: None,
+            upload_token_ttl: None,
+            public_downloads: false,
+            public_metrics: false,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The rights carried by an `Authorization` header value (or its absence).
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Access, ApiError> {
+        if !self.enabled {
+            return Ok(Access::Open);
+        }
+        let Some(value) = authorization else {
+            return Ok(Access::Anonymous);
+        };
+        let credential = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "the Authorization header must be `Bearer <API key or upload token>`".into(),
+                )
+            })?;
+        // A JWT has exactly two dots; API keys are checked otherwise.
+        if credential.bytes().filter(|&b| b == b'.').count() == 2 {
+            let tokens = self.tokens.as_ref().ok_or_else(|| {
+                ApiError::Unauthorized("this server does not accept tokens, only API keys".into())
+            })?;
+            let claims = tokens.verify(credential).map_err(|e| match e {
+                TokenError::Expired => ApiError::Unauthorized(e.to_string()),
+                TokenError::Invalid(_) => ApiError::Unauthorized(e.to_string()),
+            })?;
+            return Ok(match claims.upload_id {
+                Some(id) => Access::Upload {
+                    id,
+                    sub: claims.sub,
+                },
+                None => Access::Create {
+                    token_id: token_id(credential),
+                    claims,
+                },
+            });
+        }
+        match self.keys.verify(credential) {
+            Some(key_id) => Ok(Access::Admin { key_id }),
+            None => Err(ApiError::Unauthorized(
+                "unknown API key or malformed token".into(),
+            )),
+        }
+    }
+
+    /// The `upload_token` for a create answer, when tokens are configured.
+    pub fn upload_token(&self, id: Uuid, access: &Access) -> Result<Option<String>, ApiError> {
+        match (&self.tokens, self.enabled) {
+            (Some(tokens), true) => tokens
+                .mint_for_upload(
+                    id,
+                    access.subject().map(str::to_owned),
+                    self.upload_token_ttl.unwrap_or(Duration::from_secs(86_400)),
+                )
+                .map(Some)
+                .map_err(ApiError::Internal),
+            _ => Ok(None),
+        }
+    }
+
+    /// May this caller download completed file `id`?
+    pub fn may_download(&self, access: &Access, id: Uuid) -> Result<(), ApiError> {
+        if self.public_downloads {
+            return Ok(());
+        }
+        access.may_use(id)
+    }
+
+    /// May this caller read `/metrics`?
+    pub fn may_read_metrics(&self, access: &Access) -> Result<(), ApiError> {
+        if self.public_metrics {
+            return Ok(());
+        }
+        match access {
+            Access::Open | Access::Admin { .. } => Ok(()),
+            Access::Anonymous => Err(ApiError::Unauthorized(
+                "/metrics needs an API key (or set auth.public_metrics = true)".into(),
+            )),
+            _ => Err(ApiError::Forbidden("/metrics needs an API key".into())),
+        }
+    }
+
+    pub fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
+    }
+}
+
+/// A short, stable id of a token: names its bucket without keeping the token.
+fn token_id(token: &str) -> String {
+    hex::encode(&Sha256::digest(token.as_bytes())[..8])
+}
+
+/// The caller's rights, extracted from the request.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Authentication is off: everything is allowed.
+    Open,
+    /// Authentication is on and the request carries no credentials.
+    Anonymous,
+    /// An API key: full access.
+    Admin { key_id: String },
+    /// A token for one upload.
+    Upload { id: Uuid, sub: Option<String> },
+    /// A token that may start uploads within its claims.
+    Create { claims: Claims, token_id: String },
+}
+
+impl Access {
+    /// May the caller start an upload of `size` bytes of `content_type`?
+    pub fn may_create(&self, size: u64, content_type: &str) -> Result<(), ApiError> {
+        match self {
+            Access::Open | Access::Admin { .. } => Ok(()),
+            Access::Anonymous => Err(missing_credentials()),
+            Access::Upload { .. } => Err(ApiError::Forbidden(
+                "this token is for one upload and cannot start others".into(),
+            )),
+            Access::Create { claims, .. } => {
+                if let Some(max) = claims.max_size {
+                    if size > max {
+                        return Err(ApiError::Forbidden(format!(
+                            "this token allows files of at most {max} bytes, not {size}"
+                        )));
+                    }
+                }
+                if let Some(allowed) = &claims.content_types {
+                    if !content::allowed_by(allowed, content_type) {
+                        return Err(ApiError::Forbidden(format!(
+                            "this token allows content types {}, not {content_type:?}",
+                            allowed.join(", ")
+                        )));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// May the caller send chunks to, read, complete, abort or download `id`?
+    pub fn may_use(&self, id: Uuid) -> Result<(), ApiError> {
+        match self {
+            Access::Open | Access::Admin { .. } => Ok(()),
+            Access::Anonymous => Err(missing_credentials()),
+            Access::Upload { id: allowed, .. } if *allowed == id => Ok(()),
+            Access::Upload { .. } => Err(ApiError::Forbidden(
+                "this token is for another upload".into(),
+            )),
+            Access::Create { .. } => Err(ApiError::Forbidden(
+                "a create token only starts uploads; use the upload_token from the create answer"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Who the caller is, for token subjects and logs.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Access::Upload { sub, .. } => sub.as_deref(),
+            Access::Create { claims, .. } => claims.sub.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The rate-limit bucket this caller draws from: its key or token subject
+    /// when it has one, else its address.
+    pub fn bucket(&self, client: IpAddr) -> String {
+        match self {
+            Access::Admin { key_id } => format!("key:{key_id}"),
+            Access::Upload { sub: Some(s), .. } => format!("sub:{s}"),
+            Access::Create { claims, token_id } => match &claims.sub {
+                Some(s) => format!("sub:{s}"),
+                None => format!("token:{token_id}"),
+            },
+            Access::Upload { id, sub: None } => format!("upload:{id}"),
+            Access::Open | Access::Anonymous => format!("ip:{client}"),
+        }
+    }
+}
+
+fn missing_credentials() -> ApiError {
+    ApiError::Unauthorized(
+        "this server needs `Authorization: Bearer <API key or upload token>`".into(),
+    )
+}
+
+impl FromRequest for Access {
+    type Error = ApiError;
+    type Future = Ready<Result<Access, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let Some(ctx) = req.app_data::<web::Data<AppContext>>() else {
+            return ready(Ok(Access::Open));
+        };
+        let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+            None => None,
+            Some(v) => match v.to_str() {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    return ready(Err(ApiError::Unauthorized(
+                        "the Authorization header is not valid ASCII".into(),
+                    )))
+                }
+            },
+        };
+        ready(ctx.auth.authenticate(header))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> (Authenticator, Tokens) {
+        let settings = AuthSettings {
+            enabled: true,
+            api_keys: vec!["backend-key-0123456789".into()],
+            jwt_secret: Some("0123456789abcdef0123456789abcdef".into()),
+            ..AuthSettings::default()
+        };
+        let a = Authenticator::from_settings(&settings, Duration::from_secs(3600)).unwrap();
+        let t = a.tokens().unwrap().clone();
+        (a, t)
+    }
+
+    #[test]
+    fn each_credential_gets_its_rights() {
+        let (a, t) = auth();
+        let id = Uuid::new_v4();
+        assert!(matches!(a.authenticate(None), Ok(Access::Anonymous)));
+        assert!(matches!(
+            a.authenticate(Some("Bearer backend-key-0123456789")),
+            Ok(Access::Admin { .. })
+        ));
+        assert!(a.authenticate(Some("Bearer wrong-key-0123456789")).is_err());
+        assert!(a.authenticate(Some("Basic abc")).is_err());
+        let upload = t
+            .mint_for_upload(id, None, Duration::from_secs(60))
+            .unwrap();
+        let access = a.authenticate(Some(&format!("Bearer {upload}"))).unwrap();
+        assert!(access.may_use(id).is_ok());
+        assert!(matches!(
+            access.may_use(Uuid::new_v4()),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(access.may_create(1, "video/mp4").is_err());
+    }
+
+    #[test]
+    fn a_create_token_is_held_to_its_limits() {
+        let (a, t) = auth();
+        let jwt = t
+            .mint(&Claims {
+                exp: token::unix_now() + 60,
+                max_size: Some(1000),
+                content_types: Some(vec!["video/*".into()]),
+                ..Claims::default()
+            })
+            .unwrap();
+        let access = a.authenticate(Some(&format!("Bearer {jwt}"))).unwrap();
+        assert!(access.may_create(1000, "video/mp4").is_ok());
+        assert!(access.may_create(1001, "video/mp4").is_err());
+        assert!(access.may_create(10, "image/png").is_err());
+        assert!(access.may_use(Uuid::new_v4()).is_err());
+    }
+
+    #[test]
+    fn disabled_auth_lets_everything_through() {
+        let a = Authenticator::disabled();
+        let access = a.authenticate(Some("Bearer whatever")).unwrap();
+        assert!(access.may_use(Uuid::new_v4()).is_ok());
+        assert!(a.may_read_metrics(&access).is_ok());
+    }
+}

@@ -1,0 +1,69 @@
+//! The disk guard: an upload is admitted only if the data directory can hold
+//! it whole, keeping `reserve_free_bytes` free and, when set, the bytes of
+//! unfinished uploads under `max_pending_bytes`. A create's part file is
+//! preallocated to the upload's full size, so uploads in flight already count
+//! as used space; admission and allocation are serialised so that two big
+//! creates cannot both pass the same check.
+
+use crate::error::ApiError;
+use crate::storage::Storage;
+
+#[derive(Debug)]
+pub struct DiskGuard {
+    reserve: u64,
+    max_pending: u64,
+    admission: tokio::sync::Mutex<()>,
+}
+
+impl DiskGuard {
+    pub fn new(reserve: u64, max_pending: u64) -> DiskGuard {
+        DiskGuard {
+            reserve,
+            max_pending,
+            admission: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn reserve(&self) -> u64 {
+        self.reserve
+    }
+
+    /// Admits an upload of `size` bytes and creates its part file, or says 507.
+    pub async fn admit(
+        &self,
+        storage: &Storage,
+        id: uuid::Uuid,
+        size: u64,
+    ) -> Result<(), ApiError> {
+        let _turn = self.admission.lock().await;
+        let free = storage
+            .available_space()
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        if free.saturating_sub(self.reserve) < size {
+            tracing::warn!(
+                size,
+                free,
+                reserve = self.reserve,
+                "upload refused: disk nearly full"
+            );
+            return Err(ApiError::InsufficientStorage { needed: size });
+        }
+        if self.max_pending > 0 {
+            let pending = storage
+                .pending_bytes()
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            if pending.saturating_add(size) > self.max_pending {
+                tracing::warn!(
+                    size,
+                    pending,
+                    max = self.max_pending,
+                    "upload refused: pending-bytes budget"
+                );
+                return Err(ApiError::InsufficientStorage { needed: size });
+            }
+        }
+        storage.create_part(id, size).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,588 @@
+//! Authentication and authorisation from outside: every kind of credential
+//! against every endpoint, with the status the contract gives each cell, and
+//! what a denied request must leave alone.
+
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+use tranche::auth::{Claims, Tokens};
+
+use crate::helpers::*;
+
+const KEY: &str = "backend-key-for-tests-0123456789";
+const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+async fn spawn_secure(adjust: impl FnOnce(&mut tranche::config::Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_keys = vec![KEY.into()];
+        s.auth.jwt_secret = Some(SECRET.into());
+        adjust(s);
+    })
+    .await
+}
+
+fn tokens() -> Tokens {
+    Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap()
+}
+
+fn unix_now() -> u64 {
+    tranche::auth::token::unix_now()
+}
+
+fn create_token(claims: Claims) -> String {
+    tokens().mint(&claims).unwrap()
+}
+
+/// Sends a request with an optional bearer credential.
+async fn send(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    cred: Option<&str>,
+    body: Option<Value>,
+    raw: Option<Vec<u8>>,
+) -> Response {
+    let mut req = app.request(method, path);
+    if let Some(c) = cred {
+        req = req.bearer_auth(c);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    if let Some(r) = raw {
+        req = req.body(r);
+    }
+    req.send().await.expect("request")
+}
+
+/// Creates a one-chunk upload with the API key; returns (id, upload_token, data).
+async fn keyed_upload(app: &TestApp) -> (String, String, Vec<u8>) {
+    let data = test_data(2000, 7);
+    let resp = send(
+        app,
+        Method::POST,
+        "/api/v1/uploads",
+        Some(KEY),
+        Some(json!({"filename": "a.bin", "size": data.len(), "chunk_size": 4096})),
+        None,
+    )
+    .await;
+    let body = expect_json(resp, 201).await;
+    let token = body["upload_token"]
+        .as_str()
+        .expect("create answer carries upload_token when auth is on")
+        .to_owned();
+    (body["id"].as_str().unwrap().to_owned(), token, data)
+}
+
+async fn keyed_put(app: &TestApp, id: &str, data: &[u8]) {
+    let r = send(
+        app,
+        Method::PUT,
+        &chunk_url(id, 0),
+        Some(KEY),
+        None,
+        Some(data.to_vec()),
+    )
+    .await;
+    expect_json(r, 200).await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cred {
+    None,
+    ApiKey,
+    CreateToken,
+    ThisUpload,
+    OtherUpload,
+    Expired,
+    Tampered,
+    WrongAlg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Action {
+    Create,
+    Chunk,
+    Status,
+    Complete,
+    Abort,
+    Download,
+    Metrics,
+}
+
+fn expected(cred: Cred, action: Action) -> u16 {
+    use Action::*;
+    use Cred::*;
+    match (cred, action) {
+        (None | Expired | Tampered | WrongAlg, _) => 401,
+        (ApiKey, Create) => 201,
+        (ApiKey, Abort) => 204,
+        (ApiKey, _) => 200,
+        (CreateToken, Create) => 201,
+        (CreateToken, _) => 403,
+        (ThisUpload, Create | Metrics) => 403,
+        (ThisUpload, Abort) => 204,
+        (ThisUpload, _) => 200,
+        (OtherUpload, _) => 403,
+    }
+}
+
+/// The credential of a row, for the upload `id` whose token is `token`.
+fn credential(cred: Cred, id: &str, token: &str, other_token: &str) -> Option<String> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    match cred {
+        Cred::None => None,
+        Cred::ApiKey => Some(KEY.into()),
+        Cred::CreateToken => Some(create_token(Claims {
+            exp: unix_now() + 600,
+            max_size: Some(1 << 20),
+            ..Claims::default()
+        })),
+        Cred::ThisUpload => Some(token.into()),
+        Cred::OtherUpload => Some(other_token.into()),
+        Cred::Expired => Some(create_token(Claims {
+            exp: unix_now() - 120,
+            upload_id: Some(uuid),
+            ..Claims::default()
+        })),
+        Cred::Tampered => {
+            // Another upload's token with its upload_id rewritten to this one.
+            let parts: Vec<&str> = other_token.split('.').collect();
+            let claims = json!({"exp": unix_now() + 600, "upload_id": id});
+            Some(format!(
+                "{}.{}.{}",
+                parts[0],
+                b64.encode(claims.to_string()),
+                parts[2]
+            ))
+        }
+        Cred::WrongAlg => Some(
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS512),
+                &Claims {
+                    exp: unix_now() + 600,
+                    upload_id: Some(uuid),
+                    ..Claims::default()
+                },
+                &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap(),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn every_credential_against_every_endpoint() {
+    bounded_for(Duration::from_secs(120), async {
+        let app = spawn_secure(|_| {}).await;
+        let (_, other_token, _) = keyed_upload(&app).await;
+        let creds = [
+            Cred::None,
+            Cred::ApiKey,
+            Cred::CreateToken,
+            Cred::ThisUpload,
+            Cred::OtherUpload,
+            Cred::Expired,
+            Cred::Tampered,
+            Cred::WrongAlg,
+        ];
+        let actions = [
+            Action::Create,
+            Action::Chunk,
+            Action::Status,
+            Action::Complete,
+            Action::Abort,
+            Action::Download,
+            Action::Metrics,
+        ];
+        let mut failures = Vec::new();
+        for cred in creds {
+            for action in actions {
+                // A fresh upload per cell, so no cell depends on another.
+                let (id, token, data) = keyed_upload(&app).await;
+                if action == Action::Complete {
+                    keyed_put(&app, &id, &data).await;
+                }
+                if action == Action::Download {
+                    keyed_put(&app, &id, &data).await;
+                    let r = send(
+                        &app,
+                        Method::POST,
+                        &format!("/api/v1/uploads/{id}/complete"),
+                        Some(KEY),
+                        None,
+                        None,
+                    )
+                    .await;
+                    expect_json(r, 200).await;
+                }
+                let c = credential(cred, &id, &token, &other_token);
+                let c = c.as_deref();
+                let resp = match action {
+                    Action::Create => {
+                        send(
+                            &app,
+                            Method::POST,
+                            "/api/v1/uploads",
+                            c,
+                            Some(json!({"filename": "x", "size": 10})),
+                            None,
+                        )
+                        .await
+                    }
+                    Action::Chunk => {
+                        send(
+                            &app,
+                            Method::PUT,
+                            &chunk_url(&id, 0),
+                            c,
+                            None,
+                            Some(data.clone()),
+                        )
+                        .await
+                    }
+                    Action::Status => {
+                        send(
+                            &app,
+                            Method::GET,
+                            &format!("/api/v1/uploads/{id}"),
+                            c,
+                            None,
+                            None,
+                        )
+                        .await
+                    }
+                    Action::Complete => {
+                        send(
+                            &app,
+                            Method::POST,
+                            &format!("/api/v1/uploads/{id}/complete"),
+                            c,
+                            None,
+                            None,
+                        )
+                        .await
+                    }
+                    Action::Abort => {
+                        send(
+                            &app,
+                            Method::DELETE,
+                            &format!("/api/v1/uploads/{id}"),
+                            c,
+                            None,
+                            None,
+                        )
+                        .await
+                    }
+                    Action::Download => {
+                        send(
+                            &app,
+                            Method::GET,
+                            &format!("/api/v1/files/{id}"),
+                            c,
+                            None,
+                            None,
+                        )
+                        .await
+                    }
+                    Action::Metrics => send(&app, Method::GET, "/metrics", c, None, None).await,
+                };
+                let want = expected(cred, action);
+                let got = resp.status().as_u16();
+                if got != want {
+                    let text = resp.text().await.unwrap_or_default();
+                    failures.push(format!(
+                        "{cred:?} × {action:?}: expected {want}, got {got}: {text}"
+                    ));
+                    continue;
+                }
+                if want >= 400 {
+                    let code = if want == 401 {
+                        "unauthorized"
+                    } else {
+                        "forbidden"
+                    };
+                    if want == 401 {
+                        assert!(
+                            resp.headers().contains_key("www-authenticate"),
+                            "{cred:?} × {action:?}: 401 without WWW-Authenticate"
+                        );
+                    }
+                    let body = assert_error(resp, want, code).await;
+                    assert!(!body["message"].as_str().unwrap().contains(SECRET));
+                    // A refused request changed nothing.
+                    let st = send(
+                        &app,
+                        Method::GET,
+                        &format!("/api/v1/uploads/{id}"),
+                        Some(KEY),
+                        None,
+                        None,
+                    )
+                    .await;
+                    let st = expect_json(st, 200).await;
+                    let (status, received) = match action {
+                        Action::Complete => ("uploading", 1),
+                        Action::Download => ("completed", 1),
+                        _ => ("uploading", 0),
+                    };
+                    assert_eq!(
+                        st["status"], status,
+                        "{cred:?} × {action:?} changed the upload: {st}"
+                    );
+                    assert_eq!(
+                        st["received_chunks"], received,
+                        "{cred:?} × {action:?} changed the upload: {st}"
+                    );
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "auth matrix cells failed:\n{}",
+            failures.join("\n")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_stays_open_and_downloads_can_be_public() {
+    bounded(async {
+        let app = spawn_secure(|s| s.auth.public_downloads = true).await;
+        assert_eq!(
+            app.request(Method::GET, "/healthz")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            app.request(Method::GET, "/readyz")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let (id, _, data) = keyed_upload(&app).await;
+        keyed_put(&app, &id, &data).await;
+        let r = send(
+            &app,
+            Method::POST,
+            &format!("/api/v1/uploads/{id}/complete"),
+            Some(KEY),
+            None,
+            None,
+        )
+        .await;
+        expect_json(r, 200).await;
+        let r = app.download(&id).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+        // Public downloads open nothing else.
+        assert_error(app.status(&id).await, 401, "unauthorized").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_create_token_is_held_to_its_claims() {
+    bounded(async {
+        let app = spawn_secure(|_| {}).await;
+        let token = create_token(Claims {
+            exp: unix_now() + 600,
+            sub: Some("course-101".into()),
+            max_size: Some(5000),
+            content_types: Some(vec!["video/*".into()]),
+            max_uploads: Some(2),
+            ..Claims::default()
+        });
+        let create = |body: Value| {
+            let app = &app;
+            let token = token.clone();
+            async move {
+                send(
+                    app,
+                    Method::POST,
+                    "/api/v1/uploads",
+                    Some(&token),
+                    Some(body),
+                    None,
+                )
+                .await
+            }
+        };
+        assert_error(
+            create(json!({"filename": "big.mp4", "size": 5001, "content_type": "video/mp4"})).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        assert_error(
+            create(json!({"filename": "a.png", "size": 10, "content_type": "image/png"})).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        assert_error(
+            create(json!({"filename": "a.bin", "size": 10})).await,
+            403,
+            "forbidden",
+        )
+        .await;
+        // Within its claims: the browser gets the upload's own token and uses it.
+        let created = expect_json(
+            create(json!({"filename": "a.mp4", "size": 3, "content_type": "video/mp4"})).await,
+            201,
+        )
+        .await;
+        let id = created["id"].as_str().unwrap();
+        let upload_token = created["upload_token"].as_str().unwrap();
+        let r = send(
+            &app,
+            Method::PUT,
+            &chunk_url(id, 0),
+            Some(upload_token),
+            None,
+            Some(b"abc".to_vec()),
+        )
+        .await;
+        expect_json(r, 200).await;
+        let r = send(
+            &app,
+            Method::POST,
+            &format!("/api/v1/uploads/{id}/complete"),
+            Some(upload_token),
+            None,
+            None,
+        )
+        .await;
+        expect_json(r, 200).await;
+        let r = send(
+            &app,
+            Method::GET,
+            &format!("/api/v1/files/{id}"),
+            Some(upload_token),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"abc");
+        // The upload token carries the create token's subject.
+        let claims = tokens().verify(upload_token).unwrap();
+        assert_eq!(claims.sub.as_deref(), Some("course-101"));
+        // max_uploads = 2: one more create passes, the third is refused.
+        expect_json(
+            create(json!({"filename": "b.mp4", "size": 3, "content_type": "video/mp4"})).await,
+            201,
+        )
+        .await;
+        assert_error(
+            create(json!({"filename": "c.mp4", "size": 3, "content_type": "video/mp4"})).await,
+            403,
+            "forbidden",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_scoped_to_the_caller() {
+    bounded(async {
+        let app = spawn_secure(|_| {}).await;
+        let t1 = create_token(Claims {
+            exp: unix_now() + 600,
+            sub: Some("alice".into()),
+            ..Claims::default()
+        });
+        let t2 = create_token(Claims {
+            exp: unix_now() + 600,
+            sub: Some("mallory".into()),
+            ..Claims::default()
+        });
+        let create = |token: String| {
+            let app = &app;
+            async move {
+                app.request(Method::POST, "/api/v1/uploads")
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", "same-key")
+                    .json(&json!({"filename": "a", "size": 10}))
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let a1 = expect_json(create(t1.clone()).await, 201).await;
+        let a2 = expect_json(create(t1).await, 201).await;
+        assert_eq!(
+            a1["id"], a2["id"],
+            "a retried create returns the first upload"
+        );
+        let m = expect_json(create(t2).await, 201).await;
+        assert_ne!(
+            m["id"], a1["id"],
+            "another caller's key must not return alice's upload"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_upload_token_without_auth() {
+    bounded(async {
+        let app = spawn_app().await;
+        let created = app.create_for(b"abc", 1024).await;
+        assert!(created.get("upload_token").is_none(), "{created}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn api_keys_can_be_given_as_hashes_and_in_a_file() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "# ops team\nfile-key-0123456789abcdef\n").unwrap();
+        let app = spawn_secure(|s| {
+            s.auth.api_keys = vec![tranche::auth::keys::hash_entry("hashed-key-0123456789")];
+            s.auth.api_keys_file = Some(file.clone());
+        })
+        .await;
+        for key in ["hashed-key-0123456789", "file-key-0123456789abcdef"] {
+            let r = send(&app, Method::GET, "/metrics", Some(key), None, None).await;
+            assert_eq!(r.status(), 200, "key {key}");
+        }
+        assert_error(
+            send(&app, Method::GET, "/metrics", Some(KEY), None, None).await,
+            401,
+            "unauthorized",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serving_beyond_loopback_without_auth_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.bind = "0.0.0.0:0".into();
+    let err = tranche::startup::Application::build(settings.clone())
+        .await
+        .err()
+        .expect("must refuse");
+    assert!(format!("{err:#}").contains("--insecure"), "{err:#}");
+    settings.auth.allow_anonymous = true;
+    let app = tranche::startup::Application::build(settings)
+        .await
+        .expect("allowed when asked");
+    drop(app);
+}

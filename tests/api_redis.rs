@@ -26,6 +26,8 @@ mod download;
 mod helpers;
 #[path = "api/janitor.rs"]
 mod janitor;
+#[path = "api/limits.rs"]
+mod limits;
 #[path = "api/redis_faults.rs"]
 mod redis_faults;
 #[path = "api/restart.rs"]

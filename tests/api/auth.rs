@@ -586,3 +586,99 @@ async fn serving_beyond_loopback_without_auth_is_refused() {
         .expect("allowed when asked");
     drop(app);
 }
+
+/// Runs the real binary's `token` command with the test secret in the environment.
+fn tranche_token(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
+        .arg("token")
+        .args(args)
+        .env("TRANCHE_AUTH__JWT_SECRET", SECRET)
+        .output()
+        .expect("run tranche token");
+    assert!(
+        out.status.success(),
+        "tranche token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_and_keys_from_the_command_line_work() {
+    bounded(async {
+        let printed = tranche_token(&["key"]);
+        let key = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("key:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let entry = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("config: api_keys = [\""))
+            .unwrap();
+        let entry = entry.trim_end_matches("\"]").to_owned();
+        assert!(entry.starts_with("sha256:") && !entry.contains(&key));
+        let app = spawn_secure(|s| s.auth.api_keys = vec![entry.clone()]).await;
+        let r = send(&app, Method::GET, "/metrics", Some(&key), None, None).await;
+        assert_eq!(r.status(), 200);
+
+        let token = tranche_token(&[
+            "create",
+            "--max-size",
+            "100",
+            "--content-type",
+            "video/*",
+            "--ttl",
+            "10m",
+            "--sub",
+            "cli",
+        ]);
+        let token = token.trim();
+        let claims = tokens().verify(token).unwrap();
+        assert_eq!(claims.max_size, Some(100));
+        let ok = send(
+            &app,
+            Method::POST,
+            "/api/v1/uploads",
+            Some(token),
+            Some(json!({"filename": "v.mp4", "size": 50, "content_type": "video/mp4"})),
+            None,
+        )
+        .await;
+        expect_json(ok, 201).await;
+        let too_big = send(
+            &app,
+            Method::POST,
+            "/api/v1/uploads",
+            Some(token),
+            Some(json!({"filename": "v.mp4", "size": 200, "content_type": "video/mp4"})),
+            None,
+        )
+        .await;
+        assert_error(too_big, 403, "forbidden").await;
+    })
+    .await;
+}
+
+#[test]
+fn check_config_hides_secrets() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
+        .arg("check-config")
+        .env("TRANCHE_AUTH__JWT_SECRET", SECRET)
+        .env("TRANCHE_AUTH__API_KEYS", format!("[\"{KEY}\"]"))
+        .env("TRANCHE_AUTH__ENABLED", "true")
+        .output()
+        .expect("run tranche check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    assert!(
+        !stdout.contains(SECRET) && !stdout.contains(KEY),
+        "{stdout}"
+    );
+}

@@ -273,10 +273,10 @@ impl Default for RateLimitSettings {
         // Generous: they stop floods, not busy but honest clients.
         RateLimitSettings {
             enabled: true,
-            create_per_second: 20.0,
-            create_burst: 200,
-            chunk_per_second: 2000.0,
-            chunk_burst: 4000,
+            create_per_second: 100.0,
+            create_burst: 1000,
+            chunk_per_second: 5000.0,
+            chunk_burst: 10000,
         }
     }
 }

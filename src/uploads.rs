@@ -25,7 +25,7 @@ use crate::upload::{now_ms, ChunkSet, Failure, FileInfo, Status, UploadRecord, U
 /// How long a lease lasts unless renewed. Holders renew it every third of
 /// this while they work, so a holder that died (or lost the store) frees it
 /// within this time, while a slow chunk or a long assembly keeps it.
-const LEASE_TTL: Duration = Duration::from_secs(30);
+const LEASE_TTL: Duration = Duration::from_secs(10);
 /// The running hash is persisted at least this often while catching up.
 const CATCH_UP_STEP: u64 = 64 << 20;
 

@@ -107,7 +107,12 @@ pub async fn create(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
             ));
         }
-        if let Some(answer) = ctx.store.idempotent_answer(key).await? {
+        if let Some(answer) = ctx
+            .store
+            .idempotent_answer(key)
+            .await
+            .map_err(|e| store_error(ctx, e))?
+        {
             return Ok(answer);
         }
     }

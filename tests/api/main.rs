@@ -10,6 +10,7 @@ mod complete;
 mod create;
 mod curl;
 mod download;
+mod forwarded;
 mod helpers;
 mod janitor;
 mod restart;

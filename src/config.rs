@@ -11,6 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::forwarded::TrustedProxies;
+
 /// Upper bound on chunks per upload. It keeps the received-chunk bitmap small
 /// (1.25 KiB) so that recording a chunk stays cheap in every store; a wish that
 /// would need more chunks is raised to `ceil(size / MAX_CHUNKS)`.
@@ -27,6 +29,11 @@ pub struct Settings {
     /// unset, URLs are relative (`/api/v1/files/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For`, `-Proto`,
+    /// `-Host` and `-Port` headers are believed, for logs and absolute URLs.
+    /// Empty: such headers are ignored from everyone.
+    #[serde(default)]
+    pub trusted_proxies: TrustedProxies,
     /// `full`: a chunk is acknowledged only once its bytes and its record are on
     /// disk (fdatasync). `relaxed`: the OS flushes when it likes; a power cut may
     /// lose acknowledged chunks (a process crash does not).
@@ -314,6 +321,7 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
             public_url: None,
+            trusted_proxies: TrustedProxies::default(),
             durability: Durability::Full,
             chunk_size: ByteSize::mib(8),
             min_chunk_size: ByteSize::kib(256),
@@ -515,5 +523,25 @@ mod tests {
         };
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("`bind`"), "{err}");
+    }
+
+    #[test]
+    // The closure's error type is figment's, not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    fn trusted_proxies_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRANCHE_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1");
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert!(s.trusted_proxies.contains("10.9.8.7".parse().unwrap()));
+            assert!(s.trusted_proxies.contains("127.0.0.1".parse().unwrap()));
+            assert!(!s.trusted_proxies.contains("127.0.0.2".parse().unwrap()));
+            jail.set_env("TRANCHE_TRUSTED_PROXIES", "[10.0.0.1, \"::1\"]");
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert!(s.trusted_proxies.contains("::1".parse().unwrap()));
+            jail.set_env("TRANCHE_TRUSTED_PROXIES", "10.0.0.0/40");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("10.0.0.0/40"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod forwarded;
 pub mod hashing;
 pub mod janitor;
 pub mod limits;

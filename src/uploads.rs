@@ -143,7 +143,12 @@ pub async fn create(
         ));
     }
     if let Some(key) = &idempotency_key {
-        if let Some(answer) = ctx.store.idempotent_answer(key).await? {
+        if let Some(answer) = ctx
+            .store
+            .idempotent_answer(key)
+            .await
+            .map_err(|e| store_error(ctx, e))?
+        {
             return Ok(answer);
         }
     }

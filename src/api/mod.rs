@@ -72,11 +72,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
     .route("/metrics", web::get().to(service::metrics));
 }
 
-/// The address a request came from, for rate-limit buckets.
+/// The address a request came from, for rate-limit buckets: the peer, or
+/// the forwarded client when the peer is a trusted proxy.
 pub fn client_ip(req: &HttpRequest) -> std::net::IpAddr {
-    req.peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    match req.app_data::<web::Data<crate::context::AppContext>>() {
+        Some(ctx) => crate::forwarded::client_ip(req, &ctx.settings.trusted_proxies),
+        None => req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+    }
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -9,7 +9,9 @@ use crate::api::client_ip;
 use crate::auth::Access;
 use crate::context::AppContext;
 use crate::error::ApiError;
+use crate::forwarded;
 use crate::ratelimit::Bucket;
+use crate::upload::UploadView;
 use crate::uploads::{self, Completion, CreateRequest};
 
 #[tracing::instrument(skip_all, fields(upload_id))]
@@ -38,8 +40,10 @@ pub async fn create(
     }
     tracing::Span::current().record("upload_id", id.as_str());
     root.record("upload_id", id.as_str());
+    let origin = forwarded::external_origin(&req, &ctx.settings);
+    let location = forwarded::absolute(origin.as_deref(), &format!("/api/v1/uploads/{id}"));
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/uploads/{id}")))
+        .insert_header((header::LOCATION, location))
         .json(answer))
 }
 
@@ -48,6 +52,7 @@ pub async fn status(
     ctx: web::Data<AppContext>,
     access: Access,
     root: RootSpan,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = uploads::parse_id(&path)?;
@@ -56,7 +61,7 @@ pub async fn status(
     let view = uploads::status(&ctx, id).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(view))
+        .json(with_origin(view, &req, &ctx)))
 }
 
 #[tracing::instrument(skip_all, fields(upload_id = %path.0, chunk = %path.1))]
@@ -72,6 +77,7 @@ pub async fn put_chunk(
     let id = uploads::parse_id(&path.0)?;
     root.record("upload_id", tracing::field::display(id));
     let index = uploads::parse_index(&path.1)?;
+    root.record("chunk", index);
     access.may_use(id)?;
     ctx.rate_limiter
         .check(Bucket::Chunk, &access.bucket(client_ip(&req)))
@@ -97,7 +103,7 @@ pub async fn put_chunk(
         .chunk_duration
         .observe(started.elapsed().as_secs_f64());
     let answer = result?;
-    tracing::debug!(bytes = answer.size, "chunk stored");
+    root.record("bytes", answer.size);
     Ok(HttpResponse::Ok().json(answer))
 }
 
@@ -106,15 +112,22 @@ pub async fn complete(
     ctx: web::Data<AppContext>,
     access: Access,
     root: RootSpan,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = uploads::parse_id(&path)?;
     root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;
     Ok(match uploads::complete(&ctx, id).await? {
-        Completion::Completed(view) => HttpResponse::Ok().json(view),
+        Completion::Completed(view) => HttpResponse::Ok().json(with_origin(view, &req, &ctx)),
         Completion::Assembling(view) => HttpResponse::Accepted()
-            .insert_header((header::LOCATION, format!("/api/v1/uploads/{id}")))
+            .insert_header((
+                header::LOCATION,
+                forwarded::absolute(
+                    forwarded::external_origin(&req, &ctx.settings).as_deref(),
+                    &format!("/api/v1/uploads/{id}"),
+                ),
+            ))
             .insert_header((header::RETRY_AFTER, "1"))
             .json(view),
     })
@@ -132,6 +145,16 @@ pub async fn abort(
     access.may_use(id)?;
     uploads::abort(&ctx, id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The view with `file.url` absolute when the client's origin is known
+/// (`public_url`, or a trusted proxy's forwarded headers).
+fn with_origin(mut view: UploadView, req: &HttpRequest, ctx: &AppContext) -> UploadView {
+    if let Some(file) = &mut view.file {
+        let origin = forwarded::external_origin(req, &ctx.settings);
+        file.url = forwarded::absolute(origin.as_deref(), &file.url);
+    }
+    view
 }
 
 /// A header as text; a header that is not visible ASCII is a client error.

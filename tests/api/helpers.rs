@@ -311,12 +311,25 @@ impl ServerProcess {
         redis: Option<&RedisServer>,
         client: &Client,
     ) -> ServerProcess {
+        Self::start_with(dir, data_dir, redis, client, "", None).await
+    }
+
+    /// [`ServerProcess::start`] with extra lines for its `config.toml` and,
+    /// with `log`, its info-level log (stderr) written to that file.
+    pub async fn start_with(
+        dir: &Path,
+        data_dir: &Path,
+        redis: Option<&RedisServer>,
+        client: &Client,
+        extra_config: &str,
+        log: Option<&Path>,
+    ) -> ServerProcess {
         let port = free_port();
         let config = dir.join("config.toml");
         // Small chunks allowed, no static files, quiet logs.
         std::fs::write(
             &config,
-            "min_chunk_size = 1024\nserve_static = false\nworkers = 2\n",
+            format!("min_chunk_size = 1024\nserve_static = false\nworkers = 2\n{extra_config}\n"),
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tranche"));
@@ -326,9 +339,12 @@ impl ServerProcess {
             .arg(data_dir)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(Stdio::null());
+        if let Some(log) = log {
+            cmd.stderr(std::fs::File::create(log).expect("log file"));
+        }
         // Settings from the environment running the tests must not leak in.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("TRANCHE_") {

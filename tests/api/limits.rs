@@ -363,3 +363,54 @@ async fn a_stalled_chunk_body_is_dropped_with_408_and_not_counted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
+    bounded(async {
+        let limited = |s: &mut tranche::config::Settings| {
+            s.rate_limit.create_per_second = 0.2;
+            s.rate_limit.create_burst = 2;
+        };
+        let create_from = |app: &TestApp, client: &'static str| {
+            app.request(reqwest::Method::POST, "/api/v1/uploads")
+                .header("x-forwarded-for", client)
+                .json(&json!({"filename": "a", "size": 1}))
+                .send()
+        };
+        let app = spawn_app_with(|s| {
+            limited(s);
+            s.trusted_proxies = ["127.0.0.1"].iter().collect();
+        })
+        .await;
+        for _ in 0..2 {
+            assert_eq!(
+                create_from(&app, "203.0.113.7").await.unwrap().status(),
+                201
+            );
+        }
+        assert_error(
+            create_from(&app, "203.0.113.7").await.unwrap(),
+            429,
+            "rate_limited",
+        )
+        .await;
+        assert_eq!(
+            create_from(&app, "198.51.100.9").await.unwrap().status(),
+            201
+        );
+
+        // Without a trusted proxy the header is the client's word: ignored,
+        // so a client cannot escape its bucket by inventing addresses.
+        let app = spawn_app_with(limited).await;
+        for client in ["203.0.113.7", "198.51.100.9"] {
+            assert_eq!(create_from(&app, client).await.unwrap().status(), 201);
+        }
+        assert_error(
+            create_from(&app, "192.0.2.1").await.unwrap(),
+            429,
+            "rate_limited",
+        )
+        .await;
+    })
+    .await;
+}

@@ -11,6 +11,7 @@ mod complete;
 mod create;
 mod curl;
 mod download;
+mod forwarded;
 mod helpers;
 mod hostile;
 mod janitor;

@@ -1,0 +1,597 @@
+//! The shipped `nginx/tranche.conf` in front of three real tranche processes
+//! that share one real Redis and one data directory: chunks spread over all
+//! three, an upload completed through another instance than the one that
+//! created it, downloads through nginx, an instance killed mid-chunk, the
+//! 413 for an oversized chunk, and proof that nginx streams chunk bodies
+//! instead of spooling them.
+//!
+//! Needs `nginx` (Debian package; /usr/sbin/nginx) and `redis-server`.
+//! nginx runs unprivileged-style from a temp prefix with its own temp paths;
+//! the test changes only what nginx/README.md says it changes.
+
+/// The state store of the in-process helpers (unused here: every tranche is a
+/// real process on Redis).
+pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
+
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use reqwest::Client;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use helpers::*;
+
+/// Bound of each test: three processes, Redis and nginx start in a second or two.
+const NGINX_TEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The test client's own loopback address: not one of `trusted_proxies`, so
+/// that what it writes in `X-Forwarded-*` counts for nothing.
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
+/// What the client claims to be; nginx appends the real address after it.
+const SPOOFED_IP: &str = "203.0.113.66";
+
+/// nginx as a child process, from a temp prefix, killed and reaped on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    prefix: tempfile::TempDir,
+}
+
+fn nginx_binary() -> PathBuf {
+    let on_path = Command::new("nginx")
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if on_path {
+        "nginx".into()
+    } else if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx".into()
+    } else {
+        panic!("nginx not found: apt-get install nginx");
+    }
+}
+
+/// The shipped config with what a test must change: the instances' addresses
+/// in the upstream block, and the `# tls` lines (certificates, port 443)
+/// replaced by a plain-HTTP loopback `listen`.
+fn shipped_config(upstreams: &[String], port: u16) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/nginx/tranche.conf");
+    let shipped = std::fs::read_to_string(path).expect("nginx/tranche.conf");
+    let mut conf = String::new();
+    let mut listen_written = false;
+    for line in shipped.lines() {
+        if line.trim_end().ends_with("# tls") {
+            if !listen_written {
+                conf.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+                listen_written = true;
+            }
+            continue;
+        }
+        conf.push_str(line);
+        conf.push('\n');
+    }
+    assert!(listen_written, "nginx/tranche.conf has no `# tls` lines");
+    let shipped_upstreams = ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
+    for (from, to) in shipped_upstreams.iter().zip(upstreams) {
+        let server = format!("server {from} ");
+        assert_eq!(
+            conf.matches(&server).count(),
+            1,
+            "nginx/tranche.conf should name upstream {from} once"
+        );
+        conf = conf.replace(&server, &format!("server {to} "));
+    }
+    conf
+}
+
+impl Nginx {
+    async fn start(upstreams: &[String], client: &Client) -> Nginx {
+        let binary = nginx_binary();
+        for attempt in 1..=5 {
+            let prefix = tempfile::tempdir().expect("nginx prefix");
+            let p = prefix.path();
+            let port = free_port();
+            std::fs::write(p.join("tranche.conf"), shipped_config(upstreams, port)).unwrap();
+            // As root, nginx's workers would otherwise run as `nobody`, which
+            // cannot enter this 0700 temp directory.
+            let is_root = std::os::unix::fs::MetadataExt::uid(
+                &std::fs::metadata("/proc/self").expect("/proc/self"),
+            ) == 0;
+            let d = p.display();
+            let main = format!(
+                "{user}worker_processes 1;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{\n\
+                 \x20   client_body_temp_path {d}/client_body;\n\
+                 \x20   proxy_temp_path {d}/proxy;\n\
+                 \x20   fastcgi_temp_path {d}/fastcgi;\n\
+                 \x20   uwsgi_temp_path {d}/uwsgi;\n\
+                 \x20   scgi_temp_path {d}/scgi;\n\
+                 \x20   access_log {d}/access.log;\n\
+                 \x20   include {d}/tranche.conf;\n\
+                 }}\n",
+                user = if is_root { "user root;\n" } else { "" },
+            );
+            std::fs::write(p.join("nginx.conf"), main).unwrap();
+            let child = Command::new(&binary)
+                .arg("-p")
+                .arg(p)
+                .arg("-c")
+                .arg(p.join("nginx.conf"))
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nginx");
+            let mut nginx = Nginx {
+                child,
+                port,
+                prefix,
+            };
+            match nginx.wait_ready(client).await {
+                Ok(()) => return nginx,
+                Err(e) if attempt < 5 => eprintln!("nginx did not start ({e}); retrying"),
+                Err(e) => panic!("nginx did not start: {e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    async fn wait_ready(&mut self, client: &Client) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.prefix.path().join("error.log"))
+                    .unwrap_or_default();
+                return Err(format!("exited with {status}: {log}"));
+            }
+            let up = client.get(self.url("/healthz")).send().await;
+            if up.is_ok_and(|r| r.status() == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("no answer on /healthz within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+
+    /// Every file nginx spooled a request body into.
+    fn spooled_bodies(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.prefix.path().join("client_body"), &mut out);
+        out
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three tranche processes on one Redis and one data directory, nginx in front.
+struct Cluster {
+    redis: RedisServer,
+    instances: Vec<ServerProcess>,
+    logs: Vec<PathBuf>,
+    nginx: Nginx,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let redis = RedisServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let client = Client::builder()
+            .local_address(IpAddr::V4(CLIENT_IP))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap();
+        let mut instances = Vec::new();
+        let mut logs = Vec::new();
+        for n in 0..3 {
+            let own = dir.path().join(format!("instance{n}"));
+            std::fs::create_dir_all(&own).unwrap();
+            let log = own.join("tranche.log");
+            // nginx reaches the instances from 127.0.0.1; the client is 127.0.0.3.
+            let config = "trusted_proxies = [\"127.0.0.1\"]\n[log]\nformat = \"json\"";
+            instances.push(
+                ServerProcess::start_with(
+                    &own,
+                    &data_dir,
+                    Some(&redis),
+                    &client,
+                    config,
+                    Some(&log),
+                )
+                .await,
+            );
+            logs.push(log);
+        }
+        let upstreams: Vec<String> = instances
+            .iter()
+            .map(|s| s.base.trim_start_matches("http://").to_owned())
+            .collect();
+        let nginx = Nginx::start(&upstreams, &client).await;
+        Cluster {
+            redis,
+            instances,
+            logs,
+            nginx,
+            client,
+            _dir: dir,
+        }
+    }
+
+    async fn metric(&self, instance: usize, name: &str, labels: Option<&str>) -> f64 {
+        let resp = self
+            .client
+            .get(self.instances[instance].url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        metric_value(&resp.text().await.unwrap(), name, labels)
+    }
+
+    async fn create(&self, data: &[u8], chunk_size: usize) -> (String, reqwest::header::HeaderMap) {
+        let resp = self
+            .client
+            .post(self.nginx.url("/api/v1/uploads"))
+            .header("x-forwarded-for", SPOOFED_IP)
+            .json(&json!({"filename": "n.bin", "size": data.len(),
+                          "chunk_size": chunk_size, "sha256": sha256_hex(data)}))
+            .send()
+            .await
+            .unwrap();
+        let headers = resp.headers().clone();
+        let created = expect_json(resp, 201).await;
+        assert_eq!(created["chunk_size"], chunk_size);
+        (created["id"].as_str().unwrap().to_owned(), headers)
+    }
+
+    async fn put_via_nginx(&self, id: &str, index: usize, chunk: &[u8]) -> reqwest::Response {
+        self.client
+            .put(self.nginx.url(&chunk_url(id, index)))
+            .header("x-forwarded-for", SPOOFED_IP)
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// The value of an unlabelled sample, or the sum over a metric's label sets
+/// (those containing `labels` when given).
+fn metric_value(text: &str, name: &str, labels: Option<&str>) -> f64 {
+    let mut found = 0.0;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+        if metric != name || labels.is_some_and(|l| !rest.contains(l)) {
+            continue;
+        }
+        found += value.parse::<f64>().unwrap_or(0.0);
+    }
+    found
+}
+
+/// Reads one HTTP answer (head and `Content-Length` body) from a raw
+/// connection, within 10 s. nginx keeps a connection whose request body it
+/// did not read open for a while (lingering close), so reading to the end
+/// would wait for that.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    let mut raw = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok());
+                if length.is_some_and(|n| body.len() >= n) {
+                    return;
+                }
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// The access log lines (JSON) of one instance.
+fn access_log(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request")
+        .collect()
+}
+
+#[tokio::test]
+async fn three_instances_behind_nginx_share_one_upload() {
+    bounded_for(NGINX_TEST_TIMEOUT, async {
+        let c = Cluster::start().await;
+        let cs = 64 * 1024;
+        let data = test_data(9 * cs + 100, 501);
+        let chunks = chunks_of(&data, cs);
+        assert_eq!(chunks.len(), 10);
+
+        let (id, headers) = c.create(&data, cs).await;
+        // tranche trusts nginx's X-Forwarded-*: the Location points at nginx.
+        assert_eq!(
+            headers["location"].to_str().unwrap(),
+            c.nginx.url(&format!("/api/v1/uploads/{id}"))
+        );
+        for (i, chunk) in chunks.iter().enumerate() {
+            expect_json(c.put_via_nginx(&id, i, chunk).await, 200).await;
+        }
+
+        // Round-robin: every instance stored some of the chunks.
+        let mut per_instance = Vec::new();
+        for n in 0..3 {
+            per_instance.push(c.metric(n, "tranche_chunks_received_total", None).await);
+        }
+        eprintln!("chunks stored per instance: {per_instance:?}");
+        assert!(per_instance.iter().all(|&n| n >= 1.0), "{per_instance:?}");
+        assert_eq!(per_instance.iter().sum::<f64>(), 10.0);
+
+        // Complete directly on an instance that did not create the upload.
+        let mut creator = None;
+        for n in 0..3 {
+            if c.metric(n, "tranche_uploads_total", Some("event=\"created\""))
+                .await
+                == 1.0
+            {
+                creator = Some(n);
+            }
+        }
+        let creator = creator.expect("one instance created the upload");
+        let finisher = (creator + 1) % 3;
+        let done = expect_json(
+            c.client
+                .post(c.instances[finisher].url(&format!("/api/v1/uploads/{id}/complete")))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        assert_eq!(done["file"]["sha256"], sha256_hex(&data));
+        let completed = "event=\"completed\"";
+        assert_eq!(
+            c.metric(finisher, "tranche_uploads_total", Some(completed))
+                .await,
+            1.0
+        );
+        assert_eq!(
+            c.metric(creator, "tranche_uploads_total", Some(completed))
+                .await,
+            0.0
+        );
+        // Asked directly (the client is no trusted proxy), the URL stays
+        // relative whatever the client claims.
+        assert_eq!(done["file"]["url"], format!("/api/v1/files/{id}"));
+
+        // Through nginx the file's URL is absolute, on nginx's address, and works.
+        let status = expect_json(
+            c.client
+                .get(c.nginx.url(&format!("/api/v1/uploads/{id}")))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        let url = status["file"]["url"].as_str().unwrap().to_owned();
+        assert_eq!(url, c.nginx.url(&format!("/api/v1/files/{id}")));
+        let resp = c.client.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(sha256_hex(&resp.bytes().await.unwrap()), sha256_hex(&data));
+        let part = c
+            .client
+            .get(&url)
+            .header("range", "bytes=1000-1999")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(part.status(), 206);
+        assert_eq!(&part.bytes().await.unwrap()[..], &data[1000..2000]);
+
+        // Each instance logged the client nginx saw, never what it claimed,
+        // with the chunk's index and size on its line.
+        let mut chunk_lines = 0;
+        for log in &c.logs {
+            let lines = access_log(log);
+            assert!(!lines.is_empty(), "no access log in {}", log.display());
+            for line in &lines {
+                let span = &line["span"];
+                assert_eq!(span["client_ip"], CLIENT_IP.to_string(), "{line}");
+                assert!(line["status"].is_number() && line["duration_ms"].is_string());
+                if span["chunk"].is_number() && line["status"] == 200 {
+                    assert_eq!(span["upload_id"], id.as_str(), "{line}");
+                    let index = span["chunk"].as_u64().unwrap() as usize;
+                    assert_eq!(span["bytes"], chunks[index].len(), "{line}");
+                    chunk_lines += 1;
+                }
+            }
+            let text = std::fs::read_to_string(log).unwrap();
+            assert!(!text.contains(SPOOFED_IP), "spoofed address logged");
+        }
+        assert_eq!(chunk_lines, 10);
+        assert!(c.nginx.spooled_bodies().is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn nginx_streams_chunks_survives_a_killed_instance_and_refuses_oversized_ones() {
+    bounded_for(NGINX_TEST_TIMEOUT, async {
+        let mut c = Cluster::start().await;
+        let cs = 1 << 20;
+        let data = test_data(6 * cs + 1234, 502);
+        let chunks = chunks_of(&data, cs);
+        assert_eq!(chunks.len(), 7);
+        let (id, _) = c.create(&data, cs).await;
+        for i in [0, 1] {
+            expect_json(c.put_via_nginx(&id, i, &chunks[i]).await, 200).await;
+        }
+
+        // Chunk 2 through nginx, half of it: an instance is already receiving
+        // it while the client has not finished, and nginx spooled nothing.
+        let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", c.nginx.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "PUT {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\r\n",
+            chunk_url(&id, 2),
+            c.nginx.port,
+            chunks[2].len()
+        );
+        stalled.write_all(head.as_bytes()).await.unwrap();
+        stalled.write_all(&chunks[2][..cs / 2]).await.unwrap();
+        stalled.flush().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let victim = loop {
+            let mut receiving = None;
+            for n in 0..3 {
+                if c.metric(n, "tranche_chunks_in_flight", None).await == 1.0 {
+                    receiving = Some(n);
+                }
+            }
+            if let Some(n) = receiving {
+                break n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no instance started receiving the half-sent chunk: nginx buffers it"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let spooled = c.nginx.spooled_bodies();
+        assert!(spooled.is_empty(), "nginx spooled a body: {spooled:?}");
+
+        // Kill the instance that holds the chunk: the client gets nginx's 502
+        // in tranche's error format, and the chunk is not counted.
+        let before: Vec<f64> = {
+            let mut v = Vec::new();
+            for n in 0..3 {
+                v.push(c.metric(n, "tranche_chunks_received_total", None).await);
+            }
+            v
+        };
+        c.instances[victim].kill();
+        let answer = read_answer(&mut stalled).await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(
+            answer.contains("\"error\":\"upstream_unavailable\""),
+            "{answer}"
+        );
+
+        // The dead instance's lease on chunk 2 makes a resend wait (tranche's
+        // own 409, through nginx) until it lapses; fast-forward that lapse.
+        let r = c.put_via_nginx(&id, 2, &chunks[2]).await;
+        assert!(r.headers().contains_key("retry-after"));
+        assert_error(r, 409, "chunk_in_progress").await;
+        let mut conn = c.redis.connection().await;
+        let lease_key = format!("tranche:{{{id}}}:lease:chunk:2");
+        let _: () = conn.pexpire(&lease_key, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        // Every remaining chunk goes through; nginx steps over the dead instance.
+        for (i, chunk) in chunks.iter().enumerate().skip(2) {
+            expect_json(c.put_via_nginx(&id, i, chunk).await, 200).await;
+        }
+        let mut survivors_stored = 0.0;
+        for n in (0..3).filter(|&n| n != victim) {
+            survivors_stored +=
+                c.metric(n, "tranche_chunks_received_total", None).await - before[n];
+        }
+        assert_eq!(survivors_stored, 5.0);
+
+        let done = expect_json(
+            c.client
+                .post(c.nginx.url(&format!("/api/v1/uploads/{id}/complete")))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        assert_eq!(done["file"]["sha256"], sha256_hex(&data));
+        let body = c
+            .client
+            .get(c.nginx.url(&format!("/api/v1/files/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body.status(), 200);
+        assert_eq!(sha256_hex(&body.bytes().await.unwrap()), sha256_hex(&data));
+
+        // A body over client_max_body_size: refused by nginx from the header
+        // alone, as JSON, before a byte of it is read or reaches tranche.
+        let mut big = tokio::net::TcpStream::connect(("127.0.0.1", c.nginx.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "PUT {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+            chunk_url(&id, 0),
+            (65 << 20) + 1
+        );
+        big.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_answer(&mut big).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("Content-Type: application/json"),
+            "{answer}"
+        );
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim())
+            .expect("a JSON error body");
+        assert_eq!(body["error"], "chunk_too_large");
+        assert!(c.nginx.spooled_bodies().is_empty());
+    })
+    .await
+}

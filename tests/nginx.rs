@@ -463,6 +463,26 @@ async fn three_instances_behind_nginx_share_one_upload() {
         }
         assert_eq!(chunk_lines, 10);
         assert!(c.nginx.spooled_bodies().is_empty());
+
+        // Control endpoints are rate-limited per client (10/s, bursts of 40):
+        // a client polling in a tight loop gets nginx's 429, as JSON.
+        let mut limited = None;
+        for _ in 0..80 {
+            let r = c
+                .client
+                .get(c.nginx.url(&format!("/api/v1/uploads/{id}")))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                limited = Some(r);
+                break;
+            }
+            assert_eq!(r.status(), 200);
+        }
+        let r = limited.expect("80 status requests in a burst were never limited");
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_error(r, 429, "rate_limited").await;
     })
     .await
 }

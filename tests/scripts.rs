@@ -146,3 +146,60 @@ async fn curl_script_reports_a_refusal_and_keeps_no_state() {
     })
     .await
 }
+
+/// The README's resume-by-hand loop, run as written: it sends exactly the
+/// chunks the server is missing.
+#[tokio::test]
+async fn readme_resume_loop_sends_only_the_missing_chunks() {
+    bounded(async {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let after = readme
+            .split_once("To resume by hand")
+            .expect("the README's resume section")
+            .1;
+        let block = after
+            .split_once("```sh\n")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .expect("a sh block after it")
+            .0
+            .to_owned();
+        assert!(block.contains("missing_chunks"), "{block}");
+
+        let app = spawn_app().await;
+        let data = test_data(7 * CHUNK + 5, 603);
+        let created = app.create_for(&data, CHUNK as u64).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        app.send_chunks(&id, &data, CHUNK, [1, 4]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lecture.mp4");
+        std::fs::write(&file, &data).unwrap();
+
+        let before = bytes_received(&app);
+        let cmd = {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &block])
+                .current_dir(dir.path())
+                .env("F", "lecture.mp4")
+                .env("API", app.url("/api/v1"))
+                .env("ID", &id)
+                .env("CS", CHUNK.to_string())
+                .stdin(Stdio::null());
+            cmd
+        };
+        let out = tokio::task::spawn_blocking(move || {
+            let mut cmd = cmd;
+            cmd.output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.is_empty(), "{stdout}");
+        let sent = bytes_received(&app) - before;
+        assert_eq!(sent, (data.len() - 2 * CHUNK) as u64);
+        let done = expect_json(app.complete(&id).await, 200).await;
+        assert_eq!(done["file"]["sha256"], sha256_hex(&data));
+    })
+    .await
+}

@@ -40,10 +40,8 @@ pub async fn create(
     }
     tracing::Span::current().record("upload_id", id.as_str());
     root.record("upload_id", id.as_str());
-    let origin = forwarded::external_origin(&req, &ctx.settings);
-    let location = forwarded::absolute(origin.as_deref(), &format!("/api/v1/uploads/{id}"));
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, location))
+        .insert_header((header::LOCATION, upload_location(&req, &ctx, &id)))
         .json(answer))
 }
 
@@ -121,13 +119,7 @@ pub async fn complete(
     Ok(match uploads::complete(&ctx, id).await? {
         Completion::Completed(view) => HttpResponse::Ok().json(with_origin(view, &req, &ctx)),
         Completion::Assembling(view) => HttpResponse::Accepted()
-            .insert_header((
-                header::LOCATION,
-                forwarded::absolute(
-                    forwarded::external_origin(&req, &ctx.settings).as_deref(),
-                    &format!("/api/v1/uploads/{id}"),
-                ),
-            ))
+            .insert_header((header::LOCATION, upload_location(&req, &ctx, &id)))
             .insert_header((header::RETRY_AFTER, "1"))
             .json(view),
     })
@@ -145,6 +137,13 @@ pub async fn abort(
     access.may_use(id)?;
     uploads::abort(&ctx, id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// The upload's URL: absolute when the client's origin is known (`public_url`,
+/// or a trusted proxy's forwarded headers), else relative.
+fn upload_location(req: &HttpRequest, ctx: &AppContext, id: &dyn std::fmt::Display) -> String {
+    let origin = forwarded::external_origin(req, &ctx.settings);
+    forwarded::absolute(origin.as_deref(), &format!("/api/v1/uploads/{id}"))
 }
 
 /// The view with `file.url` absolute when the client's origin is known

@@ -9,7 +9,6 @@ use base64::Engine;
 use bytes::Bytes;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::ClientError;
 use crate::upload::UploadView;
@@ -172,17 +171,18 @@ impl Api {
         json(resp).await
     }
 
-    /// Sends chunk `index` with its `Content-Digest`, and checks the digest
-    /// the server says it stored.
+    /// Sends chunk `index` with its `Content-Digest` (`digest` is the
+    /// chunk's SHA-256, computed by the caller off the runtime's threads), and
+    /// checks the digest the server says it stored.
     pub async fn put_chunk(
         &self,
         id: &str,
         index: u64,
         body: Bytes,
+        digest: [u8; 32],
         token: Option<&str>,
         on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
     ) -> Result<(), ClientError> {
-        let digest = Sha256::digest(&body);
         let header_value = format!(
             "sha-256=:{}:",
             base64::engine::general_purpose::STANDARD.encode(digest)

@@ -305,8 +305,9 @@ async fn send_missing(
             async move {
                 let start = index * view.chunk_size;
                 let len = view.chunk_size.min(view.size.saturating_sub(start));
-                let body = read_at(file, start, len).await?;
-                api.put_chunk(id, index, body, token, on_retry).await?;
+                let (body, digest) = read_at(file, start, len).await?;
+                api.put_chunk(id, index, body, digest, token, on_retry)
+                    .await?;
                 bar.inc(len);
                 sent.chunks.fetch_add(1, Ordering::Relaxed);
                 sent.bytes.fetch_add(len, Ordering::Relaxed);
@@ -318,12 +319,18 @@ async fn send_missing(
         .await
 }
 
-/// `len` bytes of `file` from `offset`, read off the runtime's threads.
-async fn read_at(file: Arc<std::fs::File>, offset: u64, len: u64) -> Result<Bytes, ClientError> {
+/// `len` bytes of `file` from `offset` and their SHA-256, read and hashed off
+/// the runtime's threads.
+async fn read_at(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+) -> Result<(Bytes, [u8; 32]), ClientError> {
     let read = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset)
-            .map(|()| Bytes::from(buf))
+        file.read_exact_at(&mut buf, offset)?;
+        let digest: [u8; 32] = Sha256::digest(&buf).into();
+        Ok::<_, std::io::Error>((Bytes::from(buf), digest))
     })
     .await
     .map_err(|e| ClientError::local("cannot read it", e))?;

@@ -537,3 +537,50 @@ async fn status_shows_an_upload_in_progress_and_a_completed_one() {
     })
     .await
 }
+
+/// Redis (the state store) dies mid-upload and comes back: the server answers
+/// 503 `store_unavailable` with `Retry-After` meanwhile, and the client waits
+/// as told and retries until the upload is done, in the same run.
+#[tokio::test]
+async fn an_upload_rides_out_a_state_store_outage() {
+    bounded_for(Duration::from_secs(60), async {
+        let aof_dir = tempfile::tempdir().unwrap();
+        // Its AOF keeps the acknowledged chunks across the outage.
+        let redis = RedisServer::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            aof_dir.path().to_str().unwrap(),
+        ])
+        .await;
+        let mut app = spawn_app_on(Some(redis), |s| {
+            s.durability = tranche::config::Durability::Relaxed
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "outage.bin", RESUME_SIZE, 10);
+        let args = upload_args(
+            &app,
+            &file,
+            &state,
+            &["--chunk-size", RESUME_CHUNK, "--parallel", "2", "--json"],
+        );
+        let child = command(&args).spawn().expect("spawn tranche");
+        until_chunks_received(&app, 5).await;
+        app.redis.as_mut().unwrap().stop();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        app.redis.as_mut().unwrap().start_again().await;
+
+        let run = finish(child).await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stderr.contains("503 store_unavailable"), "{run}");
+        assert!(run.stderr.contains("retrying in"), "{run}");
+        let done = &run.json()["files"][0];
+        assert_eq!(done["sha256"], sha256_hex(&data));
+        assert_eq!(fetch(&app, done["url"].as_str().unwrap()).await, data);
+    })
+    .await
+}

@@ -584,3 +584,28 @@ async fn an_upload_rides_out_a_state_store_outage() {
     })
     .await
 }
+
+/// A server that answers `complete` with 202 (assembly still running) is
+/// polled until the upload is completed.
+#[tokio::test]
+async fn a_202_from_complete_is_polled_until_the_file_is_there() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.complete_wait = Duration::ZERO).await;
+        // This server does answer 202.
+        let probe = test_data(3000, 11);
+        let created = app.create_for(&probe, 1024).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        app.send_chunks(&id, &probe, 1024, 0..3).await;
+        assert_eq!(app.complete(&id).await.status(), 202);
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "slow.bin", 100_000, 12);
+        let run = tranche(&upload_args(&app, &file, &state, &["--json"])).await;
+        assert_eq!(run.code, 0, "{run}");
+        let done = &run.json()["files"][0];
+        assert_eq!(done["sha256"], sha256_hex(&data));
+        assert_eq!(fetch(&app, done["url"].as_str().unwrap()).await, data);
+    })
+    .await
+}

@@ -1,4 +1,6 @@
-//! The command line: `tranche serve`, `check-config`, `token` and their flags.
+//! The command line: `tranche serve`, `check-config` and `token` for the
+//! server, and the client commands (`upload`, `status`, `download`) that talk
+//! to a tranche server.
 
 use std::path::PathBuf;
 
@@ -28,6 +30,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load and check the configuration, print it as TOML (secrets hidden), and exit.
     CheckConfig(ServeArgs),
+    /// Upload files to a tranche server, resuming where a previous run stopped.
+    #[command(after_help = UPLOAD_HELP)]
+    Upload(UploadArgs),
+    /// Show where an upload stands.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+    /// Download a completed file, resuming a partial download with Range.
+    #[command(after_help = EXIT_CODES)]
+    Download(DownloadArgs),
     /// Mint upload tokens with the configured secret, or generate an API key.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -84,4 +95,98 @@ pub struct ServeArgs {
     /// Allow a non-loopback address with authentication off (sets auth.allow_anonymous)
     #[arg(long)]
     pub insecure: bool,
+}
+
+// One text for every client command's help, so that the codes cannot drift.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:\n  \
+        0    done\n  \
+        1    local problem: unreadable file, unusable state directory or --server URL\n  \
+        2    wrong usage (unknown flag, missing argument)\n  \
+        3    the server refused (a 4xx answer that a retry cannot fix; its code and message are shown)\n  \
+        4    server unreachable or failing (network error, 5xx, 429) after all retries\n  \
+        5    verification failed: a SHA-256 did not match\n  \
+        130  interrupted (Ctrl-C); the state is kept, so the same command resumes"
+    };
+}
+
+/// Exit codes of the client commands; scripts switch on them.
+pub const EXIT_CODES: &str = exit_codes!();
+
+const UPLOAD_HELP: &str = concat!(
+    "Examples:\n  \
+    tranche upload lecture.mp4 --server https://uploads.example.com\n  \
+    TRANCHE_TOKEN=... tranche upload *.iso --parallel 8 --json\n\n\
+    Running the same command again after Ctrl-C or a lost connection sends only \
+    the chunks the server is missing. The state of unfinished uploads is kept in \
+    --state-dir, keyed by the file's path, size, modification time and the server.\n\n",
+    exit_codes!()
+);
+
+/// What every client command needs to reach the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Base URL of the tranche server
+    #[arg(
+        long,
+        env = "TRANCHE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// API key or JWT, sent as `Authorization: Bearer`
+    #[arg(
+        long,
+        env = "TRANCHE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Print one JSON document on stdout instead of text (no progress bars)
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars (they are also off when stderr is not a terminal)
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Retries of a failed request (network error, 5xx, 429) before giving up
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub retries: usize,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct UploadArgs {
+    /// Files to upload
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Chunks sent at the same time (memory used: about N x chunk size)
+    #[arg(long, short, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), value_name = "N")]
+    pub parallel: u16,
+    /// Chunk size to ask for, e.g. 8MiB (the server clamps it to its bounds)
+    #[arg(long, value_name = "SIZE")]
+    pub chunk_size: Option<bytesize::ByteSize>,
+    /// Where the state of unfinished uploads is kept [default: ~/.cache/tranche/uploads, in the user's cache dir]
+    #[arg(long, env = "TRANCHE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// Upload id
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DownloadArgs {
+    /// File id (the id of its upload)
+    pub id: String,
+    /// Where to write the file; a partial file there is resumed
+    #[arg(long, short, value_name = "PATH")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tranche::cli::{Cli, Command, ServeArgs, TokenArgs, TokenCommand};
+use tranche::client;
 use tranche::config::{CliOverrides, Settings};
 use tranche::startup::Application;
 use tranche::telemetry;
@@ -75,6 +76,9 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Upload(args) => client::exit(client::upload::run(args).await),
+        Command::Status(args) => client::exit(client::status::run(args).await),
+        Command::Download(args) => client::exit(client::download::run(args).await),
     }
 }
 

@@ -1,0 +1,446 @@
+//! `tranche upload`: hash the file, create the upload (or pick up the one a
+//! previous run left), send the missing chunks in parallel and complete.
+//!
+//! Memory stays bounded: at most `parallel` chunks are read and in flight at
+//! once, each read with a positional read so that parallel readers of one
+//! file never share a seek position.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::api::{Api, Completion, NewUpload};
+use super::progress::{phase, Progress};
+use super::resume::{FileKey, ResumeState, StateDir};
+use super::{describe, ClientError};
+use crate::cli::UploadArgs;
+use crate::upload::{Status, UploadView};
+
+/// Rounds of "send what is missing, then complete" before giving up: a
+/// second round is needed only if chunks went missing in between (expired
+/// parts, a server that lost a chunk).
+const MAX_ROUNDS: usize = 3;
+/// Read size while hashing the whole file.
+const HASH_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    pub parallel: usize,
+    pub chunk_size: Option<u64>,
+}
+
+/// What one file's upload did, for people and for `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Uploaded {
+    pub path: PathBuf,
+    pub upload_id: String,
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub chunk_count: u64,
+    /// Chunks and bytes this run sent (not those already on the server).
+    pub chunks_sent: u64,
+    pub bytes_sent: u64,
+    /// Whether this run continued an upload that a previous run started.
+    pub resumed: bool,
+}
+
+/// Uploads one file; see the module doc.
+pub async fn upload_file(
+    api: &Api,
+    states: &StateDir,
+    progress: &Progress,
+    path: &Path,
+    opts: &UploadOptions,
+) -> Result<Uploaded, ClientError> {
+    let key = FileKey::of(path)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let server = api.url("")?.to_string();
+    let bar = progress.bar(&name, key.size);
+    let on_retry = |e: &ClientError, delay: Duration| {
+        progress.note(&format!(
+            "{name}: {}; retrying in {:.1}s",
+            describe(e),
+            delay.as_secs_f64()
+        ))
+    };
+
+    let (state, view, resumed) = match resume(api, states, &server, &key, &on_retry).await? {
+        Some((state, view)) => (state, view, true),
+        None => {
+            let (state, view) = start(
+                api, states, &server, &key, &name, path, opts, &bar, &on_retry,
+            )
+            .await?;
+            (state, view, false)
+        }
+    };
+    let token = state.upload_token.as_deref();
+    let id = view.id.to_string();
+    let sent = Sent::default();
+    let mut view = view;
+    let mut rounds = 0;
+    loop {
+        match view.status {
+            Status::Completed => break,
+            Status::Assembling => {
+                bar.set_message("assembling");
+                view = wait_assembled(api, &id, token, &on_retry).await?;
+            }
+            Status::Uploading if rounds < MAX_ROUNDS => {
+                rounds += 1;
+                send_missing(
+                    api,
+                    path,
+                    &view,
+                    token,
+                    opts.parallel,
+                    &bar,
+                    &sent,
+                    &on_retry,
+                )
+                .await?;
+                bar.set_message("completing");
+                view = match api.complete(&id, token, &on_retry).await {
+                    Ok(Completion::Done(v)) => *v,
+                    Ok(Completion::Assembling) => api.get_upload(&id, token, &on_retry).await?,
+                    Err(ClientError::Server {
+                        status: 409, code, ..
+                    }) if code == "upload_incomplete" => {
+                        api.get_upload(&id, token, &on_retry).await?
+                    }
+                    Err(ClientError::Server {
+                        status: 422,
+                        message,
+                        ..
+                    }) => {
+                        states.remove(&server, &key);
+                        return Err(ClientError::Verification(message));
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+            Status::Uploading => {
+                return Err(ClientError::Server {
+                    status: 409,
+                    code: "upload_incomplete".into(),
+                    message: format!(
+                        "chunks {:?} still missing after {MAX_ROUNDS} rounds of sending them",
+                        view.missing_chunks
+                    ),
+                    retry_after: None,
+                })
+            }
+            Status::Failed | Status::Aborted => {
+                states.remove(&server, &key);
+                let (code, message) = view
+                    .error
+                    .map(|f| (f.error, f.message))
+                    .unwrap_or_else(|| ("upload_failed".into(), "the upload was aborted".into()));
+                if code == "digest_mismatch" {
+                    return Err(ClientError::Verification(message));
+                }
+                // The upload's state forbids going on, as the API's 409 says.
+                return Err(ClientError::Server {
+                    status: 409,
+                    code,
+                    message,
+                    retry_after: None,
+                });
+            }
+        }
+    }
+
+    let file = view.file.ok_or_else(|| ClientError::Server {
+        status: 200,
+        code: "invalid_answer".into(),
+        message: "the completed upload has no file".into(),
+        retry_after: None,
+    })?;
+    states.remove(&server, &key);
+    if file.sha256 != state.sha256 {
+        return Err(ClientError::Verification(format!(
+            "the server's file has sha256 {}, the local file {}",
+            file.sha256, state.sha256
+        )));
+    }
+    bar.set_message("done");
+    bar.finish();
+    Ok(Uploaded {
+        path: path.to_path_buf(),
+        upload_id: id,
+        url: api.url(&file.url)?.to_string(),
+        sha256: file.sha256,
+        size: view.size,
+        chunk_size: view.chunk_size,
+        chunk_count: view.chunk_count,
+        chunks_sent: sent.chunks.load(Ordering::Relaxed),
+        bytes_sent: sent.bytes.load(Ordering::Relaxed),
+        resumed,
+    })
+}
+
+/// The upload a previous run left for this file, if the server still has it
+/// in a state worth continuing. A state the server no longer knows (expired,
+/// aborted, removed) is forgotten, and the caller starts afresh.
+async fn resume(
+    api: &Api,
+    states: &StateDir,
+    server: &str,
+    key: &FileKey,
+    on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+) -> Result<Option<(ResumeState, UploadView)>, ClientError> {
+    let Some(state) = states.load(server, key) else {
+        return Ok(None);
+    };
+    match api
+        .get_upload(&state.upload_id, state.upload_token.as_deref(), on_retry)
+        .await
+    {
+        Ok(view)
+            if view.size == state.size
+                && view.chunk_size == state.chunk_size
+                && matches!(
+                    view.status,
+                    Status::Uploading | Status::Assembling | Status::Completed
+                ) =>
+        {
+            Ok(Some((state, view)))
+        }
+        Ok(_)
+        | Err(ClientError::Server {
+            status: 404 | 410, ..
+        }) => {
+            states.remove(server, key);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Hashes the file, creates the upload and records it at once, so that a run
+/// interrupted from here on resumes.
+#[allow(clippy::too_many_arguments)]
+async fn start(
+    api: &Api,
+    states: &StateDir,
+    server: &str,
+    key: &FileKey,
+    name: &str,
+    path: &Path,
+    opts: &UploadOptions,
+    bar: &ProgressBar,
+    on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+) -> Result<(ResumeState, UploadView), ClientError> {
+    phase(bar, "hashing", key.size, 0);
+    let sha256 = file_sha256(path, bar.clone()).await?;
+    let new = NewUpload {
+        filename: name.to_owned(),
+        size: key.size,
+        content_type: mime_guess::from_path(path)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned(),
+        sha256,
+        chunk_size: opts.chunk_size,
+    };
+    let idempotency_key = uuid::Uuid::new_v4().to_string();
+    let view = api.create(&new, &idempotency_key, on_retry).await?;
+    let state = ResumeState {
+        server: server.to_owned(),
+        path: key.canonical.clone(),
+        size: key.size,
+        upload_id: view.id.to_string(),
+        chunk_size: view.chunk_size,
+        sha256: new.sha256,
+        upload_token: view.upload_token.clone(),
+    };
+    states.save(key, &state)?;
+    Ok((state, view))
+}
+
+/// Counts of what this run sent, shared by the parallel chunk senders.
+#[derive(Default)]
+struct Sent {
+    chunks: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Sends every chunk in `view.missing_chunks`, `parallel` at a time; stops at
+/// the first chunk that fails for good.
+#[allow(clippy::too_many_arguments)]
+async fn send_missing(
+    api: &Api,
+    path: &Path,
+    view: &UploadView,
+    token: Option<&str>,
+    parallel: usize,
+    bar: &ProgressBar,
+    sent: &Sent,
+    on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+) -> Result<(), ClientError> {
+    phase(bar, "uploading", view.size, view.bytes_received);
+    if view.missing_chunks.is_empty() {
+        return Ok(());
+    }
+    let file =
+        Arc::new(std::fs::File::open(path).map_err(|e| ClientError::local("cannot read it", e))?);
+    let id = view.id.to_string();
+    futures::stream::iter(view.missing_chunks.iter().copied())
+        .map(|index| {
+            let file = Arc::clone(&file);
+            let id = &id;
+            async move {
+                let start = index * view.chunk_size;
+                let len = view.chunk_size.min(view.size.saturating_sub(start));
+                let (body, digest) = read_at(file, start, len).await?;
+                api.put_chunk(id, index, body, digest, token, on_retry)
+                    .await?;
+                bar.inc(len);
+                sent.chunks.fetch_add(1, Ordering::Relaxed);
+                sent.bytes.fetch_add(len, Ordering::Relaxed);
+                Ok::<(), ClientError>(())
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect::<()>()
+        .await
+}
+
+/// `len` bytes of `file` from `offset` and their SHA-256, read and hashed off
+/// the runtime's threads.
+async fn read_at(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+) -> Result<(Bytes, [u8; 32]), ClientError> {
+    let read = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset)?;
+        let digest: [u8; 32] = Sha256::digest(&buf).into();
+        Ok::<_, std::io::Error>((Bytes::from(buf), digest))
+    })
+    .await
+    .map_err(|e| ClientError::local("cannot read it", e))?;
+    read.map_err(|e| ClientError::local("cannot read it (did it shrink?)", e))
+}
+
+/// The SHA-256 of the whole file, read in bounded buffers; `bar` advances
+/// with the bytes read.
+pub async fn file_sha256(path: &Path, bar: ProgressBar) -> Result<String, ClientError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&owned)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; HASH_BUFFER];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bar.inc(n as u64);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(|e| ClientError::local("cannot read it", e))?
+    .map_err(|e| ClientError::local("cannot read it", e))
+}
+
+/// Polls an upload that is being assembled until it is not, with a delay
+/// that grows to a few seconds (assembly of a big file takes a while).
+async fn wait_assembled(
+    api: &Api,
+    id: &str,
+    token: Option<&str>,
+    on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+) -> Result<UploadView, ClientError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        tokio::time::sleep(delay).await;
+        let view = api.get_upload(id, token, on_retry).await?;
+        if view.status != Status::Assembling {
+            return Ok(view);
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// `tranche upload`: every file in turn; a file that fails does not stop the
+/// others (Ctrl-C does). Returns the exit code.
+pub async fn run(args: UploadArgs) -> u8 {
+    let setup = || -> Result<(Api, StateDir), ClientError> {
+        let api = Api::new(
+            &args.client.server,
+            args.client.token.clone(),
+            args.client.retries,
+        )?;
+        Ok((api, StateDir::new(args.state_dir.clone())?))
+    };
+    let (api, states) = match setup() {
+        Ok(x) => x,
+        Err(e) => return super::fail(&args.client, &e),
+    };
+    let progress = Progress::new(super::show_progress(&args.client), !args.client.quiet);
+    let opts = UploadOptions {
+        parallel: usize::from(args.parallel),
+        chunk_size: args.chunk_size.map(|s| s.as_u64()),
+    };
+    let mut exit = 0;
+    let mut report = Vec::new();
+    for path in &args.files {
+        let outcome =
+            super::until_interrupted(upload_file(&api, &states, &progress, path, &opts)).await;
+        match outcome {
+            Ok(done) => {
+                if !args.client.json {
+                    println!(
+                        "{}  {}\n  sha256  {}",
+                        done.path.display(),
+                        done.url,
+                        done.sha256
+                    );
+                }
+                report.push(serde_json::to_value(&done).unwrap_or_default());
+            }
+            Err(e) => {
+                if exit == 0 {
+                    exit = e.exit_code();
+                }
+                if matches!(e, ClientError::Interrupted) {
+                    eprintln!(
+                        "tranche: interrupted; the upload state is kept in {}: run the same command again to resume",
+                        states.path().display()
+                    );
+                    return exit;
+                }
+                if args.client.json {
+                    report.push(serde_json::json!({
+                        "path": path,
+                        "error": { "code": e.code(), "message": describe(&e), "exit_code": e.exit_code() },
+                    }));
+                } else {
+                    eprintln!("tranche: {}: {}", path.display(), describe(&e));
+                }
+            }
+        }
+    }
+    if args.client.json {
+        println!("{}", serde_json::json!({ "files": report }));
+    }
+    exit
+}

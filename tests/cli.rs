@@ -1,0 +1,680 @@
+//! The `tranche upload`, `status` and `download` commands: the real binary,
+//! run as a child process against an in-process server on a loopback port.
+//! Interrupted runs are really interrupted (SIGKILL, SIGINT) and then run
+//! again, as a person would.
+
+/// The state store of the servers in this test crate.
+pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
+
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use helpers::*;
+use serde_json::Value;
+
+/// Upper bound on one run of the binary: every run here moves a few MiB.
+const RUN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// What a finished run printed and how it exited.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// The binary with `args`, none of the user's `TRANCHE_*` settings, output
+/// captured, killed if the test drops it.
+fn command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tranche"));
+    cmd.args(args)
+        .env_remove("TRANCHE_SERVER")
+        .env_remove("TRANCHE_TOKEN")
+        .env_remove("TRANCHE_STATE_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn finish(child: tokio::process::Child) -> Run {
+    let out = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("tranche did not finish in time")
+        .expect("tranche runs");
+    Run {
+        // A signal's death shows as no code; 128 + signal, as a shell says.
+        code: out.status.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0)
+        }),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn tranche(args: &[&str]) -> Run {
+    finish(command(args).spawn().expect("spawn tranche")).await
+}
+
+/// `tranche upload FILE --server ... --state-dir ... EXTRA...`.
+fn upload_args<'a>(
+    app: &'a TestApp,
+    file: &'a Path,
+    state: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "upload",
+        file.to_str().unwrap(),
+        "--server",
+        &app.address,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A file of `len` deterministic bytes in `dir`.
+fn write_file(dir: &Path, name: &str, len: usize, seed: u64) -> (std::path::PathBuf, Vec<u8>) {
+    let data = test_data(len, seed);
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+async fn fetch(app: &TestApp, url: &str) -> Vec<u8> {
+    let resp = app.client.get(url).send().await.expect("download");
+    assert_eq!(resp.status(), 200, "GET {url}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
+fn state_files(state: &Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(state) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Waits until the server has counted at least `at_least` chunks.
+async fn until_chunks_received(app: &TestApp, at_least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.ctx.metrics.chunks_received.get() < at_least {
+        assert!(Instant::now() < deadline, "the upload did not start");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until no chunk request is being received, so that the byte counter
+/// no longer moves.
+async fn until_quiet(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.ctx.metrics.chunks_in_flight.get() > 0 {
+        assert!(Instant::now() < deadline, "a chunk request never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_multi_chunk_upload_prints_the_url_and_sha256() {
+    bounded(async {
+        let app = spawn_app().await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "lecture.mp4", 300 * 1024 + 17, 1);
+
+        let run = tranche(&upload_args(
+            &app,
+            &file,
+            &state,
+            &["--chunk-size", "32KiB", "--parallel", "3", "--json"],
+        ))
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        let report = run.json();
+        let done = &report["files"][0];
+        assert_eq!(done["sha256"], sha256_hex(&data), "{run}");
+        assert_eq!(done["size"], data.len() as u64);
+        assert_eq!(done["chunk_size"], 32 * 1024);
+        assert_eq!(done["chunk_count"], 10);
+        assert_eq!(done["chunks_sent"], 10);
+        assert_eq!(done["bytes_sent"], data.len() as u64);
+        assert_eq!(done["resumed"], false);
+        let url = done["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("{}/api/v1/files/", app.address)),
+            "{url}"
+        );
+        assert_eq!(fetch(&app, url).await, data);
+        // The content type was guessed from the extension.
+        let id = done["upload_id"].as_str().unwrap();
+        assert_eq!(app.status_json(id).await["content_type"], "video/mp4");
+        assert!(
+            state_files(&state).is_empty(),
+            "a finished upload leaves no state"
+        );
+
+        // The same for a person: the URL and the SHA-256 on stdout.
+        let run = tranche(&upload_args(
+            &app,
+            &file,
+            &state,
+            &["--chunk-size", "32KiB"],
+        ))
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(
+            run.stdout
+                .contains(&format!("{}/api/v1/files/", app.address)),
+            "{run}"
+        );
+        assert!(run.stdout.contains(&sha256_hex(&data)), "{run}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn several_files_and_an_empty_one() {
+    bounded(async {
+        let app = spawn_app().await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (a, a_data) = write_file(dir.path(), "a.bin", 70_000, 2);
+        let (empty, _) = write_file(dir.path(), "empty.txt", 0, 3);
+        let run = tranche(&[
+            "upload",
+            a.to_str().unwrap(),
+            empty.to_str().unwrap(),
+            "--server",
+            &app.address,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        let files = run.json()["files"].as_array().unwrap().clone();
+        assert_eq!(files.len(), 2, "{run}");
+        assert_eq!(fetch(&app, files[0]["url"].as_str().unwrap()).await, a_data);
+        assert_eq!(files[1]["sha256"], sha256_hex(b""));
+        assert!(fetch(&app, files[1]["url"].as_str().unwrap())
+            .await
+            .is_empty());
+    })
+    .await
+}
+
+/// Sizes for the resume tests: enough small chunks that the run can be
+/// interrupted with many still to send.
+const RESUME_SIZE: usize = 2 * 1024 * 1024;
+const RESUME_CHUNK: &str = "16KiB";
+
+/// Interrupts an upload once the server has some but not all of its chunks,
+/// then runs the same command again: the file arrives whole, and the second
+/// run sends exactly what the first one did not.
+async fn interrupted_upload_resumes(signal: &str) {
+    // No fsync per chunk: the test is about the client, and fast.
+    let app = spawn_app_with(|s| s.durability = tranche::config::Durability::Relaxed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (file, data) = write_file(dir.path(), "big.iso", RESUME_SIZE, 4);
+    let args = upload_args(
+        &app,
+        &file,
+        &state,
+        &["--chunk-size", RESUME_CHUNK, "--parallel", "1", "--json"],
+    );
+
+    let child = command(&args).spawn().expect("spawn tranche");
+    let pid = child.id().expect("pid");
+    until_chunks_received(&app, 5).await;
+    // The shell's own `kill`: present wherever `sh` is.
+    let kill = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{signal} {pid}")])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let first = finish(child).await;
+    until_quiet(&app).await;
+    let sent_first = app.ctx.metrics.chunk_bytes_received.get();
+    assert!(
+        sent_first > 0 && sent_first < data.len() as u64,
+        "the first run sent {sent_first} of {} bytes",
+        data.len()
+    );
+    let saved = state_files(&state);
+    assert_eq!(
+        saved.len(),
+        1,
+        "the interrupted run keeps its state: {first}"
+    );
+
+    let second = tranche(&args).await;
+    assert_eq!(second.code, 0, "{second}");
+    let done = &second.json()["files"][0];
+    assert_eq!(done["resumed"], true, "{second}");
+    assert_eq!(done["sha256"], sha256_hex(&data));
+    let sent_second = done["bytes_sent"].as_u64().unwrap();
+    assert_eq!(
+        sent_first + sent_second,
+        data.len() as u64,
+        "the second run sends exactly the missing chunks"
+    );
+    assert_eq!(
+        app.ctx.metrics.chunk_bytes_received.get(),
+        data.len() as u64
+    );
+    assert_eq!(fetch(&app, done["url"].as_str().unwrap()).await, data);
+    assert!(state_files(&state).is_empty());
+    eprintln!(
+        "resume after SIG{signal}: first run {sent_first} bytes, second run {sent_second} of {}",
+        data.len()
+    );
+    if signal == "INT" {
+        assert_eq!(first.code, 130, "Ctrl-C exits with 130: {first}");
+        assert!(first.stderr.contains("resume"), "{first}");
+    }
+}
+
+#[tokio::test]
+async fn an_upload_killed_mid_way_resumes_with_only_the_missing_chunks() {
+    bounded(interrupted_upload_resumes("KILL")).await
+}
+
+#[tokio::test]
+async fn ctrl_c_keeps_the_state_and_exits_130() {
+    bounded(interrupted_upload_resumes("INT")).await
+}
+
+#[tokio::test]
+async fn a_refused_upload_shows_the_servers_error_and_exits_3() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.max_file_size = bytesize::ByteSize::kib(100)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, _) = write_file(dir.path(), "too-big.bin", 200 * 1024, 5);
+
+        let run = tranche(&upload_args(&app, &file, &state, &[])).await;
+        assert_eq!(run.code, 3, "{run}");
+        assert!(run.stderr.contains("413 file_too_large"), "{run}");
+        assert!(run.stderr.contains("too-big.bin"), "{run}");
+
+        let run = tranche(&upload_args(&app, &file, &state, &["--json"])).await;
+        assert_eq!(run.code, 3, "{run}");
+        let error = &run.json()["files"][0]["error"];
+        assert_eq!(error["code"], "file_too_large");
+        assert_eq!(error["exit_code"], 3);
+        assert!(state_files(&state).is_empty());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn local_problems_exit_1_and_an_unreachable_server_4() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let missing = dir.path().join("missing.bin");
+        let run = tranche(&[
+            "upload",
+            missing.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(run.code, 1, "{run}");
+        assert!(run.stderr.contains("missing.bin"), "{run}");
+
+        let (file, _) = write_file(dir.path(), "f.bin", 1000, 6);
+        let nobody = format!("http://127.0.0.1:{}", free_port());
+        let started = Instant::now();
+        let run = tranche(&[
+            "upload",
+            file.to_str().unwrap(),
+            "--server",
+            &nobody,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--retries",
+            "2",
+        ])
+        .await;
+        assert_eq!(run.code, 4, "{run}");
+        assert!(run.stderr.contains("cannot reach the server"), "{run}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "gives up after its retries"
+        );
+
+        let run = tranche(&["status", "x", "--server", "ftp://example"]).await;
+        assert_eq!(run.code, 1, "{run}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upload_waits_for_a_server_that_comes_up() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "late.bin", 100_000, 7);
+        let port = free_port();
+        let server = format!("http://127.0.0.1:{port}");
+        let child = command(&[
+            "upload",
+            file.to_str().unwrap(),
+            "--server",
+            &server,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--json",
+        ])
+        .spawn()
+        .expect("spawn tranche");
+        // The first attempts find nobody and back off.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let app = spawn_app_with(|s| s.bind = format!("127.0.0.1:{port}")).await;
+        let run = finish(child).await;
+        assert_eq!(run.code, 0, "{run}");
+        let done = &run.json()["files"][0];
+        assert_eq!(fetch(&app, done["url"].as_str().unwrap()).await, data);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn download_writes_the_file_and_resumes_a_partial_one() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(200_000, 8);
+        let done = app.upload_all(&data, 64 * 1024).await;
+        let id = done["id"].as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("copy.bin");
+        let out_s = out.to_str().unwrap();
+
+        let run = tranche(&[
+            "download",
+            id,
+            "-o",
+            out_s,
+            "--server",
+            &app.address,
+            "--json",
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        let report = run.json();
+        assert_eq!(report["verified"], true, "{run}");
+        assert_eq!(report["resumed"], false);
+        assert_eq!(report["bytes_received"], data.len() as u64);
+
+        // A partial file: only the rest is asked for (Range) and received.
+        std::fs::write(&out, &data[..77_777]).unwrap();
+        let run = tranche(&[
+            "download",
+            id,
+            "-o",
+            out_s,
+            "--server",
+            &app.address,
+            "--json",
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        let report = run.json();
+        assert_eq!(report["resumed"], true);
+        assert_eq!(report["bytes_received"], (data.len() - 77_777) as u64);
+        assert_eq!(report["sha256"], sha256_hex(&data));
+
+        // A whole file already there: nothing to receive, still verified.
+        let run = tranche(&[
+            "download",
+            id,
+            "-o",
+            out_s,
+            "--server",
+            &app.address,
+            "--json",
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        assert_eq!(run.json()["bytes_received"], 0);
+        assert_eq!(run.json()["verified"], true);
+
+        // A partial file that is not this file's start fails the check.
+        let mut wrong = data[..50_000].to_vec();
+        wrong[10] ^= 0xff;
+        std::fs::write(&out, &wrong).unwrap();
+        let run = tranche(&["download", id, "-o", out_s, "--server", &app.address]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert!(run.stderr.contains("verification failed"), "{run}");
+
+        let run = tranche(&[
+            "download",
+            &uuid::Uuid::new_v4().to_string(),
+            "-o",
+            out_s,
+            "--server",
+            &app.address,
+        ])
+        .await;
+        assert_eq!(run.code, 3, "{run}");
+        assert!(run.stderr.contains("404"), "{run}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn status_shows_an_upload_in_progress_and_a_completed_one() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(5 * 1024, 9);
+        let created = app.create_for(&data, 1024).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        app.send_chunks(&id, &data, 1024, [0, 1, 3]).await;
+
+        let run = tranche(&["status", &id, "--server", &app.address]).await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains("uploading"), "{run}");
+        assert!(run.stdout.contains("3 of 5 received"), "{run}");
+        assert!(run.stdout.contains("missing   2, 4"), "{run}");
+
+        let run = tranche(&["status", &id, "--server", &app.address, "--json"]).await;
+        assert_eq!(run.code, 0, "{run}");
+        let view = run.json();
+        assert_eq!(view["id"], id.as_str());
+        assert_eq!(view["missing_chunks"], serde_json::json!([2, 4]));
+
+        app.send_chunks(&id, &data, 1024, [2, 4]).await;
+        assert_eq!(app.complete(&id).await.status(), 200);
+        let run = tranche(&["status", &id, "--server", &app.address]).await;
+        assert!(run.stdout.contains("completed"), "{run}");
+        assert!(run.stdout.contains(&sha256_hex(&data)), "{run}");
+        assert!(
+            run.stdout
+                .contains(&format!("{}/api/v1/files/{id}", app.address)),
+            "{run}"
+        );
+
+        let run = tranche(&[
+            "status",
+            &uuid::Uuid::new_v4().to_string(),
+            "--server",
+            &app.address,
+        ])
+        .await;
+        assert_eq!(run.code, 3, "{run}");
+        assert!(run.stderr.contains("upload_not_found"), "{run}");
+
+        // A typed id stays one path segment: it cannot reach another endpoint.
+        let run = tranche(&["status", "../../../metrics", "--server", &app.address]).await;
+        assert_eq!(run.code, 3, "{run}");
+        assert!(run.stderr.contains("invalid_request"), "{run}");
+    })
+    .await
+}
+
+/// Redis (the state store) dies mid-upload and comes back: the server answers
+/// 503 `store_unavailable` with `Retry-After` meanwhile, and the client waits
+/// as told and retries until the upload is done, in the same run.
+#[tokio::test]
+async fn an_upload_rides_out_a_state_store_outage() {
+    bounded_for(Duration::from_secs(60), async {
+        let aof_dir = tempfile::tempdir().unwrap();
+        // Its AOF keeps the acknowledged chunks across the outage.
+        let redis = RedisServer::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            aof_dir.path().to_str().unwrap(),
+        ])
+        .await;
+        let mut app = spawn_app_on(Some(redis), |s| {
+            s.durability = tranche::config::Durability::Relaxed
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "outage.bin", RESUME_SIZE, 10);
+        let args = upload_args(
+            &app,
+            &file,
+            &state,
+            &["--chunk-size", RESUME_CHUNK, "--parallel", "2", "--json"],
+        );
+        let child = command(&args).spawn().expect("spawn tranche");
+        until_chunks_received(&app, 5).await;
+        app.redis.as_mut().unwrap().stop();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        app.redis.as_mut().unwrap().start_again().await;
+
+        let run = finish(child).await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stderr.contains("503 store_unavailable"), "{run}");
+        assert!(run.stderr.contains("retrying in"), "{run}");
+        let done = &run.json()["files"][0];
+        assert_eq!(done["sha256"], sha256_hex(&data));
+        assert_eq!(fetch(&app, done["url"].as_str().unwrap()).await, data);
+    })
+    .await
+}
+
+/// A server that answers `complete` with 202 (assembly still running) is
+/// polled until the upload is completed.
+#[tokio::test]
+async fn a_202_from_complete_is_polled_until_the_file_is_there() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.complete_wait = Duration::ZERO).await;
+        // This server does answer 202.
+        let probe = test_data(3000, 11);
+        let created = app.create_for(&probe, 1024).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        app.send_chunks(&id, &probe, 1024, 0..3).await;
+        assert_eq!(app.complete(&id).await.status(), 202);
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "slow.bin", 100_000, 12);
+        let run = tranche(&upload_args(&app, &file, &state, &["--json"])).await;
+        assert_eq!(run.code, 0, "{run}");
+        let done = &run.json()["files"][0];
+        assert_eq!(done["sha256"], sha256_hex(&data));
+        assert_eq!(fetch(&app, done["url"].as_str().unwrap()).await, data);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_authentication_a_create_token_is_enough_to_upload() {
+    bounded(async {
+        const KEY: &str = "cli-test-backend-key-0123456789";
+        const SECRET: &str = "cli-test-secret-cli-test-secret-0123";
+        let app = spawn_app_with(|s| {
+            s.auth.enabled = true;
+            s.auth.api_keys = vec![KEY.into()];
+            s.auth.jwt_secret = Some(SECRET.into());
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "talk.mp4", 100 * 1024 + 5, 11);
+
+        // No credentials: the server's 401 and exit 3.
+        let run = tranche(&upload_args(
+            &app,
+            &file,
+            &state,
+            &["--chunk-size", "32KiB"],
+        ))
+        .await;
+        assert_eq!(run.code, 3, "{run}");
+        assert!(run.stderr.contains("unauthorized"), "{run}");
+
+        // A create token, as a backend would mint it: the client creates the
+        // upload with it and sends the chunks with the answer's upload_token
+        // (the create token itself may not touch uploads).
+        let tokens = tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap();
+        let create_token = tokens
+            .mint(&tranche::auth::Claims {
+                exp: tranche::auth::token::unix_now() + 600,
+                max_size: Some(1 << 20),
+                content_types: Some(vec!["video/*".into()]),
+                ..Default::default()
+            })
+            .unwrap();
+        let run = tranche(&upload_args(
+            &app,
+            &file,
+            &state,
+            &["--chunk-size", "32KiB", "--token", &create_token, "--json"],
+        ))
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        let id = run.json()["files"][0]["upload_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let out = dir.path().join("copy.mp4");
+        let run = tranche(&[
+            "download",
+            &id,
+            "-o",
+            out.to_str().unwrap(),
+            "--server",
+            &app.address,
+            "--token",
+            KEY,
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+    })
+    .await
+}

@@ -14,6 +14,8 @@ mod abort;
 mod chunks;
 #[path = "api/complete.rs"]
 mod complete;
+#[path = "api/cors.rs"]
+mod cors;
 #[path = "api/create.rs"]
 mod create;
 #[path = "api/curl.rs"]

@@ -7,6 +7,7 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
 mod abort;
 mod chunks;
 mod complete;
+mod cors;
 mod create;
 mod curl;
 mod download;

@@ -68,6 +68,23 @@ test('a 50 MiB file goes through the demo page and the server holds the same SHA
   assert.match(await row(page, f.name).locator('.status').textContent(), new RegExp(f.sha256));
 });
 
+test('several files chosen at once get a row each and all complete', { timeout: 60_000 }, async (t) => {
+  const { server, browser } = await setup(t);
+  const files = [file(t, 'a.bin', 300 * 1024), file(t, 'b.bin', 1), file(t, 'empty.bin', 0)];
+  const page = await openDemo(browser.context, `${server.origin}/?chunkSize=${64 * 1024}`);
+  await page.setInputFiles('#file-input', files.map((f) => f.path));
+  assert.equal(await page.locator('li.upload').count(), 3);
+  for (const f of files) {
+    await waitForState(page, f.name, 'completed');
+    const upload = await completedUpload(page, server, f.name);
+    assert.equal(upload.file.size, f.size);
+    assert.equal(upload.file.sha256, f.sha256);
+    const bar = row(page, f.name).locator('[role=progressbar]');
+    assert.equal(await bar.getAttribute('aria-label'), `Upload of ${f.name}`);
+    assert.equal(await bar.getAttribute('aria-valuenow'), '100');
+  }
+});
+
 test('pause stops sending, resume finishes, from the keyboard', { timeout: 60_000 }, async (t) => {
   const { server, proxy, browser } = await setup(t, { proxy: { chunkDelay: 150 } });
   const f = file(t, 'paused.bin', 2 * MiB);

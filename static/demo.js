@@ -1,6 +1,6 @@
 // The demo page: one Upload per chosen or dropped file, one row each.
 // Query parameters let a page (or a test) point it elsewhere:
-// ?endpoint=https://uploads.example.com/api/v1&chunkSize=1048576&parallel=2&token=...
+// ?endpoint=https://uploads.example.com/api/v1&chunkSize=1048576&parallel=2&digest=off&token=...
 
 import { Upload, formatBytes, formatDuration } from './tranche-upload.js';
 
@@ -10,6 +10,7 @@ const options = {
   chunkSize: numberParam('chunkSize'),
   parallel: numberParam('parallel') ?? 4,
   token: params.get('token') ?? undefined,
+  contentDigest: params.get('digest') !== 'off',
 };
 
 const list = document.getElementById('uploads');

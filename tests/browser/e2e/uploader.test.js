@@ -127,7 +127,8 @@ test('after a reload and a closed tab, the same file continues where it stopped'
   assert.match(await row(page, f.name).locator('.status').textContent(), /continuing/);
   const secondSession = proxy.chunkBytes - firstSession;
   const startedAfterReload = (await progressLog(page, f.name))[0];
-  assert.ok(startedAfterReload >= 20, `after the reload the bar starts at ${startedAfterReload} %, not 0`);
+  // The bar showed 25 % with up to two 64 KiB chunks (6 %) of it in flight.
+  assert.ok(startedAfterReload >= 18, `after the reload the bar starts at ${startedAfterReload} %, not 0`);
   await page.close();
 
   page = await openDemo(browser.context, url);
@@ -135,13 +136,13 @@ test('after a reload and a closed tab, the same file continues where it stopped'
   await waitForState(page, f.name, 'completed');
   const thirdSession = proxy.chunkBytes - firstSession - secondSession;
   const startedAfterClose = (await progressLog(page, f.name))[0];
-  assert.ok(startedAfterClose >= 55, `in the new tab the bar starts at ${startedAfterClose} %`);
+  assert.ok(startedAfterClose >= 53, `in the new tab the bar starts at ${startedAfterClose} %`);
 
   const upload = await completedUpload(page, server, f.name);
   assert.equal(upload.file.sha256, f.sha256);
   // Each later page sent only what was missing, not the file again.
   assert.ok(secondSession > 0 && secondSession < f.size * 0.8, `after the reload: ${secondSession} bytes`);
-  assert.ok(thirdSession > 0 && thirdSession < f.size * 0.45, `in the new tab: ${thirdSession} bytes`);
+  assert.ok(thirdSession > 0 && thirdSession < f.size * 0.5, `in the new tab: ${thirdSession} bytes`);
   // The server stored each byte once: chunks cut off by the reload were not counted.
   assert.equal(await server.metric(RECEIVED), f.size);
   assertNeverBackwards(await progressLog(page, f.name), f.name);
@@ -176,7 +177,7 @@ test('a server killed mid-upload and started again: the upload goes on and compl
   const f = file(t, 'restart.bin', 2 * MiB);
   const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=2`);
   await page.setInputFiles('#file-input', f.path);
-  await waitForPercent(page, f.name, 30);
+  await waitForPercent(page, f.name, 40);
 
   await server.kill();
   await page.waitForFunction(
@@ -192,7 +193,8 @@ test('a server killed mid-upload and started again: the upload goes on and compl
   const upload = await completedUpload(page, server, f.name);
   assert.equal(upload.file.sha256, f.sha256);
   const afterRestart = await server.metric(RECEIVED);
-  assert.ok(afterRestart > 0 && afterRestart < f.size * 0.8, `the restarted server received ${afterRestart} bytes`);
+  // At least 34 % was stored before the kill; a chunk cut off by it is sent again.
+  assert.ok(afterRestart > 0 && afterRestart < f.size * 0.75, `the restarted server received ${afterRestart} bytes`);
   assertNeverBackwards(await progressLog(page, f.name), f.name);
 });
 

@@ -162,7 +162,7 @@ export class Upload {
         if (answer.status === 'completed') return this.#succeed(answer.file);
         // The server misses chunks it had acknowledged (a restored backup, a
         // Redis without persistence): send them again, a bounded number of times.
-        if (round >= 3) throw new UploadError(answer.message, answer);
+        if (round >= 3) throw new UploadError(answer.message, { status: 409, code: answer.code });
         this.#setMissing(answer.missing);
         this.#setState('uploading');
       }

@@ -68,11 +68,54 @@ pub struct Settings {
     /// Serve the browser uploader from `static/` at `/`.
     pub serve_static: bool,
     pub static_dir: PathBuf,
+    /// Cross-origin access for pages on other origins (an embedded uploader).
+    pub cors: CorsSettings,
     pub store: StoreSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub rate_limit: RateLimitSettings,
+}
+
+/// CORS: which other origins' pages may call the API from a browser.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins such as `https://app.example.com`; `["*"]` for any origin;
+    /// empty: no CORS headers at all, so browsers allow same-origin pages only.
+    pub allowed_origins: Vec<String>,
+    /// Request headers a cross-origin page may send.
+    pub allowed_headers: Vec<String>,
+    /// Response headers a cross-origin page may read.
+    pub exposed_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
+        CorsSettings {
+            allowed_origins: Vec::new(),
+            allowed_headers: owned(&[
+                "Authorization",
+                "Content-Type",
+                "Content-Digest",
+                "Idempotency-Key",
+                "Range",
+            ]),
+            exposed_headers: owned(&[
+                "Location",
+                "Retry-After",
+                "ETag",
+                "Content-Disposition",
+                "Content-Range",
+                "Repr-Digest",
+            ]),
+            max_age: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +379,7 @@ impl Default for Settings {
             workers: 0,
             serve_static: true,
             static_dir: PathBuf::from("./static"),
+            cors: CorsSettings::default(),
             store: StoreSettings::Embedded { path: None },
             log: LogSettings {
                 format: LogFormat::Text,
@@ -457,6 +501,9 @@ impl Settings {
                 "rates and bursts must be above zero (or set enabled = false)",
             );
         }
+        if let Err(problem) = self.cors.validate_origins() {
+            return invalid("cors.allowed_origins", &problem);
+        }
         if let StoreSettings::Redis { url, .. } = &self.store {
             if !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -493,6 +540,32 @@ impl Settings {
             StoreSettings::Embedded { path: Some(p) } => p.clone(),
             _ => self.data_dir.join("state.redb"),
         }
+    }
+}
+
+impl CorsSettings {
+    /// A browser sends `Origin` as `scheme://host[:port]` and CORS compares it
+    /// as a string, so an entry with a path or a trailing slash would never
+    /// match: refuse it at start rather than fail silently in the browser.
+    fn validate_origins(&self) -> Result<(), String> {
+        let wildcard = self.allowed_origins.iter().any(|o| o == "*");
+        if wildcard && self.allowed_origins.len() > 1 {
+            return Err("\"*\" allows every origin and must be the only entry".into());
+        }
+        for origin in self.allowed_origins.iter().filter(|o| *o != "*") {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => {}
+                _ => {
+                    return Err(format!(
+                        "has {origin:?}; write origins as scheme://host[:port] (no path, no trailing slash)"
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -543,5 +616,28 @@ mod tests {
             assert!(err.to_string().contains("10.0.0.0/40"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins() {
+        let with = |origins: &[&str]| Settings {
+            cors: CorsSettings {
+                allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+                ..CorsSettings::default()
+            },
+            ..Settings::default()
+        };
+        with(&["https://app.example.com", "http://127.0.0.1:3000"])
+            .validate()
+            .unwrap();
+        with(&["*"]).validate().unwrap();
+        for bad in [
+            &["https://app.example.com/"][..],
+            &["app.example.com"],
+            &["*", "https://app.example.com"],
+        ] {
+            let err = with(bad).validate().unwrap_err().to_string();
+            assert!(err.contains("`cors.allowed_origins`"), "{bad:?}: {err}");
+        }
     }
 }

@@ -5,13 +5,17 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{dev::Server, web, App, HttpServer};
+use actix_cors::{Cors, CorsError};
+use actix_web::dev::{Server, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::Authenticator;
-use crate::config::{Durability, Settings, StoreSettings};
+use crate::config::{CorsSettings, Durability, Settings, StoreSettings};
 use crate::context::AppContext;
 use crate::limits::disk::DiskGuard;
 use crate::limits::inflight::ChunkSlots;
@@ -21,6 +25,52 @@ use crate::storage::Storage;
 use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry::AccessLog;
 use crate::{api, janitor};
+
+/// The CORS policy of `settings`; only used when it names some origin.
+fn cors(settings: &CorsSettings) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "DELETE"])
+        .allowed_headers(settings.allowed_headers.iter().map(String::as_str))
+        .expose_headers(settings.exposed_headers.iter().map(String::as_str))
+        .max_age(settings.max_age.as_secs() as usize)
+        // A request from another origin still gets its answer (curl and
+        // servers send `Origin` too); only the CORS headers are left out, and
+        // the browser then keeps the answer from the page.
+        .block_on_origin_mismatch(false);
+    for origin in &settings.allowed_origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin().send_wildcard()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
+
+/// actix-cors answers a refused preflight with a plain-text 400; every error
+/// of tranche is JSON.
+fn cors_error_as_json<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let Some(message) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<CorsError>())
+        .map(ToString::to_string)
+    else {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    };
+    let (req, res) = res.into_parts();
+    let mut json = HttpResponse::build(res.status()).json(serde_json::json!({
+        "error": "cors_rejected",
+        "message": format!("{message}; see [cors] in the server's configuration"),
+    }));
+    json.headers_mut().insert(
+        header::VARY,
+        HeaderValue::from_static("Origin, Access-Control-Request-Method"),
+    );
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, json).map_into_right_body(),
+    ))
+}
 
 pub struct Application {
     port: u16,
@@ -90,16 +140,34 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        let cors_settings = ctx.settings.cors.clone();
         let server = HttpServer::new(move || {
             let app = App::new()
+                .wrap(Condition::new(
+                    !cors_settings.allowed_origins.is_empty(),
+                    cors(&cors_settings),
+                ))
+                .wrap(ErrorHandlers::new().default_handler(cors_error_as_json))
                 .wrap(TracingLogger::<AccessLog>::new())
                 .app_data(data.clone())
                 .configure(|cfg| api::configure(cfg, json_limit));
             if serve_static {
                 app.service(
-                    actix_files::Files::new("/", &static_dir)
-                        .index_file("index.html")
-                        .default_handler(web::to(api::not_found)),
+                    web::scope("")
+                        // The files keep their names from one release to the
+                        // next, so a browser must revalidate (a cheap 304 by
+                        // ETag) rather than run an old uploader against a new
+                        // server.
+                        .wrap(
+                            DefaultHeaders::new()
+                                .add((header::CACHE_CONTROL, "no-cache"))
+                                .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+                        )
+                        .service(
+                            actix_files::Files::new("/", &static_dir)
+                                .index_file("index.html")
+                                .default_handler(web::to(api::not_found)),
+                        ),
                 )
             } else {
                 app.default_service(web::to(api::not_found))

@@ -16,6 +16,8 @@ mod auth;
 mod chunks;
 #[path = "api/complete.rs"]
 mod complete;
+#[path = "api/cors.rs"]
+mod cors;
 #[path = "api/create.rs"]
 mod create;
 #[path = "api/curl.rs"]

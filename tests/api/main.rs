@@ -8,6 +8,7 @@ mod abort;
 mod auth;
 mod chunks;
 mod complete;
+mod cors;
 mod create;
 mod curl;
 mod download;

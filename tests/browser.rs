@@ -1,0 +1,94 @@
+//! The browser uploader (`static/`), tested where it runs: Node's test runner
+//! checks its pure logic (`tests/browser/unit/`), and headless Chromium drives
+//! the demo page against this build's `tranche` binary
+//! (`tests/browser/e2e/`), which the tests start, kill and restart themselves.
+//!
+//! Needs node and npm, `npm ci --prefix tests/browser` (playwright-core) and
+//! Debian's `chromium`; `bash .ci/run` installs all three.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Says what to install instead of failing somewhere inside node.
+fn check_prerequisites(needs_browser: bool) {
+    const HINT: &str = "`bash .ci/run` installs what the browser tests need";
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        node.is_ok_and(|s| s.success()),
+        "node is not on PATH: apt-get install nodejs npm ({HINT})"
+    );
+    if !needs_browser {
+        return;
+    }
+    assert!(
+        suite_dir().join("node_modules/playwright-core").is_dir(),
+        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` ({HINT})"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: apt-get install chromium, or set CHROMIUM ({HINT})"
+    );
+}
+
+/// Runs `node --test` on the test files in `dir` with its output streaming to
+/// the terminal, and kills the whole process group (node, Chromium, tranche)
+/// if it overruns. Files are named one by one: Node 18 (Debian 12's) reads a
+/// directory argument, later versions read glob patterns.
+fn node_test(dir: &str, limit: Duration) {
+    let mut files: Vec<String> = std::fs::read_dir(suite_dir().join(dir))
+        .expect("test directory")
+        .map(|e| format!("{dir}/{}", e.expect("entry").file_name().to_string_lossy()))
+        .filter(|name| name.ends_with(".test.js"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no *.test.js in tests/browser/{dir}");
+    let mut child = Command::new("node")
+        .args(["--test", "--test-reporter=spec"])
+        .args(&files)
+        .current_dir(suite_dir())
+        // Not TRANCHE_*: the server under test would read it as a setting.
+        .env("E2E_TRANCHE_BIN", env!("CARGO_BIN_EXE_tranche"))
+        .process_group(0)
+        .spawn()
+        .expect("start node");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.wait();
+            panic!("node --test {dir} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "node --test {dir} failed ({status}); its output is above"
+    );
+}
+
+#[test]
+fn uploader_logic_under_node() {
+    check_prerequisites(false);
+    node_test("unit", Duration::from_secs(60));
+}
+
+#[test]
+fn uploader_in_headless_chromium() {
+    check_prerequisites(true);
+    node_test("e2e", Duration::from_secs(240));
+}

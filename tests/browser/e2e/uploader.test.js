@@ -1,0 +1,261 @@
+// The demo page in headless Chromium against the real tranche binary: a big
+// file end to end, pause and resume, a reload and a closed tab, a server
+// killed mid-upload, chunks that fail, and a page on another origin.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { launch, openDemo, progressLog, row, statusLog, waitForPercent, waitForState } from '../lib/browser.js';
+import { makeFile, sha256OfUrl } from '../lib/files.js';
+import { Proxy } from '../lib/proxy.js';
+import { Tranche } from '../lib/server.js';
+
+const MiB = 1 << 20;
+const RECEIVED = 'tranche_chunk_received_bytes_total';
+
+/** Starts what a test needs and stops all of it afterwards, whatever happens. */
+async function setup(t, { env, proxy } = {}) {
+  const parts = { server: await Tranche.start(env) };
+  t.after(() => parts.server.stop());
+  if (proxy) {
+    parts.proxy = await Proxy.start(parts.server.origin, proxy);
+    t.after(() => parts.proxy.stop());
+  }
+  parts.browser = await launch();
+  t.after(() => parts.browser.close());
+  return parts;
+}
+
+function file(t, name, size) {
+  const f = makeFile(name, size);
+  t.after(() => f.remove());
+  return f;
+}
+
+/** The completed upload behind a row, as the server sees it. */
+async function completedUpload(page, server, name) {
+  const id = await row(page, name).getAttribute('data-upload-id');
+  assert.ok(id, 'the completed row names its upload');
+  const upload = await server.json(`/api/v1/uploads/${id}`);
+  assert.equal(upload.status, 'completed');
+  return upload;
+}
+
+function assertNeverBackwards(log, label) {
+  assert.ok(log.length > 0, `${label}: the bar moved`);
+  for (let i = 1; i < log.length; i++) {
+    assert.ok(log[i] >= log[i - 1], `${label}: the bar went back from ${log[i - 1]} to ${log[i]} (${log.join(' ')})`);
+  }
+  assert.equal(log.at(-1), 100, `${label}: the bar ends at 100`);
+}
+
+test('a 50 MiB file goes through the demo page and the server holds the same SHA-256', { timeout: 90_000 }, async (t) => {
+  const { server, browser } = await setup(t);
+  const f = file(t, 'video-50MiB.bin', 50 * MiB);
+  const page = await openDemo(browser.context, `${server.origin}/?chunkSize=${4 * MiB}`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed', 60_000);
+
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.size, f.size);
+  assert.equal(upload.file.sha256, f.sha256);
+  assert.equal(upload.chunk_size, 4 * MiB);
+  const href = await row(page, f.name).locator('a.link').getAttribute('href');
+  assert.equal(await sha256OfUrl(href), f.sha256, 'the download link serves the same bytes');
+  assert.equal(await server.metric(RECEIVED), f.size, 'every byte was stored once');
+  assertNeverBackwards(await progressLog(page, f.name), f.name);
+  const bar = row(page, f.name).locator('[role=progressbar]');
+  assert.equal(await bar.getAttribute('aria-valuenow'), '100');
+  assert.match(await row(page, f.name).locator('.status').textContent(), new RegExp(f.sha256));
+});
+
+test('several files chosen at once get a row each and all complete', { timeout: 60_000 }, async (t) => {
+  const { server, browser } = await setup(t);
+  const files = [file(t, 'a.bin', 300 * 1024), file(t, 'b.bin', 1), file(t, 'empty.bin', 0)];
+  const page = await openDemo(browser.context, `${server.origin}/?chunkSize=${64 * 1024}`);
+  await page.setInputFiles('#file-input', files.map((f) => f.path));
+  assert.equal(await page.locator('li.upload').count(), 3);
+  for (const f of files) {
+    await waitForState(page, f.name, 'completed');
+    const upload = await completedUpload(page, server, f.name);
+    assert.equal(upload.file.size, f.size);
+    assert.equal(upload.file.sha256, f.sha256);
+    const bar = row(page, f.name).locator('[role=progressbar]');
+    assert.equal(await bar.getAttribute('aria-label'), `Upload of ${f.name}`);
+    assert.equal(await bar.getAttribute('aria-valuenow'), '100');
+  }
+});
+
+test('pause stops sending, resume finishes, from the keyboard', { timeout: 60_000 }, async (t) => {
+  const { server, proxy, browser } = await setup(t, { proxy: { chunkDelay: 150 } });
+  const f = file(t, 'paused.bin', 2 * MiB);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=2`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForPercent(page, f.name, 20);
+
+  const pause = row(page, f.name).locator('button.pause');
+  await pause.focus();
+  await page.keyboard.press('Enter');
+  await waitForState(page, f.name, 'paused');
+  assert.equal(await pause.textContent(), 'Resume');
+  assert.match(await row(page, f.name).locator('.status').textContent(), /Paused/);
+  const requestsAtPause = proxy.chunkRequests;
+  await page.waitForTimeout(1000);
+  assert.equal(proxy.chunkRequests, requestsAtPause, 'no chunk is sent while paused');
+  const percentPaused = Number(await row(page, f.name).locator('.bar').getAttribute('aria-valuenow'));
+  assert.ok(percentPaused >= 20 && percentPaused < 100, `paused at ${percentPaused} %`);
+
+  await page.keyboard.press('Enter');
+  await waitForState(page, f.name, 'completed');
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+  assertNeverBackwards(await progressLog(page, f.name), f.name);
+});
+
+test('after a reload and a closed tab, the same file continues where it stopped', { timeout: 60_000 }, async (t) => {
+  const { server, proxy, browser } = await setup(t, { proxy: { chunkDelay: 120 } });
+  const f = file(t, 'lecture.bin', 2 * MiB);
+  const url = `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=2`;
+
+  let page = await openDemo(browser.context, url);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForPercent(page, f.name, 25);
+  const firstSession = proxy.chunkBytes;
+  await page.reload();
+
+  await page.setInputFiles('#file-input', f.path);
+  await waitForPercent(page, f.name, 60);
+  assert.match(await row(page, f.name).locator('.status').textContent(), /continuing/);
+  const secondSession = proxy.chunkBytes - firstSession;
+  const startedAfterReload = (await progressLog(page, f.name))[0];
+  // The bar showed 25 % with up to two 64 KiB chunks (6 %) of it in flight.
+  assert.ok(startedAfterReload >= 18, `after the reload the bar starts at ${startedAfterReload} %, not 0`);
+  await page.close();
+
+  page = await openDemo(browser.context, url);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed');
+  const thirdSession = proxy.chunkBytes - firstSession - secondSession;
+  const startedAfterClose = (await progressLog(page, f.name))[0];
+  assert.ok(startedAfterClose >= 53, `in the new tab the bar starts at ${startedAfterClose} %`);
+
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+  // Each later page sent only what was missing, not the file again.
+  assert.ok(secondSession > 0 && secondSession < f.size * 0.8, `after the reload: ${secondSession} bytes`);
+  assert.ok(thirdSession > 0 && thirdSession < f.size * 0.5, `in the new tab: ${thirdSession} bytes`);
+  // The server stored each byte once: chunks cut off by the reload were not counted.
+  assert.equal(await server.metric(RECEIVED), f.size);
+  assertNeverBackwards(await progressLog(page, f.name), f.name);
+});
+
+test('a remembered upload the server no longer has starts afresh', { timeout: 60_000 }, async (t) => {
+  const { server, proxy, browser } = await setup(t, { proxy: { chunkDelay: 120 } });
+  const f = file(t, 'forgotten.bin', 1 * MiB);
+  const url = `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=2`;
+  let page = await openDemo(browser.context, url);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForPercent(page, f.name, 20);
+  const remembered = await page.evaluate(() => Object.values(localStorage).map((v) => JSON.parse(v).id));
+  assert.equal(remembered.length, 1, 'the page remembers one upload');
+  await page.close();
+  // Gone on the server's side (as after expiry): DELETE answers 410 from now on.
+  const del = await fetch(server.url(`/api/v1/uploads/${remembered[0]}`), { method: 'DELETE' });
+  assert.equal(del.status, 204);
+
+  page = await openDemo(browser.context, url);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed');
+  const upload = await completedUpload(page, server, f.name);
+  assert.notEqual(upload.id, remembered[0]);
+  assert.equal(upload.file.sha256, f.sha256);
+  assert.ok(!(await statusLog(page, f.name)).some((m) => /continuing/.test(m)), 'not shown as a resume');
+  assert.deepEqual(await page.evaluate(() => Object.keys(localStorage)), [], 'a completed upload is forgotten');
+});
+
+test('a server killed mid-upload and started again: the upload goes on and completes', { timeout: 60_000 }, async (t) => {
+  const { server, proxy, browser } = await setup(t, { proxy: { chunkDelay: 100 } });
+  const f = file(t, 'restart.bin', 2 * MiB);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=2`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForPercent(page, f.name, 40);
+
+  await server.kill();
+  await page.waitForFunction(
+    (n) => /could not be reached|not reachable/.test(
+      [...document.querySelectorAll('li.upload')].find((li) => li.querySelector('.name').textContent === n)
+        ?.querySelector('.status').textContent ?? ''),
+    f.name,
+    { timeout: 10_000 },
+  );
+  await server.restart();
+  await waitForState(page, f.name, 'completed');
+
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+  const afterRestart = await server.metric(RECEIVED);
+  // At least 34 % was stored before the kill; a chunk cut off by it is sent again.
+  assert.ok(afterRestart > 0 && afterRestart < f.size * 0.75, `the restarted server received ${afterRestart} bytes`);
+  assertNeverBackwards(await progressLog(page, f.name), f.name);
+});
+
+test('a chunk that fails twice is sent a third time and the upload completes', { timeout: 60_000 }, async (t) => {
+  const FLAKY = 3;
+  const { server, proxy, browser } = await setup(t, {
+    proxy: { fault: (index, attempt) => (index === FLAKY ? { 1: '503', 2: 'drop' }[attempt] ?? null : null) },
+  });
+  const f = file(t, 'flaky.bin', 1 * MiB);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=3`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed');
+
+  assert.equal(proxy.attempts.get(FLAKY), 3, 'a 503, a dropped connection, then success');
+  const retries = (await statusLog(page, f.name)).filter((m) => /Trying again/.test(m));
+  assert.equal(retries.length, 2, `the uploader retried twice: ${retries.join(' | ')}`);
+  assert.match(retries[0], /injected by the test proxy.*in 1 s/, 'the 503 is retried after its Retry-After: 1');
+  assert.match(retries[1], /could not be reached/);
+  for (const [index, n] of proxy.attempts) if (index !== FLAKY) assert.equal(n, 1, `chunk ${index}`);
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+  assertNeverBackwards(await progressLog(page, f.name), f.name);
+});
+
+test('a chunk damaged on the way fails its Content-Digest and is reported, not retried', { timeout: 60_000 }, async (t) => {
+  const { proxy, browser } = await setup(t, {
+    proxy: { fault: (index) => (index === 1 ? 'corrupt' : null) },
+  });
+  const f = file(t, 'damaged.bin', 512 * 1024);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=1`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'failed');
+  const status = await row(page, f.name).locator('.status').textContent();
+  assert.match(status, /digest_mismatch/);
+  assert.equal(proxy.attempts.get(1), 1, 'a 422 is not retried');
+  assert.equal(await page.locator('#announcer').textContent(), `${f.name}: ${status}`);
+});
+
+test('a page on another origin uploads when [cors] allows that origin, and only then', { timeout: 60_000 }, async (t) => {
+  // The page comes from the proxy's origin (http://localhost:P) and sends to
+  // the server's (http://127.0.0.1:S) directly.
+  const pages = await Proxy.start('http://127.0.0.1:9');
+  t.after(() => pages.stop());
+  const pageOrigin = `http://localhost:${pages.port}`;
+  const { server, browser } = await setup(t, { env: { TRANCHE_CORS__ALLOWED_ORIGINS: `["${pageOrigin}"]` } });
+  pages.target = new URL(server.origin);
+  const f = file(t, 'embedded.bin', 256 * 1024);
+  const endpoint = encodeURIComponent(`${server.origin}/api/v1`);
+  const page = await openDemo(browser.context, `${pageOrigin}/?endpoint=${endpoint}&chunkSize=${64 * 1024}`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed');
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+  assert.equal(pages.chunkRequests, 0, 'the chunks went straight to the server');
+
+  // The same call from an origin that is not on the list is refused by the browser.
+  const stranger = await openDemo(browser.context, `${server.origin.replace('127.0.0.1', 'localhost')}/`);
+  const outcome = await stranger.evaluate(
+    (api) => fetch(`${api}/uploads`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"filename":"x","size":1}' })
+      .then((r) => `answered ${r.status}`, () => 'blocked'),
+    `${server.origin}/api/v1`,
+  );
+  assert.equal(outcome, 'blocked');
+});

@@ -1,0 +1,168 @@
+// The uploader's pure logic (static/tranche-core.js), under Node's test runner.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+
+import {
+  DEFAULT_RETRY,
+  Progress,
+  backoffDelay,
+  chunkCount,
+  chunkPlan,
+  classifyFailure,
+  contentDigestHeader,
+  fingerprint,
+  formatBytes,
+  formatDuration,
+  parseRetryAfter,
+  retryDelay,
+} from '../../../static/tranche-core.js';
+
+test('the chunk plan covers the file exactly once, in order, as API v1 cuts it', () => {
+  for (const [size, chunk] of [[0, 4], [1, 4], [4, 4], [5, 4], [10, 3], [8 << 20, 1 << 20]]) {
+    const plan = chunkPlan(size, chunk);
+    assert.equal(plan.length, chunkCount(size, chunk), `${size}/${chunk}`);
+    let next = 0;
+    plan.forEach((c, i) => {
+      assert.equal(c.index, i);
+      assert.equal(c.start, next);
+      assert.ok(c.end - c.start <= chunk);
+      next = c.end;
+    });
+    assert.equal(next, size);
+  }
+  assert.deepEqual(chunkPlan(0, 4), [{ index: 0, start: 0, end: 0 }]);
+});
+
+test('a resumed plan holds only the missing chunks, last one short', () => {
+  assert.deepEqual(chunkPlan(10, 4, [0, 2]), [
+    { index: 0, start: 0, end: 4 },
+    { index: 2, start: 8, end: 10 },
+  ]);
+  assert.deepEqual(chunkPlan(10, 4, []), []);
+});
+
+test('backoff doubles from the base up to the cap, with half of it random', () => {
+  const retry = { ...DEFAULT_RETRY, baseDelay: 100, maxDelay: 1000 };
+  const low = [1, 2, 3, 4, 5, 6].map((a) => backoffDelay(a, retry, () => 0));
+  const high = [1, 2, 3, 4, 5, 6].map((a) => backoffDelay(a, retry, () => 0.999999));
+  assert.deepEqual(low, [50, 100, 200, 400, 500, 500]);
+  assert.deepEqual(high, [100, 200, 400, 800, 1000, 1000]);
+  for (let a = 1; a < 20; a++) {
+    const d = backoffDelay(a, retry);
+    assert.ok(d >= Math.min(1000, 100 * 2 ** (a - 1)) / 2 && d <= 1000, `attempt ${a}: ${d}`);
+  }
+});
+
+test('the retry schedule stops after the configured retries and honours Retry-After up to a cap', () => {
+  const retry = { retries: 3, baseDelay: 100, maxDelay: 1000, maxRetryAfter: 60_000 };
+  const half = () => 0.5;
+  assert.deepEqual([1, 2, 3, 4].map((a) => retryDelay(a, null, retry, half)), [75, 150, 300, null]);
+  assert.equal(retryDelay(1, 7000, retry, half), 7000);
+  assert.equal(retryDelay(1, 0, retry, half), 0);
+  assert.equal(retryDelay(2, 3_600_000, retry, half), 60_000);
+  assert.equal(retryDelay(4, 1000, retry, half), null);
+});
+
+test('Retry-After is read as seconds or as an HTTP date', () => {
+  const now = Date.parse('2026-11-22T10:00:00Z');
+  assert.equal(parseRetryAfter('1', now), 1000);
+  assert.equal(parseRetryAfter(' 120 ', now), 120_000);
+  assert.equal(parseRetryAfter('Sun, 22 Nov 2026 10:00:30 GMT', now), 30_000);
+  assert.equal(parseRetryAfter('Sun, 22 Nov 2026 09:00:00 GMT', now), 0);
+  for (const junk of [null, undefined, '', 'soon', '-5', '1.5']) {
+    assert.equal(parseRetryAfter(junk, now), null, String(junk));
+  }
+});
+
+test('only failures that can heal are retried', () => {
+  for (const [status, code] of [[0], [408], [429, 'rate_limited'], [500], [502], [503, 'store_unavailable'], [504], [409, 'chunk_in_progress']]) {
+    assert.equal(classifyFailure(status, code), 'retry', `${status} ${code}`);
+  }
+  for (const [status, code] of [[400, 'invalid_request'], [401, 'unauthorized'], [403, 'forbidden'], [409, 'upload_completed'], [409, 'upload_assembling'], [413, 'file_too_large'], [415], [422, 'digest_mismatch'], [501], [507, 'insufficient_storage']]) {
+    assert.equal(classifyFailure(status, code), 'fatal', `${status} ${code}`);
+  }
+  assert.equal(classifyFailure(404, 'upload_not_found'), 'gone');
+  assert.equal(classifyFailure(410, 'upload_expired'), 'gone');
+});
+
+test('the fingerprint tells files and endpoints apart and ignores a trailing slash', () => {
+  const file = { name: 'lecture 01.mp4', size: 524288000, lastModified: 1763800000000 };
+  const key = fingerprint(file, 'https://u.example/api/v1');
+  assert.equal(key, fingerprint({ ...file }, 'https://u.example/api/v1/'));
+  const variants = [
+    fingerprint({ ...file, name: 'lecture 02.mp4' }, 'https://u.example/api/v1'),
+    fingerprint({ ...file, size: file.size + 1 }, 'https://u.example/api/v1'),
+    fingerprint({ ...file, lastModified: file.lastModified + 1 }, 'https://u.example/api/v1'),
+    fingerprint(file, 'https://other.example/api/v1'),
+  ];
+  assert.equal(new Set([key, ...variants]).size, 5);
+  // A name that contains the separator cannot pass for another file.
+  assert.notEqual(
+    fingerprint({ name: 'a|1', size: 2, lastModified: 3 }, 'e'),
+    fingerprint({ name: 'a', size: 1, lastModified: 3 }, 'e|2'),
+  );
+});
+
+test('Content-Digest is RFC 9530 sha-256 in base64', () => {
+  const digest = createHash('sha256').update('hello').digest();
+  assert.equal(contentDigestHeader(digest), 'sha-256=:LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=:');
+});
+
+test('progress counts confirmed bytes, moves with bytes in flight and never goes back', () => {
+  let t = 0;
+  const p = new Progress(1000, { now: () => t });
+  p.setAcked(200);
+  assert.equal(p.shown, 200);
+  t = 1000;
+  p.sending(2, 150);
+  p.sending(3, 50);
+  assert.equal(p.acked, 200);
+  assert.equal(p.bytesInFlight, 200);
+  assert.equal(p.shown, 400);
+  p.dropped(3); // a chunk failed: its 50 bytes are no longer on their way...
+  assert.equal(p.shown, 400); // ...but the bar does not jump back
+  t = 2000;
+  p.acknowledged(2, 300);
+  assert.equal(p.acked, 500);
+  assert.equal(p.shown, 500);
+  p.acknowledged(3, 500);
+  assert.equal(p.shown, 1000);
+  assert.equal(p.fraction, 1);
+  assert.equal(p.eta, 0);
+});
+
+test('speed follows the transfer rate and gives an ETA', () => {
+  let t = 0;
+  const p = new Progress(10_000, { now: () => t, halfLife: 1000 });
+  p.sending(0, 0);
+  for (let i = 1; i <= 10; i++) {
+    t = i * 100;
+    p.sending(0, i * 100); // 100 bytes per 100 ms
+  }
+  assert.ok(Math.abs(p.speed - 1000) < 1, `speed ${p.speed}`);
+  assert.ok(Math.abs(p.eta - 9) < 0.01, `eta ${p.eta}`);
+  p.restartClock();
+  assert.equal(p.eta, null);
+  t = 60_000; // a long pause is not a slow transfer
+  p.sending(0, 1100);
+  t = 60_100;
+  p.sending(0, 1200);
+  assert.ok(Math.abs(p.speed - 1000) < 1, `speed after pause ${p.speed}`);
+});
+
+test('a zero-byte upload is complete at once', () => {
+  assert.equal(new Progress(0).fraction, 1);
+});
+
+test('sizes and durations read well', () => {
+  assert.equal(formatBytes(0), '0 B');
+  assert.equal(formatBytes(999), '999 B');
+  assert.equal(formatBytes(1536000), '1.5 MB');
+  assert.equal(formatBytes(52428800), '52 MB');
+  assert.equal(formatBytes(1e12), '1.0 TB');
+  assert.equal(formatDuration(9.4), '9 s');
+  assert.equal(formatDuration(75), '1 min 15 s');
+  assert.equal(formatDuration(3725), '1 h 2 min');
+  assert.equal(formatDuration(null), '–');
+});

@@ -413,8 +413,7 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("copy.bin");
         let out_s = out.to_str().unwrap();
-
-        let run = tranche(&[
+        let args = [
             "download",
             id,
             "-o",
@@ -422,8 +421,10 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
             "--server",
             &app.address,
             "--json",
-        ])
-        .await;
+        ];
+        let download = || tranche(&args);
+
+        let run = download().await;
         assert_eq!(run.code, 0, "{run}");
         assert_eq!(std::fs::read(&out).unwrap(), data);
         let report = run.json();
@@ -433,16 +434,7 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
 
         // A partial file: only the rest is asked for (Range) and received.
         std::fs::write(&out, &data[..77_777]).unwrap();
-        let run = tranche(&[
-            "download",
-            id,
-            "-o",
-            out_s,
-            "--server",
-            &app.address,
-            "--json",
-        ])
-        .await;
+        let run = download().await;
         assert_eq!(run.code, 0, "{run}");
         assert_eq!(std::fs::read(&out).unwrap(), data);
         let report = run.json();
@@ -451,16 +443,7 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
         assert_eq!(report["sha256"], sha256_hex(&data));
 
         // A whole file already there: nothing to receive, still verified.
-        let run = tranche(&[
-            "download",
-            id,
-            "-o",
-            out_s,
-            "--server",
-            &app.address,
-            "--json",
-        ])
-        .await;
+        let run = download().await;
         assert_eq!(run.code, 0, "{run}");
         assert_eq!(run.json()["bytes_received"], 0);
         assert_eq!(run.json()["verified"], true);

@@ -91,6 +91,12 @@ async fn keyed_put(app: &TestApp, id: &str, data: &[u8]) {
     expect_json(r, 200).await;
 }
 
+async fn keyed_complete(app: &TestApp, id: &str) {
+    let path = format!("/api/v1/uploads/{id}/complete");
+    let r = send(app, Method::POST, &path, Some(KEY), None, None).await;
+    expect_json(r, 200).await;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Cred {
     None,
@@ -210,16 +216,7 @@ async fn every_credential_against_every_endpoint() {
                 }
                 if action == Action::Download {
                     keyed_put(&app, &id, &data).await;
-                    let r = send(
-                        &app,
-                        Method::POST,
-                        &format!("/api/v1/uploads/{id}/complete"),
-                        Some(KEY),
-                        None,
-                        None,
-                    )
-                    .await;
-                    expect_json(r, 200).await;
+                    keyed_complete(&app, &id).await;
                 }
                 let c = credential(cred, &id, &token, &other_token);
                 let c = c.as_deref();
@@ -373,16 +370,7 @@ async fn health_stays_open_and_downloads_can_be_public() {
         );
         let (id, _, data) = keyed_upload(&app).await;
         keyed_put(&app, &id, &data).await;
-        let r = send(
-            &app,
-            Method::POST,
-            &format!("/api/v1/uploads/{id}/complete"),
-            Some(KEY),
-            None,
-            None,
-        )
-        .await;
-        expect_json(r, 200).await;
+        keyed_complete(&app, &id).await;
         let r = app.download(&id).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().to_vec(), data);

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
         to disk, checks the file's SHA-256 and serves it back.\n\n\
         Settings come from built-in defaults, then config.toml (or --config), then \
         TRANCHE_* environment variables (TRANCHE_STORE__URL for store.url), then flags.",
-    after_help = "Examples:\n  tranche serve                        # 127.0.0.1:8080, ./data, embedded store\n  tranche serve --bind 0.0.0.0:9000 --data-dir /var/lib/tranche\n  TRANCHE_DURABILITY=relaxed tranche serve"
+    after_help = "Examples:\n  tranche serve                        # 127.0.0.1:8080, ./data, embedded store\n  tranche serve --bind 0.0.0.0:9000 --data-dir /var/lib/tranche   # with [auth] enabled (or --insecure)\n  tranche token key                    # an API key for your backend\n  TRANCHE_DURABILITY=relaxed tranche serve"
 )]
 pub struct Cli {
     #[command(subcommand)]

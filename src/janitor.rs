@@ -1,6 +1,7 @@
 //! The janitor: every `janitor_interval`, deletes uploads that expired (their
 //! state, then their bytes) and part files that no upload refers to any more
-//! (leftovers of a crash between creating the file and recording the upload).
+//! (leftovers of a crash between creating the file and recording the upload),
+//! and starts again assemblies that died with their process.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::context::AppContext;
 use crate::store::StateStore;
 use crate::upload::{now_ms, Status};
+use crate::uploads;
 
 /// Uploads deleted per store query; a sweep repeats until none are left.
 const BATCH: usize = 500;
@@ -20,6 +22,7 @@ pub struct SweepReport {
     pub tombstones: u64,
     pub orphans: u64,
     pub freed_bytes: u64,
+    pub resumed_assemblies: u64,
 }
 
 /// Sweeps every `interval` until `shutdown` is cancelled.
@@ -33,7 +36,8 @@ pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToke
                 match sweep(&ctx).await {
                     Ok(r) if r != SweepReport::default() => tracing::info!(
                         expired_uploads = r.expired_uploads, tombstones = r.tombstones,
-                        orphans = r.orphans, freed_bytes = r.freed_bytes, "janitor sweep"),
+                        orphans = r.orphans, freed_bytes = r.freed_bytes,
+                        resumed_assemblies = r.resumed_assemblies, "janitor sweep"),
                     Ok(_) => tracing::debug!("janitor sweep: nothing to do"),
                     Err(e) => tracing::warn!(error = %e, "janitor sweep failed; will retry"),
                 }
@@ -79,18 +83,25 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
 
     let grace = ctx.settings.orphan_grace;
     for (id, path, modified) in ctx.storage.list_parts().await? {
+        let rec = match id.is_nil() {
+            true => None,
+            false => ctx.store.get_upload(id).await?,
+        };
+        // An assembly that died with its process (nobody holds its lease)
+        // is started again here, so it finishes even if no client polls.
+        if rec.as_ref().is_some_and(|r| r.status == Status::Assembling) {
+            if uploads::resume_assembly(ctx, id).await {
+                report.resumed_assemblies += 1;
+            }
+            continue;
+        }
         let age = SystemTime::now()
             .duration_since(modified)
             .unwrap_or_default();
         if age < grace {
             continue;
         }
-        let referenced = !id.is_nil()
-            && ctx
-                .store
-                .get_upload(id)
-                .await?
-                .is_some_and(|r| matches!(r.status, Status::Uploading | Status::Assembling));
+        let referenced = rec.is_some_and(|r| r.status == Status::Uploading);
         if referenced {
             continue;
         }

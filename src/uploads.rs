@@ -317,15 +317,25 @@ fn store_error(ctx: &AppContext, e: StoreError) -> ApiError {
 pub async fn status(ctx: &AppContext, id: Uuid) -> Result<UploadView, ApiError> {
     let rec = load_live(ctx, id).await?;
     if rec.status == Status::Assembling {
-        // Nobody holds the completion lease: the assembly died with its
-        // process. A client polling after a 202 would wait forever, so the
-        // poll itself starts it again.
-        if let Ok(Some(lease)) = ctx.store.try_lease(id, "complete", LEASE_TTL).await {
-            tracing::info!(upload_id = %id, "resuming an interrupted assembly");
-            drop(spawn_assembly(ctx, id, lease));
-        }
+        // A client polling after a 202 would wait forever for an assembly
+        // that died with its process, so the poll itself starts it again.
+        resume_assembly(ctx, id).await;
     }
     Ok(UploadView::from(&rec))
+}
+
+/// Starts again the assembly of an upload left `assembling`, if nobody holds
+/// its completion lease (the assembly died with its process). Called by a
+/// client's poll and by the janitor. Returns whether it started one.
+pub async fn resume_assembly(ctx: &AppContext, id: Uuid) -> bool {
+    match ctx.store.try_lease(id, "complete", LEASE_TTL).await {
+        Ok(Some(lease)) => {
+            tracing::info!(upload_id = %id, "resuming an interrupted assembly");
+            drop(spawn_assembly(ctx, id, lease));
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Receives chunk `index` of upload `id`: checks it against the record, streams

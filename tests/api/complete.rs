@@ -176,3 +176,41 @@ async fn an_assembly_that_died_is_resumed_when_a_client_polls() {
     })
     .await
 }
+
+#[tokio::test]
+async fn the_janitor_resumes_an_assembly_that_died() {
+    use tranche::store::{StateStore, Update};
+    bounded(async {
+        let app =
+            spawn_app_with(|s| s.janitor_interval = std::time::Duration::from_secs(3600)).await;
+        let data = test_data(3 * CS + 5, 58);
+        let id = start(&app, &data, Some(sha256_hex(&data))).await;
+        app.send_chunks(&id, &data, CS, [0, 1, 2, 3]).await;
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        assert!(matches!(
+            app.ctx.store.begin_assembly(uuid).await.unwrap(),
+            Update::Done(_)
+        ));
+        // No client polls: only the janitor looks at it (the store is read
+        // directly, since a GET would resume it by itself).
+        let report = tranche::janitor::sweep(&app.ctx).await.unwrap();
+        assert_eq!(report.resumed_assemblies, 1, "{report:?}");
+        assert_eq!(
+            report.orphans, 0,
+            "an assembling upload's part is not an orphan"
+        );
+        let mut status = None;
+        for _ in 0..200 {
+            let rec = app.ctx.store.get_upload(uuid).await.unwrap().unwrap();
+            status = Some(rec.status);
+            if rec.status == tranche::upload::Status::Completed {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(status, Some(tranche::upload::Status::Completed));
+        let body = app.download(&id).await.bytes().await.unwrap();
+        assert_eq!(&body[..], &data[..]);
+    })
+    .await
+}

@@ -92,11 +92,9 @@ impl Application {
                 EmbeddedStore::open(&settings.embedded_store_path(), settings.durability)
                     .context("cannot open the embedded state store")?,
             ),
-            StoreSettings::Redis { url, key_prefix } => Store::Redis(
-                RedisStore::connect(url, key_prefix)
-                    .await
-                    .with_context(|| format!("cannot reach Redis at {url}"))?,
-            ),
+            StoreSettings::Redis { url, key_prefix } => {
+                Store::Redis(connect_redis(url, key_prefix).await?)
+            }
         };
         let auth = Authenticator::from_settings(&settings.auth, settings.upload_ttl)
             .context("invalid [auth] settings")?;
@@ -216,6 +214,33 @@ impl Application {
         let _ = janitor.await;
         tracing::info!("tranche stopped");
         result
+    }
+}
+
+/// How long start-up waits for Redis: services often start together (systemd,
+/// compose), and Redis may come up a few seconds after tranche.
+const REDIS_STARTUP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn connect_redis(url: &str, prefix: &str) -> anyhow::Result<RedisStore> {
+    let started = std::time::Instant::now();
+    let mut delay = std::time::Duration::from_millis(250);
+    loop {
+        match RedisStore::connect(url, prefix).await {
+            Ok(store) => return Ok(store),
+            Err(e) if started.elapsed() + delay < REDIS_STARTUP_WAIT => {
+                tracing::warn!(error = %e, url, "Redis is not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(4));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot reach Redis at {url} (waited {} s)",
+                        started.elapsed().as_secs()
+                    )
+                })
+            }
+        }
     }
 }
 

@@ -568,3 +568,21 @@ async fn janitor_on_redis_removes_the_expired_uploads_keys_and_keeps_the_rest() 
     })
     .await
 }
+
+#[tokio::test]
+async fn startup_waits_for_a_redis_that_comes_up_late() {
+    bounded(async {
+        let mut redis = RedisServer::start().await;
+        redis.stop();
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(dir.path());
+        settings.store = redis.store_settings();
+        let build = tokio::spawn(tranche::startup::Application::build(settings));
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert!(!build.is_finished(), "start-up gave up on Redis at once");
+        redis.start_again().await;
+        let app = build.await.unwrap().expect("starts once Redis is up");
+        assert!(app.port() > 0);
+    })
+    .await
+}

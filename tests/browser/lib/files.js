@@ -18,8 +18,8 @@ export function makeFile(name, size) {
   };
 }
 
-export async function sha256OfUrl(url) {
-  const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
+export async function sha256OfUrl(url, headers = {}) {
+  const res = await fetch(url, { headers, signal: AbortSignal.timeout(60_000) });
   if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
   const hash = createHash('sha256');
   for await (const part of res.body) hash.update(part);

@@ -1,12 +1,13 @@
 // The real tranche binary as a child process on a loopback port, with its own
 // data directory, so that a test can kill it and start it again on the same
 // port and data.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(here, '../../..');
@@ -42,15 +43,20 @@ export function freePort() {
 }
 
 export class Tranche {
-  /** Starts a server; `env` adds TRANCHE_* settings (small chunks are allowed by default). */
-  static async start(env = {}) {
-    const server = new Tranche(env);
+  /**
+   * Starts a server; `env` adds TRANCHE_* settings (small chunks are allowed
+   * by default). `apiKey`: the credential the test's own requests carry
+   * (json, metric) when `env` turns authentication on.
+   */
+  static async start(env = {}, { apiKey } = {}) {
+    const server = new Tranche(env, apiKey);
     server.port = await freePort();
     await server.#spawn();
     return server;
   }
 
-  constructor(env) {
+  constructor(env, apiKey) {
+    this.apiKey = apiKey;
     this.dataDir = mkdtempSync(join(tmpdir(), 'tranche-e2e-'));
     this.env = {
       TRANCHE_STATIC_DIR: STATIC_DIR,
@@ -122,15 +128,35 @@ export class Tranche {
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 
+  /** `Authorization` for the test's own requests, when it has an API key. */
+  get headers() {
+    return this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : {};
+  }
+
+  /**
+   * `tranche token create <args>` with the server's settings (its jwt_secret),
+   * run in the data directory like the server: prints the JWT.
+   */
+  async mintToken(...args) {
+    const { stdout } = await promisify(execFile)(trancheBin(), ['token', 'create', ...args], {
+      cwd: this.dataDir,
+      env: { ...inheritedEnv(), ...this.env },
+      timeout: 10_000,
+    });
+    return stdout.trim();
+  }
+
   async json(path) {
-    const res = await fetch(this.url(path), { signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(this.url(path), { headers: this.headers, signal: AbortSignal.timeout(10_000) });
     if (!res.ok) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
     return res.json();
   }
 
   /** A counter or gauge from /metrics (0 when absent). */
   async metric(name) {
-    const res = await fetch(this.url('/metrics'), { signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(this.url('/metrics'), { headers: this.headers, signal: AbortSignal.timeout(10_000) });
+    // A refused request would read as "0" and make a test's check hollow.
+    if (!res.ok) throw new Error(`GET /metrics: ${res.status} ${await res.text()}`);
     const text = await res.text();
     const line = text.split('\n').find((l) => l.startsWith(`${name} `));
     return line ? Number(line.split(' ')[1]) : 0;

@@ -50,6 +50,12 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
         workers: 2,
         serve_static: false,
         shutdown_timeout: Duration::from_secs(1),
+        // The tests' files are small; they should not fail on a machine
+        // whose disk is nearly full but for the production reserve.
+        limits: tranche::config::LimitSettings {
+            reserve_free_bytes: bytesize::ByteSize::mib(1),
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }

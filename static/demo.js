@@ -100,7 +100,9 @@ function addRow(file) {
     },
     onSuccess(result) {
       row.dataset.uploadId = upload.id;
-      link.href = result.url;
+      // With authentication on, a link carries the upload's own token (it
+      // covers this one upload only): a browser following a link sends no header.
+      link.href = upload.token ? `${result.url}?access_token=${encodeURIComponent(upload.token)}` : result.url;
       link.hidden = false;
       link.setAttribute('aria-label', `Download ${file.name}`);
       say(`Done. SHA-256 ${result.sha256}`, { announce: true });

@@ -124,6 +124,18 @@ impl Authenticator {
         }
     }
 
+    /// The rights of a credential in a download link: only a token for one
+    /// upload; API keys and create tokens do not belong in URLs.
+    pub fn authenticate_link(&self, token: &str) -> Result<Access, ApiError> {
+        match self.authenticate(Some(&format!("Bearer {token}")))? {
+            Access::Open => Ok(Access::Open),
+            access @ Access::Upload { .. } => Ok(access),
+            _ => Err(ApiError::Unauthorized(
+                "only an upload's own token may be given as access_token; send other credentials in the Authorization header".into(),
+            )),
+        }
+    }
+
     /// The `upload_token` for a create answer, when tokens are configured.
     pub fn upload_token(&self, id: Uuid, access: &Access) -> Result<Option<String>, ApiError> {
         match (&self.tokens, self.enabled) {
@@ -282,8 +294,29 @@ impl FromRequest for Access {
                 }
             },
         };
+        if header.is_none() {
+            if let Some(token) = download_link_token(req) {
+                return ready(ctx.auth.authenticate_link(&token));
+            }
+        }
         ready(ctx.auth.authenticate(header))
     }
+}
+
+/// A download link (`GET /api/v1/files/{id}?access_token=...`, RFC 6750 §2.3)
+/// may carry its upload's token, since a browser following a link sends no
+/// header: the self-hosted presigned GET URL.
+fn download_link_token(req: &HttpRequest) -> Option<String> {
+    use actix_web::http::Method;
+    if !(req.method() == Method::GET || req.method() == Method::HEAD)
+        || !req.path().starts_with("/api/v1/files/")
+    {
+        return None;
+    }
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()?;
+    query.get("access_token").cloned()
 }
 
 #[cfg(test)]

@@ -670,3 +670,35 @@ fn check_config_hides_secrets() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_download_link_may_carry_its_uploads_token() {
+    bounded(async {
+        let app = spawn_secure(|_| {}).await;
+        let (id, token, data) = keyed_upload(&app).await;
+        let (_, other_token, _) = keyed_upload(&app).await;
+        keyed_put(&app, &id, &data).await;
+        keyed_complete(&app, &id).await;
+        let link = |cred: &str| format!("/api/v1/files/{id}?access_token={cred}");
+        let r = app
+            .request(Method::GET, &link(&token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+        let r = app
+            .request(Method::GET, &link(&other_token))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, 403, "forbidden").await;
+        // API keys do not belong in URLs, and links work for downloads only.
+        let r = app.request(Method::GET, &link(KEY)).send().await.unwrap();
+        assert_error(r, 401, "unauthorized").await;
+        let status = format!("/api/v1/uploads/{id}?access_token={token}");
+        let r = app.request(Method::GET, &status).send().await.unwrap();
+        assert_error(r, 401, "unauthorized").await;
+    })
+    .await;
+}

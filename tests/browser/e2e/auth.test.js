@@ -94,16 +94,20 @@ test('with a create token from `tranche token create`, the demo page uploads and
   const completes = log.filter((r) => r.path === `/api/v1/uploads/${upload.id}/complete`);
   assert.deepEqual(completes.map((r) => r.authorization), [authorization]);
 
-  // The page's download link serves the same bytes to the API key and to the upload's token...
+  // The page's download link carries the upload's token, so it works when a
+  // browser follows it, with no header at all...
   const href = await row(page, f.name).locator('a.link').getAttribute('href');
-  assert.equal(href, new URL(upload.file.url, server.origin).href);
-  const download = await fetch(href, { headers: server.headers, signal: AbortSignal.timeout(10_000) });
+  const fileUrl = new URL(upload.file.url, server.origin).href;
+  assert.equal(href, `${fileUrl}?access_token=${encodeURIComponent(uploadToken)}`);
+  const download = await fetch(href, { signal: AbortSignal.timeout(10_000) });
   assert.equal(download.status, 200);
   assert.ok(Buffer.from(await download.arrayBuffer()).equals(readFileSync(f.path)), 'downloaded bytes equal the file');
-  assert.equal(await sha256OfUrl(href, { Authorization: authorization }), f.sha256);
-  // ...but not to no one (public_downloads is off), nor to the create token.
-  assert.equal((await fetch(href, { signal: AbortSignal.timeout(10_000) })).status, 401);
-  const withCreateToken = await fetch(href, { headers: { Authorization: `Bearer ${createToken}` }, signal: AbortSignal.timeout(10_000) });
+  assert.equal(await sha256OfUrl(fileUrl, { Authorization: authorization }), f.sha256);
+  assert.equal(await sha256OfUrl(fileUrl, server.headers), f.sha256);
+  // ...while the bare file URL needs credentials (public_downloads is off),
+  // and the create token does not cover it.
+  assert.equal((await fetch(fileUrl, { signal: AbortSignal.timeout(10_000) })).status, 401);
+  const withCreateToken = await fetch(fileUrl, { headers: { Authorization: `Bearer ${createToken}` }, signal: AbortSignal.timeout(10_000) });
   assert.equal(withCreateToken.status, 403);
 
   assert.equal(await server.metric(CREATED), 1);

@@ -261,7 +261,7 @@ impl Cluster {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        metric_value(&resp.text().await.unwrap(), name, labels)
+        metric_value(&resp.text().await.unwrap(), name, labels).unwrap_or(0.0)
     }
 
     async fn create(&self, data: &[u8], chunk_size: usize) -> (String, reqwest::header::HeaderMap) {
@@ -289,23 +289,6 @@ impl Cluster {
             .await
             .unwrap()
     }
-}
-
-/// The value of an unlabelled sample, or the sum over a metric's label sets
-/// (those containing `labels` when given).
-fn metric_value(text: &str, name: &str, labels: Option<&str>) -> f64 {
-    let mut found = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-        if metric != name || labels.is_some_and(|l| !rest.contains(l)) {
-            continue;
-        }
-        found += value.parse::<f64>().unwrap_or(0.0);
-    }
-    found
 }
 
 /// Reads one HTTP answer (head and `Content-Length` body) from a raw

@@ -557,6 +557,24 @@ pub async fn expect_json(resp: Response, status: u16) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
 }
 
+/// The value of an unlabelled sample in Prometheus text, or the sum over a
+/// metric's label sets (those containing `labels` when given); `None` if the
+/// metric is absent.
+pub fn metric_value(text: &str, name: &str, labels: Option<&str>) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+        if metric != name || labels.is_some_and(|l| !rest.contains(l)) {
+            continue;
+        }
+        *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+    }
+    found
+}
+
 /// `Content-Digest` value (RFC 9530) for `data`.
 pub fn content_digest(data: &[u8]) -> String {
     use base64::Engine;

@@ -23,23 +23,6 @@ fn client() -> Client {
         .unwrap()
 }
 
-/// The value of an unlabelled sample, or the sum over a metric's label sets
-/// (those containing `labels` when given).
-fn metric_value(text: &str, name: &str, labels: Option<&str>) -> f64 {
-    let mut found = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-        if metric != name || labels.is_some_and(|l| !rest.contains(l)) {
-            continue;
-        }
-        found += value.parse::<f64>().unwrap_or(0.0);
-    }
-    found
-}
-
 async fn metrics_of(client: &Client, server: &ServerProcess) -> String {
     let resp = client.get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -192,7 +175,9 @@ async fn two_processes_share_uploads_and_racing_completes_assemble_once() {
         // Every upload completed at least once above, so a total of one per
         // upload over both processes means exactly one assembly each.
         let (ma, mb) = (metrics_of(&client, &a).await, metrics_of(&client, &b).await);
-        let completed = |m: &str| metric_value(m, "tranche_uploads_total", Some("\"completed\""));
+        let completed = |m: &str| {
+            metric_value(m, "tranche_uploads_total", Some("\"completed\"")).unwrap_or(0.0)
+        };
         assert_eq!(
             completed(&ma) + completed(&mb),
             rounds as f64,
@@ -200,9 +185,12 @@ async fn two_processes_share_uploads_and_racing_completes_assemble_once() {
             completed(&ma),
             completed(&mb)
         );
-        let assemblies = |m: &str| metric_value(m, "tranche_assembly_duration_seconds_count", None);
+        let assemblies = |m: &str| {
+            metric_value(m, "tranche_assembly_duration_seconds_count", None).unwrap_or(0.0)
+        };
         assert_eq!(assemblies(&ma) + assemblies(&mb), rounds as f64);
-        let chunks_counted = |m: &str| metric_value(m, "tranche_chunks_received_total", None);
+        let chunks_counted =
+            |m: &str| metric_value(m, "tranche_chunks_received_total", None).unwrap_or(0.0);
         let per_round: usize = (0..rounds).map(|r| (12 * cs + 100 + r).div_ceil(cs)).sum();
         assert_eq!(chunks_counted(&ma) + chunks_counted(&mb), per_round as f64);
     })

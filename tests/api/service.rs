@@ -26,22 +26,6 @@ async fn readyz_answers_200_with_json() {
     .await
 }
 
-/// The value of an unlabelled sample, or the sum over a metric's label sets.
-fn metric_value(text: &str, name: &str, labels: Option<&str>) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((key, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
-        if metric != name || labels.is_some_and(|l| !rest.contains(l)) {
-            continue;
-        }
-        *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
-    }
-    found
-}
-
 #[tokio::test]
 async fn metrics_count_uploads_and_chunks() {
     bounded(async {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use helpers::*;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Upper bound on one run of the binary: every run here moves a few MiB.
 const RUN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -126,6 +127,29 @@ async fn until_chunks_received(app: &TestApp, at_least: u64) {
     }
 }
 
+/// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) to the process `pid` with the
+/// shell's own `kill`: present wherever `sh` is.
+fn send_signal(pid: u32, signal: &str) {
+    let kill = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{signal} {pid}")])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success(), "kill -{signal} {pid}");
+}
+
+/// Waits until the server has some of the upload's chunks, then freezes the
+/// client (SIGSTOP) so that the test, not the scheduler, decides what
+/// happens next; checks that chunks were still missing at that point.
+async fn freeze_mid_upload(app: &TestApp, pid: u32, total_chunks: u64) {
+    until_chunks_received(app, 5).await;
+    send_signal(pid, "STOP");
+    let received = app.ctx.metrics.chunks_received.get();
+    assert!(
+        received < total_chunks,
+        "the client sent all {total_chunks} chunks before it could be stopped"
+    );
+}
+
 /// Waits until no chunk request is being received, so that the byte counter
 /// no longer moves.
 async fn until_quiet(app: &TestApp) {
@@ -227,8 +251,11 @@ async fn several_files_and_an_empty_one() {
 
 /// Sizes for the resume tests: enough small chunks that the run can be
 /// interrupted with many still to send.
-const RESUME_SIZE: usize = 2 * 1024 * 1024;
+/// 512 chunks sent one or two at a time: the test has time to stop the client
+/// after the first few, however loaded the machine.
+const RESUME_SIZE: usize = 8 * 1024 * 1024;
 const RESUME_CHUNK: &str = "16KiB";
+const RESUME_CHUNKS: u64 = (RESUME_SIZE / (16 * 1024)) as u64;
 
 /// Interrupts an upload once the server has some but not all of its chunks,
 /// then runs the same command again: the file arrives whole, and the second
@@ -248,13 +275,10 @@ async fn interrupted_upload_resumes(signal: &str) {
 
     let child = command(&args).spawn().expect("spawn tranche");
     let pid = child.id().expect("pid");
-    until_chunks_received(&app, 5).await;
-    // The shell's own `kill`: present wherever `sh` is.
-    let kill = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -{signal} {pid}")])
-        .status()
-        .expect("kill runs");
-    assert!(kill.success());
+    freeze_mid_upload(&app, pid, RESUME_CHUNKS).await;
+    send_signal(pid, signal);
+    // A stopped process does not act on SIGINT until it runs again.
+    send_signal(pid, "CONT");
     let first = finish(child).await;
     until_quiet(&app).await;
     let sent_first = app.ctx.metrics.chunk_bytes_received.get();
@@ -551,13 +575,38 @@ async fn an_upload_rides_out_a_state_store_outage() {
             &state,
             &["--chunk-size", RESUME_CHUNK, "--parallel", "2", "--json"],
         );
-        let child = command(&args).spawn().expect("spawn tranche");
-        until_chunks_received(&app, 5).await;
+        let mut child = command(&args).spawn().expect("spawn tranche");
+        let pid = child.id().expect("pid");
+        freeze_mid_upload(&app, pid, RESUME_CHUNKS).await;
         app.redis.as_mut().unwrap().stop();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        send_signal(pid, "CONT");
+
+        // Redis stays away until the client has met the outage.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut stderr = String::new();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                stderr += &line;
+                stderr.push('\n');
+                if line.contains("503 store_unavailable") {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the client never reported the outage:\n{stderr}"));
         app.redis.as_mut().unwrap().start_again().await;
 
-        let run = finish(child).await;
+        let rest = tokio::spawn(async move {
+            let mut rest = String::new();
+            while let Some(line) = lines.next_line().await.unwrap() {
+                rest += &line;
+                rest.push('\n');
+            }
+            rest
+        });
+        let mut run = finish(child).await;
+        run.stderr = stderr + &rest.await.unwrap();
         assert_eq!(run.code, 0, "{run}");
         assert!(run.stderr.contains("503 store_unavailable"), "{run}");
         assert!(run.stderr.contains("retrying in"), "{run}");

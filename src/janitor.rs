@@ -1,7 +1,8 @@
 //! The janitor: every `janitor_interval`, deletes uploads that expired (their
 //! state, then their bytes) and part files that no upload refers to any more
 //! (leftovers of a crash between creating the file and recording the upload),
-//! and starts again assemblies that died with their process.
+//! starts again assemblies that died with their process, and forgets the use
+//! counts of `max_uploads` tokens that expired.
 
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +24,8 @@ pub struct SweepReport {
     pub orphans: u64,
     pub freed_bytes: u64,
     pub resumed_assemblies: u64,
+    /// Use counts of `max_uploads` tokens that lapsed with their tokens.
+    pub lapsed_uses: u64,
 }
 
 /// Sweeps every `interval` until `shutdown` is cancelled.
@@ -37,7 +40,8 @@ pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToke
                     Ok(r) if r != SweepReport::default() => tracing::info!(
                         expired_uploads = r.expired_uploads, tombstones = r.tombstones,
                         orphans = r.orphans, freed_bytes = r.freed_bytes,
-                        resumed_assemblies = r.resumed_assemblies, "janitor sweep"),
+                        resumed_assemblies = r.resumed_assemblies,
+                        lapsed_uses = r.lapsed_uses, "janitor sweep"),
                     Ok(_) => tracing::debug!("janitor sweep: nothing to do"),
                     Err(e) => tracing::warn!(error = %e, "janitor sweep failed; will retry"),
                 }
@@ -115,5 +119,6 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
         ctx.metrics.janitor_freed_bytes.inc_by(freed);
         tracing::info!(path = %path.display(), freed_bytes = freed, "orphaned part file removed");
     }
+    report.lapsed_uses = ctx.store.purge_lapsed_uses(now).await?;
     Ok(report)
 }

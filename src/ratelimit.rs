@@ -2,13 +2,11 @@
 //! requests, keyed by API key, token subject or client address
 //! ([`crate::auth::Access::bucket`]). With the Redis store the buckets live in
 //! Redis so that every instance draws from the same ones; with the embedded
-//! store they live in memory (`governor`). Uses of `max_uploads` tokens are
-//! counted the same way.
+//! store they live in memory (`governor`).
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -42,8 +40,6 @@ pub struct RateLimiter {
 struct Inner {
     settings: RateLimitSettings,
     backend: Backend,
-    /// Uses of `max_uploads` tokens, for the embedded store: (count, until ms).
-    uses: Mutex<HashMap<String, (u64, i64)>>,
     checks: AtomicU64,
 }
 
@@ -81,7 +77,6 @@ impl RateLimiter {
             inner: Arc::new(Inner {
                 settings: settings.clone(),
                 backend,
-                uses: Mutex::new(HashMap::new()),
                 checks: AtomicU64::new(0),
             }),
         }
@@ -139,22 +134,6 @@ impl RateLimiter {
             }),
         }
     }
-
-    /// Counts one use of a limited token; `Ok(n)` is the count including this
-    /// one. The count lapses at `until_ms` (the token's expiry).
-    pub async fn count_use(&self, token_id: &str, until_ms: i64) -> Result<u64, ApiError> {
-        match &self.inner.backend {
-            Backend::Redis(redis) => Ok(redis.count_use(token_id, until_ms).await?),
-            Backend::Memory { .. } => {
-                let now = crate::upload::now_ms();
-                let mut uses = self.inner.uses.lock().expect("uses poisoned");
-                uses.retain(|_, (_, until)| *until > now);
-                let entry = uses.entry(token_id.to_string()).or_insert((0, until_ms));
-                entry.0 += 1;
-                Ok(entry.0)
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -190,7 +169,5 @@ mod tests {
         }
         // Another caller has its own bucket.
         rl.check(Bucket::Create, "ip:5.6.7.8").await.unwrap();
-        assert_eq!(rl.count_use("t", i64::MAX).await.unwrap(), 1);
-        assert_eq!(rl.count_use("t", i64::MAX).await.unwrap(), 2);
     }
 }

@@ -100,28 +100,65 @@ pub fn idempotency_key(
     }))
 }
 
-/// Counts a create against its token's `max_uploads`, when it has one.
-pub async fn count_token_use(ctx: &AppContext, access: &Access) -> Result<(), ApiError> {
-    if let Access::Create { claims, token_id } = access {
-        if let Some(max) = claims.max_uploads {
-            let until_ms = (claims.exp as i64 + 300).saturating_mul(1000);
-            let used = ctx.rate_limiter.count_use(token_id, until_ms).await?;
-            if used > max {
-                return Err(ApiError::Forbidden(format!(
-                    "this token may start at most {max} uploads, and has"
-                )));
-            }
+/// A create token's `max_uploads`: how many uploads it may start, counted in
+/// the state store under the token's name until shortly after it expires.
+#[derive(Debug, Clone)]
+pub struct UseLimit {
+    name: String,
+    max: u64,
+    until_ms: i64,
+}
+
+impl UseLimit {
+    /// The limit `access` carries, if any.
+    pub fn of(access: &Access) -> Option<UseLimit> {
+        match access {
+            Access::Create { claims, token_id } => claims.max_uploads.map(|max| UseLimit {
+                name: token_id.clone(),
+                max,
+                // Past the token's own expiry plus leeway, the count can go.
+                until_ms: (claims.exp as i64 + 300).saturating_mul(1000),
+            }),
+            _ => None,
         }
     }
-    Ok(())
+
+    /// Takes one use, or refuses with 403 when all are taken.
+    async fn take(&self, ctx: &AppContext) -> Result<(), ApiError> {
+        let used = ctx
+            .store
+            .add_use(&self.name, 1, self.until_ms)
+            .await
+            .map_err(|e| store_error(ctx, e))?;
+        if used > self.max {
+            self.give_back(ctx).await;
+            return Err(ApiError::Forbidden(format!(
+                "this token may start at most {} uploads, and has",
+                self.max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Returns a use taken for a create that did not start an upload.
+    async fn give_back(&self, ctx: &AppContext) {
+        if let Err(e) = ctx.store.add_use(&self.name, -1, self.until_ms).await {
+            tracing::warn!(error = %e, "a token use could not be given back");
+        }
+    }
 }
 
 /// Validates a create request and starts the upload. Returns the answer: the
 /// new upload, or the first answer given for the same Idempotency-Key.
+///
+/// A `limit` (a create token's `max_uploads`) is charged only when an upload
+/// is really started: not for a refused request, nor for a retry that gets
+/// the first answer again.
 pub async fn create(
     ctx: &AppContext,
     req: CreateRequest,
     idempotency_key: Option<String>,
+    limit: Option<&UseLimit>,
 ) -> Result<serde_json::Value, ApiError> {
     let s = &ctx.settings;
     let filename = validate_filename(&req.filename)?;
@@ -153,6 +190,9 @@ pub async fn create(
         }
     }
 
+    if let Some(limit) = limit {
+        limit.take(ctx).await?;
+    }
     let now = now_ms();
     let record = UploadRecord {
         id: Uuid::new_v4(),
@@ -172,31 +212,45 @@ pub async fn create(
         failure: None,
         idempotency_key: idempotency_key.clone(),
     };
+    let inserted = insert(ctx, &record, idempotency_key.as_deref()).await;
+    if !matches!(inserted, Ok(Insert::Created)) {
+        if let Some(limit) = limit {
+            limit.give_back(ctx).await;
+        }
+    }
+    match inserted? {
+        Insert::Created => {
+            ctx.metrics.upload_event("created");
+            tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
+            Ok(serde_json::to_value(UploadView::from(&record))
+                .map_err(|e| ApiError::Internal(e.into()))?)
+        }
+        Insert::Existing(first) => Ok(first),
+    }
+}
+
+/// Reserves the new upload's place on disk, then records it (with its
+/// answer under the idempotency key). Leaves nothing behind when it fails.
+async fn insert(
+    ctx: &AppContext,
+    record: &UploadRecord,
+    idempotency_key: Option<&str>,
+) -> Result<Insert, ApiError> {
     // The bytes' place first: if the disk is full we say so before any state exists.
     ctx.disk_guard
         .admit(&ctx.storage, record.id, record.size)
         .await?;
-    let answer = serde_json::to_value(UploadView::from(&record))
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let answer =
+        serde_json::to_value(UploadView::from(record)).map_err(|e| ApiError::Internal(e.into()))?;
     let inserted = ctx
         .store
-        .insert_upload(&record, idempotency_key.as_deref().map(|k| (k, &answer)))
+        .insert_upload(record, idempotency_key.map(|k| (k, &answer)))
         .await;
-    match inserted {
-        Ok(Insert::Created) => {
-            ctx.metrics.upload_event("created");
-            tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
-            Ok(answer)
-        }
-        Ok(Insert::Existing(first)) => {
-            let _ = ctx.storage.remove_part(record.id).await;
-            Ok(first)
-        }
-        Err(e) => {
-            let _ = ctx.storage.remove_part(record.id).await;
-            Err(store_error(ctx, e))
-        }
+    if !matches!(inserted, Ok(Insert::Created)) {
+        // A racing retry with the same key won, or the store failed.
+        let _ = ctx.storage.remove_part(record.id).await;
     }
+    inserted.map_err(|e| store_error(ctx, e))
 }
 
 fn validate_filename(name: &str) -> Result<String, ApiError> {

@@ -30,10 +30,10 @@ pub async fn create(
         Some(ct) => ct,
     };
     access.may_create(body.size, content_type)?;
-    uploads::count_token_use(&ctx, &access).await?;
     let scope = ctx.auth.enabled().then_some(caller.as_str());
     let idempotency_key = uploads::idempotency_key(header_str(&req, "idempotency-key")?, scope)?;
-    let mut answer = uploads::create(&ctx, body, idempotency_key).await?;
+    let limit = uploads::UseLimit::of(&access);
+    let mut answer = uploads::create(&ctx, body, idempotency_key, limit.as_ref()).await?;
     let id = answer["id"].as_str().unwrap_or_default().to_owned();
     if let Some(token) = ctx.auth.upload_token(uploads::parse_id(&id)?, &access)? {
         answer["upload_token"] = token.into();

@@ -35,6 +35,9 @@ const EXPIRY: TableDefinition<(i64, u128), ()> = TableDefinition::new("expiry");
 /// Idempotency-Key → {"id", "answer"} (JSON).
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 
+/// Token name → (uses, lapses at ms): the counts behind `max_uploads`.
+const USES: TableDefinition<&str, (u64, i64)> = TableDefinition::new("uses");
+
 /// Largest number of changes committed together.
 const MAX_BATCH: usize = 512;
 
@@ -77,6 +80,7 @@ impl EmbeddedStore {
             txn.open_table(UPLOADS).map_err(unavailable)?;
             txn.open_table(EXPIRY).map_err(unavailable)?;
             txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+            txn.open_table(USES).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
         }
         let (jobs, queue) = mpsc::channel::<Job>();
@@ -296,6 +300,44 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
+    async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError> {
+        let name = name.to_owned();
+        let now = crate::upload::now_ms();
+        self.write(true, move |txn| {
+            let mut table = txn.open_table(USES).map_err(unavailable)?;
+            let (count, until) = match table.get(name.as_str()).map_err(unavailable)? {
+                Some(v) if v.value().1 > now => v.value(),
+                _ => (0, until_ms),
+            };
+            let count = count.saturating_add_signed(delta);
+            if count == 0 {
+                table.remove(name.as_str()).map_err(unavailable)?;
+            } else {
+                table
+                    .insert(name.as_str(), (count, until.max(until_ms)))
+                    .map_err(unavailable)?;
+            }
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn purge_lapsed_uses(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(false, move |txn| {
+            let mut table = txn.open_table(USES).map_err(unavailable)?;
+            let mut removed = 0;
+            table
+                .retain(|_, (_, until)| {
+                    let lapsed = until <= now_ms;
+                    removed += u64::from(lapsed);
+                    !lapsed
+                })
+                .map_err(unavailable)?;
+            Ok(removed)
+        })
+        .await
+    }
+
     async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
         self.read(move |txn| load(&txn.open_table(UPLOADS).map_err(unavailable)?, id))
             .await
@@ -429,5 +471,48 @@ impl StateStore for EmbeddedStore {
             leases.remove(&key);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens the store at `path`, waiting for a previous handle's writer
+    /// thread to let go of the file.
+    async fn reopen(path: &Path) -> EmbeddedStore {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match EmbeddedStore::open(path, Durability::Full) {
+                Ok(store) => return store,
+                Err(e) if Instant::now() > deadline => panic!("cannot reopen: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn token_uses_are_counted_durably_and_lapse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let now = crate::upload::now_ms();
+        let later = now + 60_000;
+        let store = reopen(&path).await;
+        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 1);
+        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 2);
+        assert_eq!(store.add_use("t", -1, later).await.unwrap(), 1);
+        // A use given back never takes the count below zero.
+        assert_eq!(store.add_use("u", -1, later).await.unwrap(), 0);
+        // A count that has lapsed starts again.
+        assert_eq!(store.add_use("old", 1, now - 1).await.unwrap(), 1);
+        assert_eq!(store.add_use("old", 1, now - 1).await.unwrap(), 1);
+        drop(store);
+
+        // A restart hands the token no fresh uses.
+        let store = reopen(&path).await;
+        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 2);
+        assert_eq!(store.purge_lapsed_uses(now).await.unwrap(), 1);
+        assert_eq!(store.purge_lapsed_uses(now).await.unwrap(), 0);
+        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 3);
     }
 }

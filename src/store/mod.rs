@@ -94,6 +94,16 @@ pub trait StateStore {
     /// The answer stored for an idempotency key, if it was used.
     async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
 
+    /// Adds `delta` (1 to count a use, -1 to give one back) to the uses of a
+    /// token with `max_uploads`, named `name`, and returns the new count.
+    /// Atomic and durable: a restart must not hand a token fresh uses. The
+    /// count lapses at `until_ms` (Unix ms) and starts again from 0.
+    async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError>;
+
+    /// Forgets use counts that lapsed before `now_ms`; returns how many.
+    /// (A backend whose keys expire by themselves has nothing to do.)
+    async fn purge_lapsed_uses(&self, now_ms: i64) -> Result<u64, StoreError>;
+
     async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError>;
 
     /// Atomically and durably counts a chunk: only while the upload is
@@ -226,6 +236,12 @@ impl StateStore for Store {
     }
     async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         dispatch!(self, s => s.idempotent_answer(key).await)
+    }
+    async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.add_use(name, delta, until_ms).await)
+    }
+    async fn purge_lapsed_uses(&self, now_ms: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.purge_lapsed_uses(now_ms).await)
     }
     async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
         dispatch!(self, s => s.get_upload(id).await)

@@ -164,10 +164,11 @@ struct Scripts {
     release: Lua,
     renew: Lua,
     rate_limit: Lua,
+    add_use: Lua,
 }
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 9] {
+    fn all(&self) -> [&Lua; 10] {
         [
             &self.record_chunk,
             &self.advance_hash,
@@ -178,6 +179,7 @@ impl Scripts {
             &self.release,
             &self.renew,
             &self.rate_limit,
+            &self.add_use,
         ]
     }
 }
@@ -198,6 +200,16 @@ local allow_at = new_tat - tolerance - interval
 if allow_at > now then return allow_at - now end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 return 0
+"#;
+
+/// Adds ARGV[1] to a token's use count, which lapses at ARGV[2] (Unix ms).
+/// A count that falls to 0 (a use given back after the key lapsed) is
+/// deleted rather than left negative. Returns the new count.
+const ADD_USE: &str = r#"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n <= 0 then redis.call('DEL', KEYS[1]) return 0 end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return n
 "#;
 
 #[derive(Clone)]
@@ -242,6 +254,7 @@ impl RedisStore {
                 release: Lua::new(RELEASE),
                 renew: Lua::new(RENEW),
                 rate_limit: Lua::new(RATE_LIMIT),
+                add_use: Lua::new(ADD_USE),
             }),
         };
         store.load_scripts().await?;
@@ -334,25 +347,6 @@ impl RedisStore {
             })
             .await?;
         Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
-    }
-
-    /// Counts one use of `name` (which lapses at `until_ms`, Unix ms) and
-    /// returns the count so far.
-    pub async fn count_use(&self, name: &str, until_ms: i64) -> Result<u64, StoreError> {
-        let key = format!("{}uses:{name}", self.prefix);
-        let (count, _): (u64, i64) = self
-            .query(|| {
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("INCR")
-                    .arg(&key)
-                    .cmd("PEXPIREAT")
-                    .arg(&key)
-                    .arg(until_ms);
-                pipe
-            })
-            .await?;
-        Ok(count)
     }
 
     async fn get_after(&self, id: Uuid, code: i64) -> Result<Update, StoreError> {
@@ -495,6 +489,24 @@ impl StateStore for RedisStore {
             return Err(e);
         }
         Ok(Insert::Created)
+    }
+
+    async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError> {
+        let key = format!("{}uses:{name}", self.prefix);
+        self.query(|| {
+            let mut p = redis::pipe();
+            self.scripts
+                .add_use
+                .add(&mut p, &[&key], &[&delta, &until_ms]);
+            p
+        })
+        .await
+        .map(|(n,): (u64,)| n)
+    }
+
+    async fn purge_lapsed_uses(&self, _now_ms: i64) -> Result<u64, StoreError> {
+        // Each count has its own PEXPIREAT.
+        Ok(0)
     }
 
     async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {

@@ -482,6 +482,50 @@ async fn a_create_token_is_held_to_its_claims() {
     .await;
 }
 
+/// `max_uploads` counts uploads that really start: a create the server
+/// refuses, or a retry that gets the first answer again (same
+/// Idempotency-Key), leaves the token's uses alone.
+#[tokio::test]
+async fn max_uploads_counts_only_uploads_that_start() {
+    bounded(async {
+        let app = spawn_secure(|s| s.max_file_size = bytesize::ByteSize(1000)).await;
+        let token = create_token(Claims {
+            exp: unix_now() + 600,
+            max_uploads: Some(1),
+            ..Claims::default()
+        });
+        let create = |body: Value, key: &'static str| {
+            let req = app
+                .request(Method::POST, "/api/v1/uploads")
+                .bearer_auth(&token)
+                .header("Idempotency-Key", key)
+                .json(&body);
+            async move { req.send().await.expect("create request") }
+        };
+        let big = json!({"filename": "big.bin", "size": 1001});
+        assert_error(create(big, "k0").await, 413, "file_too_large").await;
+        let nameless = json!({"filename": "", "size": 10});
+        assert_error(create(nameless, "k0").await, 400, "invalid_request").await;
+
+        let body = json!({"filename": "a.bin", "size": 10});
+        let first = expect_json(create(body.clone(), "k1").await, 201).await;
+        let retried = expect_json(create(body, "k1").await, 201).await;
+        assert_eq!(
+            first["id"], retried["id"],
+            "the retry gets the first upload"
+        );
+
+        // That one upload was its only use.
+        let other = json!({"filename": "b.bin", "size": 10});
+        let refused = assert_error(create(other, "k2").await, 403, "forbidden").await;
+        assert!(
+            refused["message"].as_str().unwrap().contains("at most 1"),
+            "{refused}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn idempotency_keys_are_scoped_to_the_caller() {
     bounded(async {

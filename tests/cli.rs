@@ -140,10 +140,11 @@ fn send_signal(pid: u32, signal: &str) {
 /// Waits until the server has some of the upload's chunks, then freezes the
 /// client (SIGSTOP) so that the test, not the scheduler, decides what
 /// happens next; checks that chunks were still missing at that point.
-async fn freeze_mid_upload(app: &TestApp, pid: u32, total_chunks: u64) {
-    until_chunks_received(app, 5).await;
+/// `before` is the server's chunk count when the client started.
+async fn freeze_mid_upload(app: &TestApp, pid: u32, before: u64, total_chunks: u64) {
+    until_chunks_received(app, before + 5).await;
     send_signal(pid, "STOP");
-    let received = app.ctx.metrics.chunks_received.get();
+    let received = app.ctx.metrics.chunks_received.get() - before;
     assert!(
         received < total_chunks,
         "the client sent all {total_chunks} chunks before it could be stopped"
@@ -275,7 +276,7 @@ async fn interrupted_upload_resumes(signal: &str) {
 
     let child = command(&args).spawn().expect("spawn tranche");
     let pid = child.id().expect("pid");
-    freeze_mid_upload(&app, pid, RESUME_CHUNKS).await;
+    freeze_mid_upload(&app, pid, 0, RESUME_CHUNKS).await;
     send_signal(pid, signal);
     // A stopped process does not act on SIGINT until it runs again.
     send_signal(pid, "CONT");
@@ -577,7 +578,7 @@ async fn an_upload_rides_out_a_state_store_outage() {
         );
         let mut child = command(&args).spawn().expect("spawn tranche");
         let pid = child.id().expect("pid");
-        freeze_mid_upload(&app, pid, RESUME_CHUNKS).await;
+        freeze_mid_upload(&app, pid, 0, RESUME_CHUNKS).await;
         app.redis.as_mut().unwrap().stop();
         send_signal(pid, "CONT");
 
@@ -707,6 +708,85 @@ async fn with_authentication_a_create_token_is_enough_to_upload() {
         .await;
         assert_eq!(run.code, 0, "{run}");
         assert_eq!(std::fs::read(&out).unwrap(), data);
+    })
+    .await
+}
+
+/// The upload token a killed run saved has expired by the time the command is
+/// run again: with an API key the run still resumes the same upload; with
+/// only a create token (which cannot touch uploads) it starts a new one.
+#[tokio::test]
+async fn an_expired_upload_token_resumes_with_a_key_or_starts_afresh() {
+    bounded_for(Duration::from_secs(60), async {
+        const KEY: &str = "cli-test-backend-key-0123456789";
+        const SECRET: &str = "cli-test-secret-cli-test-secret-0123";
+        let app = spawn_app_with(|s| {
+            s.auth.enabled = true;
+            s.auth.api_keys = vec![KEY.into()];
+            s.auth.jwt_secret = Some(SECRET.into());
+            s.durability = tranche::config::Durability::Relaxed;
+        })
+        .await;
+        let tokens = tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::ZERO).unwrap();
+        let now = tranche::auth::token::unix_now();
+        let create_token = tokens
+            .mint(&tranche::auth::Claims {
+                exp: now + 600,
+                ..Default::default()
+            })
+            .unwrap();
+
+        for (n, credential, resumes) in [(1, KEY, true), (2, create_token.as_str(), false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state");
+            let (file, data) = write_file(dir.path(), "take.mov", RESUME_SIZE, 20 + n);
+            let args = upload_args(
+                &app,
+                &file,
+                &state,
+                &["--chunk-size", RESUME_CHUNK, "--parallel", "1", "--json"],
+            );
+            let mut first_args = args.clone();
+            first_args.extend(["--token", credential]);
+            let child = command(&first_args).spawn().expect("spawn tranche");
+            let pid = child.id().expect("pid");
+            let before = app.ctx.metrics.chunks_received.get();
+            freeze_mid_upload(&app, pid, before, RESUME_CHUNKS).await;
+            send_signal(pid, "KILL");
+            finish(child).await;
+
+            // What the killed run saved, with its upload token now expired.
+            let saved = state_files(&state);
+            assert_eq!(saved.len(), 1);
+            let mut resume: Value =
+                serde_json::from_slice(&std::fs::read(&saved[0]).unwrap()).unwrap();
+            let first_id = resume["upload_id"].as_str().unwrap().to_owned();
+            let expired = tokens
+                .mint(&tranche::auth::Claims {
+                    exp: now - 60,
+                    upload_id: Some(first_id.parse().unwrap()),
+                    ..Default::default()
+                })
+                .unwrap();
+            resume["upload_token"] = expired.into();
+            std::fs::write(&saved[0], resume.to_string()).unwrap();
+
+            let mut again = args.clone();
+            again.extend(["--token", credential]);
+            let run = tranche(&again).await;
+            assert_eq!(run.code, 0, "{run}");
+            let done = &run.json()["files"][0];
+            assert_eq!(done["sha256"], sha256_hex(&data), "{run}");
+            assert_eq!(done["resumed"], resumes, "{run}");
+            assert_eq!(done["upload_id"] == first_id.as_str(), resumes, "{run}");
+            let sent = done["bytes_sent"].as_u64().unwrap();
+            if resumes {
+                assert!(sent < data.len() as u64, "{run}");
+            } else {
+                assert_eq!(sent, data.len() as u64, "{run}");
+            }
+            assert!(state_files(&state).is_empty());
+        }
     })
     .await
 }

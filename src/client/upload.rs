@@ -194,7 +194,9 @@ pub async fn upload_file(
 
 /// The upload a previous run left for this file, if the server still has it
 /// in a state worth continuing. A state the server no longer knows (expired,
-/// aborted, removed) is forgotten, and the caller starts afresh.
+/// aborted, removed) is forgotten, and the caller starts afresh. So is one
+/// whose saved upload token has expired, unless the user's own credential
+/// (an API key) still reaches it.
 async fn resume(
     api: &Api,
     states: &StateDir,
@@ -202,13 +204,21 @@ async fn resume(
     key: &FileKey,
     on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
 ) -> Result<Option<(ResumeState, UploadView)>, ClientError> {
-    let Some(state) = states.load(server, key) else {
+    let Some(mut state) = states.load(server, key) else {
         return Ok(None);
     };
-    match api
+    let mut found = api
         .get_upload(&state.upload_id, state.upload_token.as_deref(), on_retry)
-        .await
+        .await;
+    if state.upload_token.is_some()
+        && matches!(&found, Err(ClientError::Server { status: 401, .. }))
     {
+        found = api.get_upload(&state.upload_id, None, on_retry).await;
+        if found.is_ok() {
+            state.upload_token = None;
+        }
+    }
+    match found {
         Ok(view)
             if view.size == state.size
                 && view.chunk_size == state.chunk_size
@@ -223,6 +233,14 @@ async fn resume(
         | Err(ClientError::Server {
             status: 404 | 410, ..
         }) => {
+            states.remove(server, key);
+            Ok(None)
+        }
+        // The saved upload token expired and the user's credential cannot
+        // reach that upload (a create token): a new upload is the way on.
+        Err(ClientError::Server {
+            status: 401 | 403, ..
+        }) if state.upload_token.is_some() => {
             states.remove(server, key);
             Ok(None)
         }

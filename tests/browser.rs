@@ -3,8 +3,8 @@
 //! the demo page against this build's `tranche` binary
 //! (`tests/browser/e2e/`), which the tests start, kill and restart themselves.
 //!
-//! Needs node and npm, `npm ci --prefix tests/browser` (playwright-core) and
-//! Debian's `chromium`; `bash .ci/run` installs all three.
+//! Needs node and npm and Debian's `chromium` (`bash .ci/run` installs them);
+//! runs `npm ci --prefix tests/browser` (playwright-core) itself when needed.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -29,10 +29,18 @@ fn check_prerequisites(needs_browser: bool) {
     if !needs_browser {
         return;
     }
-    assert!(
-        suite_dir().join("node_modules/playwright-core").is_dir(),
-        "tests/browser/node_modules is missing: run `npm ci --prefix tests/browser` ({HINT})"
-    );
+    if !suite_dir().join("node_modules/playwright-core").is_dir() {
+        // playwright-core, pinned by the committed package-lock.json; it
+        // downloads no browser.
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(suite_dir())
+            .status();
+        assert!(
+            npm.is_ok_and(|s| s.success()),
+            "`npm ci --prefix tests/browser` failed ({HINT})"
+        );
+    }
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),

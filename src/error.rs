@@ -63,6 +63,8 @@ pub enum ApiError {
     },
     #[error("chunk {index} is being written by another request; retry when it has finished")]
     ChunkInProgress { index: u64 },
+    #[error("chunk {index} was already received with different bytes; if the file changed, abort this upload and start a new one")]
+    ChunkConflict { index: u64 },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -126,6 +128,7 @@ impl ApiError {
             ApiError::UploadAssembling(_) => "upload_assembling",
             ApiError::UploadFailed { .. } => "upload_failed",
             ApiError::ChunkInProgress { .. } => "chunk_in_progress",
+            ApiError::ChunkConflict { .. } => "chunk_conflict",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnsupportedContentType { .. } => "unsupported_content_type",
@@ -191,7 +194,8 @@ impl ResponseError for ApiError {
             | ApiError::UploadCompleted(_)
             | ApiError::UploadAssembling(_)
             | ApiError::UploadFailed { .. }
-            | ApiError::ChunkInProgress { .. } => StatusCode::CONFLICT,
+            | ApiError::ChunkInProgress { .. }
+            | ApiError::ChunkConflict { .. } => StatusCode::CONFLICT,
             ApiError::UploadExpired(_) | ApiError::UploadAborted(_) => StatusCode::GONE,
             ApiError::FileTooLarge { .. } | ApiError::ChunkTooLong { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE

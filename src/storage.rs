@@ -318,6 +318,48 @@ impl Storage {
         .await
     }
 
+    /// The SHA-256 of `len` bytes of an upload's part file from `start`: what
+    /// was stored for a chunk, to compare a resend with.
+    pub async fn hash_range(
+        &self,
+        id: Uuid,
+        start: u64,
+        len: u64,
+    ) -> Result<[u8; 32], StorageError> {
+        let path = self.part_path(id);
+        let permit = self
+            .hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        blocking(move || {
+            let _permit = permit;
+            let file = match File::open(&path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::PartMissing),
+                other => other?,
+            };
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; BATCH_SIZE.min(len as usize)];
+            let mut done = 0u64;
+            while done < len {
+                let want = ((len - done) as usize).min(buf.len());
+                let n = file.read_at(&mut buf[..want], start + done)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        ErrorKind::UnexpectedEof,
+                        "part file shorter than the upload",
+                    )
+                    .into());
+                }
+                hasher.update(&buf[..n]);
+                done += n as u64;
+            }
+            Ok(hasher.finalize().into())
+        })
+        .await
+    }
+
     /// Moves a fully received part file to its final place (idempotent: done
     /// already if the part is gone and the final file is there).
     pub async fn publish(&self, id: Uuid) -> Result<PathBuf, StorageError> {

@@ -30,6 +30,9 @@ pub struct FileInfo {
 pub struct Failure {
     pub error: String,
     pub message: String,
+    /// For `digest_mismatch`: the SHA-256 the received bytes have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Everything the state store keeps about one upload.

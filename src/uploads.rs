@@ -174,11 +174,6 @@ pub async fn create(
     };
     content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
     let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
-    if req.chunk_size == Some(0) {
-        return Err(ApiError::InvalidRequest(
-            "chunk_size must be at least 1".into(),
-        ));
-    }
     if let Some(key) = &idempotency_key {
         if let Some(answer) = ctx
             .store
@@ -288,14 +283,30 @@ fn validate_sha256(hex_digest: &str) -> Result<String, ApiError> {
     }
 }
 
-/// Parses an RFC 9530 `Content-Digest` header and returns its `sha-256` value.
-/// Other algorithms are ignored; a malformed header is an error.
-pub fn parse_content_digest(header: &str) -> Result<Option<[u8; 32]>, ApiError> {
+/// What a chunk request's `Content-Digest` asks of the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DigestCheck {
+    /// A `Content-Digest` was sent: the answer carries the chunk's SHA-256,
+    /// whatever algorithms the header named.
+    pub requested: bool,
+    /// Its `sha-256` member, which the body must match.
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// Parses an RFC 9530 `Content-Digest` header. Only `sha-256` is checked;
+/// other algorithms are ignored, as RFC 9530 allows. As in any RFC 8941
+/// dictionary, a member named twice counts with its last value. A malformed
+/// `sha-256` member is an error.
+pub fn parse_content_digest(header: &str) -> Result<DigestCheck, ApiError> {
     use base64::Engine;
     let bad = || {
         ApiError::InvalidRequest(
             "Content-Digest must look like sha-256=:<base64 of 32 bytes>:".into(),
         )
+    };
+    let mut check = DigestCheck {
+        requested: true,
+        sha256: None,
     };
     for member in header.split(',') {
         let Some((alg, value)) = member.trim().split_once('=') else {
@@ -304,17 +315,17 @@ pub fn parse_content_digest(header: &str) -> Result<Option<[u8; 32]>, ApiError> 
         if !alg.trim().eq_ignore_ascii_case("sha-256") {
             continue;
         }
-        let value = value.trim();
         let inner = value
+            .trim()
             .strip_prefix(':')
             .and_then(|v| v.strip_suffix(':'))
             .ok_or_else(bad)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(inner)
             .map_err(|_| bad())?;
-        return bytes.try_into().map(Some).map_err(|_| bad());
+        check.sha256 = Some(bytes.try_into().map_err(|_| bad())?);
     }
-    Ok(None)
+    Ok(check)
 }
 
 /// Reads a record that must exist and be open for requests: 404 if unknown,
@@ -351,15 +362,35 @@ fn status_conflict(rec: &UploadRecord) -> ApiError {
     }
 }
 
+/// What a request that cannot act on a failed upload gets: 409 `upload_failed`
+/// naming the cause.
 fn failed_error(rec: &UploadRecord) -> ApiError {
     let failure = rec.failure.clone().unwrap_or(Failure {
         error: "upload_failed".into(),
         message: "the upload failed".into(),
+        sha256: None,
     });
     ApiError::UploadFailed {
         id: rec.id.to_string(),
         code: failure.error,
         message: failure.message,
+    }
+}
+
+/// What `complete` answers again for a failed upload: the very error the
+/// failing `complete` gave, so that a retried call learns the same thing.
+fn failed_completion(rec: &UploadRecord) -> ApiError {
+    match &rec.failure {
+        Some(Failure {
+            error,
+            sha256: Some(actual),
+            ..
+        }) if error == "digest_mismatch" => ApiError::DigestMismatch {
+            what: "file",
+            expected: rec.expected_sha256.clone().unwrap_or_default(),
+            actual: actual.clone(),
+        },
+        _ => failed_error(rec),
     }
 }
 
@@ -399,7 +430,7 @@ pub async fn put_chunk<S, E>(
     id: Uuid,
     index: u64,
     content_length: Option<u64>,
-    digest: Option<[u8; 32]>,
+    digest: DigestCheck,
     body: S,
 ) -> Result<ChunkAnswer, ApiError>
 where
@@ -426,7 +457,7 @@ async fn put_chunk_with_lease<S>(
     id: Uuid,
     index: u64,
     content_length: Option<u64>,
-    digest: Option<[u8; 32]>,
+    digest: DigestCheck,
     body: S,
 ) -> Result<ChunkAnswer, ApiError>
 where
@@ -467,7 +498,7 @@ async fn put_chunk_leased<S>(
     id: Uuid,
     index: u64,
     content_length: Option<u64>,
-    digest: Option<[u8; 32]>,
+    digest: DigestCheck,
     body: S,
     guard: &mut LeaseGuard,
 ) -> Result<ChunkAnswer, ApiError>
@@ -498,14 +529,23 @@ where
         }
         _ => {}
     }
-    let want_chunk_hash = digest.is_some() || ctx.settings.chunk_digest == ChunkDigest::Always;
+    let want_chunk_hash = digest.requested || ctx.settings.chunk_digest == ChunkDigest::Always;
 
     if rec.received.contains(index) {
         // Already stored: never rewrite counted bytes (a cut-off resend would
-        // corrupt them). Read the body to check it, then answer as for the first.
+        // corrupt them). The resend must carry the same bytes: a client whose
+        // file changed is told so rather than answered as if they were stored.
         guard.release().await;
-        let written = drain(body, index, expected, want_chunk_hash).await?;
-        let chunk_sha = check_digest(digest, written)?;
+        let resent = drain(body, index, expected).await?;
+        check_digest(digest.sha256, Some(resent))?;
+        let stored = match ctx.storage.hash_range(id, start, expected).await {
+            Err(StorageError::PartMissing) => return Err(gone_meanwhile(ctx, id).await),
+            other => other?,
+        };
+        if stored != resent {
+            return Err(ApiError::ChunkConflict { index });
+        }
+        let chunk_sha = want_chunk_hash.then_some(stored);
         return Ok(chunk_answer(&rec, index, expected, chunk_sha));
     }
 
@@ -572,20 +612,11 @@ where
             })
         }
         Err(WriteError::Storage(StorageError::PartMissing)) => {
-            // Aborted or expired while we were writing: say so. Otherwise the
-            // bytes were removed behind the server's back (by an operator, say),
-            // and the upload cannot be finished.
-            return Err(match load_live(ctx, id).await {
-                Ok(rec) if rec.status == Status::Uploading => ApiError::Internal(anyhow::anyhow!(
-                    "the part file of upload {id} is missing from the data directory"
-                )),
-                Ok(rec) => status_conflict(&rec),
-                Err(e) => e,
-            });
+            return Err(gone_meanwhile(ctx, id).await)
         }
         Err(WriteError::Storage(e)) => return Err(e.into()),
     };
-    let chunk_sha = check_digest(digest, written.chunk_sha256)?;
+    let chunk_sha = check_digest(digest.sha256, written.chunk_sha256)?;
     let now = now_ms();
     let mark = ChunkMark {
         index,
@@ -619,6 +650,20 @@ where
     Ok(chunk_answer(&rec, index, expected, chunk_sha))
 }
 
+/// The error for an upload whose part file vanished under a request.
+async fn gone_meanwhile(ctx: &AppContext, id: Uuid) -> ApiError {
+    // Aborted or expired while we were at it: say so. Otherwise the bytes
+    // were removed behind the server's back (by an operator, say), and the
+    // upload cannot be finished.
+    match load_live(ctx, id).await {
+        Ok(rec) if rec.status == Status::Uploading => ApiError::Internal(anyhow::anyhow!(
+            "the part file of upload {id} is missing from the data directory"
+        )),
+        Ok(rec) => status_conflict(&rec),
+        Err(e) => e,
+    }
+}
+
 fn chunk_answer(rec: &UploadRecord, index: u64, size: u64, sha: Option<[u8; 32]>) -> ChunkAnswer {
     ChunkAnswer {
         index,
@@ -646,20 +691,15 @@ fn check_digest(
     Ok(actual)
 }
 
-/// Reads a resent chunk's body without storing it, checking its length (and
-/// hashing it when asked).
-async fn drain<S, E>(
-    mut body: S,
-    index: u64,
-    expected: u64,
-    hash: bool,
-) -> Result<Option<[u8; 32]>, ApiError>
+/// Reads a resent chunk's body without storing it, checking its length, and
+/// returns its SHA-256.
+async fn drain<S, E>(mut body: S, index: u64, expected: u64) -> Result<[u8; 32], ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     use futures::StreamExt;
     use sha2::{Digest, Sha256};
-    let mut hasher = hash.then(Sha256::new);
+    let mut hasher = Sha256::new();
     let mut received = 0u64;
     while let Some(item) = body.next().await {
         let bytes = item.map_err(|_| ApiError::BodyIncomplete {
@@ -671,9 +711,7 @@ where
         if received > expected {
             return Err(ApiError::ChunkTooLong { index, expected });
         }
-        if let Some(h) = &mut hasher {
-            h.update(&bytes);
-        }
+        hasher.update(&bytes);
     }
     if received < expected {
         return Err(ApiError::ChunkTooShort {
@@ -682,7 +720,7 @@ where
             actual: received,
         });
     }
-    Ok(hasher.map(|h| h.finalize().into()))
+    Ok(hasher.finalize().into())
 }
 
 /// Holds a lease: [`LeaseGuard::release`] gives it back; if the holder is
@@ -831,7 +869,7 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
         let rec = load_live(ctx, id).await?;
         match rec.status {
             Status::Completed => return Ok(Completion::Completed(UploadView::from(&rec))),
-            Status::Failed => return Err(failed_error(&rec)),
+            Status::Failed => return Err(failed_completion(&rec)),
             Status::Aborted => return Err(ApiError::UploadAborted(id.to_string())),
             Status::Uploading if !rec.is_fully_received() => {
                 return Err(ApiError::UploadIncomplete {
@@ -913,6 +951,7 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> 
             message: format!(
                 "the file's SHA-256 is {sha256}, not {expected} as announced at create"
             ),
+            sha256: Some(sha256.clone()),
         }),
         _ => {
             ctx.storage.publish(id).await?;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use futures::future::join_all;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -301,6 +302,76 @@ async fn wrong_content_digest_answers_422_and_leaves_the_chunk_missing() {
         let view = app.status_json(&id).await;
         assert_eq!(missing(&view), vec![0]);
         assert_eq!(view["bytes_received"], CS as u64);
+    })
+    .await
+}
+
+/// A resend must carry the bytes that were stored: different ones (the
+/// file changed under the client) are refused with 409 `chunk_conflict`,
+/// and the stored chunk stays as it was.
+#[tokio::test]
+async fn resending_different_bytes_for_a_received_chunk_answers_409() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(2 * CS, 31);
+        let id = start(&app, &data).await;
+        app.send_chunks(&id, &data, CS, [0]).await;
+        let other = test_data(CS, 32);
+        assert_error(
+            app.put_chunk(&id, 0, other.clone()).await,
+            409,
+            "chunk_conflict",
+        )
+        .await;
+        // With its own (correct) digest too: the answer never names bytes
+        // that were not stored.
+        let resp = app
+            .put_chunk_with_digest(&id, 0, other.clone(), &content_digest(&other))
+            .await;
+        assert_error(resp, 409, "chunk_conflict").await;
+        let view = app.status_json(&id).await;
+        assert_eq!(missing(&view), vec![1]);
+        assert_eq!(view["bytes_received"], CS as u64);
+        app.send_chunks(&id, &data, CS, [1]).await;
+        complete_and_check(&app, &id, &data).await;
+    })
+    .await
+}
+
+/// `Content-Digest` is an RFC 8941 dictionary: a member named twice counts
+/// with its last value; algorithms other than sha-256 are not checked, but
+/// the answer still carries the chunk's SHA-256.
+#[tokio::test]
+async fn content_digest_takes_the_last_sha256_and_answers_with_the_hash() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(3 * CS, 33);
+        let id = start(&app, &data).await;
+        let chunks = chunks_of(&data, CS);
+        let good = content_digest(&chunks[0]);
+        let bad = content_digest(&chunks[1]);
+        let resp = app
+            .put_chunk_with_digest(&id, 0, chunks[0].clone(), &format!("{good}, {bad}"))
+            .await;
+        assert_error(resp, 422, "digest_mismatch").await;
+        let resp = app
+            .put_chunk_with_digest(&id, 0, chunks[0].clone(), &format!("{bad}, {good}"))
+            .await;
+        assert_eq!(
+            expect_json(resp, 200).await["sha256"],
+            sha256_hex(&chunks[0])
+        );
+
+        use sha2::Digest;
+        let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+        let sha512 = format!("sha-512=:{}:", b64(&sha2::Sha512::digest(&chunks[1])));
+        let resp = app
+            .put_chunk_with_digest(&id, 1, chunks[1].clone(), &sha512)
+            .await;
+        assert_eq!(
+            expect_json(resp, 200).await["sha256"],
+            sha256_hex(&chunks[1])
+        );
     })
     .await
 }

@@ -96,12 +96,14 @@ async fn wrong_sha256_at_create_fails_the_upload_with_422() {
             "a failed upload says why: {view}"
         );
         assert!(view.get("file").is_none_or(Value::is_null), "{view}");
-        // Completing again cannot succeed either.
-        let again = app.complete(&id).await;
-        match again.status().as_u16() {
-            422 => assert_error(again, 422, "digest_mismatch").await,
-            _ => assert_error(again, 409, "upload_failed").await,
-        };
+        // Completing again gives the same answer, like a retried call would
+        // want; chunks for it are refused with 409.
+        let again = assert_error(app.complete(&id).await, 422, "digest_mismatch").await;
+        assert_eq!(again["expected"], wrong, "{again}");
+        assert_eq!(again["actual"], sha256_hex(&data), "{again}");
+        let chunk = app.put_chunk(&id, 0, data[..CS].to_vec()).await;
+        let refused = assert_error(chunk, 409, "upload_failed").await;
+        assert_eq!(refused["cause"], "digest_mismatch", "{refused}");
         // No file may be served for it.
         assert_error(app.download(&id).await, 404, "file_not_found").await;
     })

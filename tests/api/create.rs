@@ -110,7 +110,13 @@ async fn chunk_size_wish_is_clamped_to_the_configured_bounds() {
     bounded(async {
         let app = spawn_app_with(|s| s.max_chunk_size = bytesize::ByteSize::kib(256)).await;
         let size = 1_000_000u64;
-        for (wish, got) in [(1u64, 1024u64), (1 << 30, 256 * 1024), (4096, 4096)] {
+        let wishes = [
+            (0u64, 1024u64),
+            (1, 1024),
+            (1 << 30, 256 * 1024),
+            (4096, 4096),
+        ];
+        for (wish, got) in wishes {
             let body = expect_json(
                 app.create(json!({"filename": "c.bin", "size": size, "chunk_size": wish}))
                     .await,

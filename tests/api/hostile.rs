@@ -124,8 +124,8 @@ async fn bad_sizes_and_bodies() {
             (r#"{"filename":"a"}"#.into(), "no size"),
             (r#"{"size":3}"#.into(), "no filename"),
             (
-                r#"{"filename":"a","size":3,"chunk_size":0}"#.into(),
-                "zero chunk size",
+                r#"{"filename":"a","size":3,"chunk_size":-1}"#.into(),
+                "negative chunk size",
             ),
             (
                 r#"{"filename":"a","size":3,"sha256":"zz"}"#.into(),

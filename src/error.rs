@@ -65,6 +65,10 @@ pub enum ApiError {
     ChunkInProgress { index: u64 },
     #[error("chunk {index} was already received with different bytes; if the file changed, abort this upload and start a new one")]
     ChunkConflict { index: u64 },
+    #[error(
+        "this Idempotency-Key was used for a different request; use a new key for a new upload"
+    )]
+    IdempotencyKeyReused,
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -129,6 +133,7 @@ impl ApiError {
             ApiError::UploadFailed { .. } => "upload_failed",
             ApiError::ChunkInProgress { .. } => "chunk_in_progress",
             ApiError::ChunkConflict { .. } => "chunk_conflict",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnsupportedContentType { .. } => "unsupported_content_type",
@@ -200,7 +205,9 @@ impl ResponseError for ApiError {
             ApiError::FileTooLarge { .. } | ApiError::ChunkTooLong { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::DigestMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::DigestMismatch { .. } | ApiError::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -31,7 +31,7 @@ const CATCH_UP_STEP: u64 = 64 << 20;
 
 /// The body of `POST /api/v1/uploads`. Unknown fields are ignored so that newer
 /// clients keep working.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CreateRequest {
     pub filename: String,
     pub size: u64,
@@ -161,6 +161,7 @@ pub async fn create(
     limit: Option<&UseLimit>,
 ) -> Result<serde_json::Value, ApiError> {
     let s = &ctx.settings;
+    let request_digest = request_digest(&req);
     let filename = validate_filename(&req.filename)?;
     if req.size > s.max_file_size.0 {
         return Err(ApiError::FileTooLarge {
@@ -181,7 +182,7 @@ pub async fn create(
             .await
             .map_err(|e| store_error(ctx, e))?
         {
-            return Ok(answer);
+            return replay(answer, &request_digest);
         }
     }
 
@@ -207,7 +208,10 @@ pub async fn create(
         failure: None,
         idempotency_key: idempotency_key.clone(),
     };
-    let inserted = insert(ctx, &record, idempotency_key.as_deref()).await;
+    let idempotency = idempotency_key
+        .as_deref()
+        .map(|k| (k, request_digest.as_str()));
+    let inserted = insert(ctx, &record, idempotency).await;
     if !matches!(inserted, Ok(Insert::Created)) {
         if let Some(limit) = limit {
             limit.give_back(ctx).await;
@@ -220,16 +224,36 @@ pub async fn create(
             Ok(serde_json::to_value(UploadView::from(&record))
                 .map_err(|e| ApiError::Internal(e.into()))?)
         }
-        Insert::Existing(first) => Ok(first),
+        Insert::Existing(first) => replay(first, &request_digest),
+    }
+}
+
+/// Identifies a create request's content, so that an Idempotency-Key reused
+/// for another request is told apart from a retry.
+fn request_digest(req: &CreateRequest) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(serde_json::to_vec(req).unwrap_or_default()))
+}
+
+/// The answer kept under an Idempotency-Key, for a retry of the same request;
+/// another request with that key gets 422 rather than an upload of another
+/// file (as the IETF Idempotency-Key draft advises).
+fn replay(entry: serde_json::Value, request_digest: &str) -> Result<serde_json::Value, ApiError> {
+    match entry.get("answer") {
+        Some(answer) if entry["request"] == request_digest => Ok(answer.clone()),
+        Some(_) => Err(ApiError::IdempotencyKeyReused),
+        // Kept by a version that stored the answer alone.
+        None => Ok(entry),
     }
 }
 
 /// Reserves the new upload's place on disk, then records it (with its
-/// answer under the idempotency key). Leaves nothing behind when it fails.
+/// answer and the request's digest under the idempotency key). Leaves
+/// nothing behind when it fails.
 async fn insert(
     ctx: &AppContext,
     record: &UploadRecord,
-    idempotency_key: Option<&str>,
+    idempotency: Option<(&str, &str)>,
 ) -> Result<Insert, ApiError> {
     // The bytes' place first: if the disk is full we say so before any state exists.
     ctx.disk_guard
@@ -237,9 +261,15 @@ async fn insert(
         .await?;
     let answer =
         serde_json::to_value(UploadView::from(record)).map_err(|e| ApiError::Internal(e.into()))?;
+    let entry = idempotency.map(|(key, request)| {
+        (
+            key,
+            serde_json::json!({"request": request, "answer": answer}),
+        )
+    });
     let inserted = ctx
         .store
-        .insert_upload(record, idempotency_key.map(|k| (k, &answer)))
+        .insert_upload(record, entry.as_ref().map(|(k, e)| (*k, e)))
         .await;
     if !matches!(inserted, Ok(Insert::Created)) {
         // A racing retry with the same key won, or the store failed.

@@ -197,6 +197,16 @@ async fn idempotency_key_returns_the_first_answer_and_creates_nothing_more() {
             "a different key is a different upload"
         );
 
+        // The same key for another file is a client's mistake, not a retry.
+        let reused = app
+            .request(reqwest::Method::POST, "/api/v1/uploads")
+            .header("idempotency-key", "key-1")
+            .json(&json!({"filename": "other.bin", "size": 99}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(reused, 422, "idempotency_key_reused").await;
+
         // Exactly two uploads exist: one per key.
         let parts = std::fs::read_dir(app.data_dir.join("uploads"))
             .unwrap()

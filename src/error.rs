@@ -69,8 +69,14 @@ pub enum ApiError {
         "this Idempotency-Key was used for a different request; use a new key for a new upload"
     )]
     IdempotencyKeyReused,
+    #[error("{method} is not allowed here; this resource takes {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    /// No credentials where some are needed.
     #[error("{0}")]
     Unauthorized(String),
+    /// Credentials were sent but are not valid (unknown, expired, tampered).
+    #[error("{0}")]
+    InvalidCredentials(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("content type {content_type:?} is not accepted here; allowed: {allowed}")]
@@ -134,7 +140,8 @@ impl ApiError {
             ApiError::ChunkInProgress { .. } => "chunk_in_progress",
             ApiError::ChunkConflict { .. } => "chunk_conflict",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
-            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Unauthorized(_) | ApiError::InvalidCredentials(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnsupportedContentType { .. } => "unsupported_content_type",
             ApiError::ContentMismatch { .. } => "content_mismatch",
@@ -185,7 +192,8 @@ impl ResponseError for ApiError {
             | ApiError::ChunkOutOfRange { .. }
             | ApiError::ChunkTooShort { .. }
             | ApiError::BodyIncomplete { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedContentType { .. } | ApiError::ContentMismatch { .. } => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -237,8 +245,21 @@ impl ResponseError for ApiError {
                 retry_after_secs(*retry_after).to_string(),
             ));
         }
-        if matches!(self, ApiError::Unauthorized(_)) {
-            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"tranche\""));
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            resp.insert_header((header::ALLOW, *allow));
+        }
+        // RFC 6750 §3: no error code when no credentials came, else why they failed.
+        match self {
+            ApiError::Unauthorized(_) => {
+                resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"tranche\""));
+            }
+            ApiError::InvalidCredentials(_) => {
+                resp.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"tranche\", error=\"invalid_token\"",
+                ));
+            }
+            _ => {}
         }
         if matches!(self, ApiError::BodyTimeout { .. }) {
             // The rest of a stalled body will not be read; the connection goes.

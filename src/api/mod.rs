@@ -38,38 +38,52 @@ pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
             .service(
                 web::resource("/uploads")
                     .route(web::post().to(uploads::create))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allowed_only("POST")),
             )
             .service(
                 web::resource("/uploads/{id}")
                     .route(web::get().to(uploads::status))
                     .route(web::head().to(uploads::status))
                     .route(web::delete().to(uploads::abort))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allowed_only("GET, HEAD, DELETE")),
             )
             .service(
                 web::resource("/uploads/{id}/chunks/{index}")
                     .route(web::put().to(uploads::put_chunk))
                     .route(web::post().to(uploads::put_chunk))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allowed_only("PUT, POST")),
             )
             .service(
                 web::resource("/uploads/{id}/complete")
                     .route(web::post().to(uploads::complete))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allowed_only("POST")),
             )
             .service(
                 web::resource("/files/{id}")
                     .route(web::get().to(files::download))
                     .route(web::head().to(files::download))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allowed_only("GET, HEAD")),
             )
             .default_service(web::to(not_found)),
     )
-    .route("/healthz", web::get().to(service::healthz))
-    .route("/healthz", web::head().to(service::healthz))
-    .route("/readyz", web::get().to(service::readyz))
-    .route("/metrics", web::get().to(service::metrics));
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(service::healthz))
+            .route(web::head().to(service::healthz))
+            .default_service(allowed_only("GET, HEAD")),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(service::readyz))
+            .route(web::head().to(service::readyz))
+            .default_service(allowed_only("GET, HEAD")),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(service::metrics))
+            .route(web::head().to(service::metrics))
+            .default_service(allowed_only("GET, HEAD")),
+    );
 }
 
 /// The address a request came from, for rate-limit buckets: the peer, or
@@ -88,9 +102,13 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::RouteNotFound)
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(serde_json::json!({
-        "error": "method_not_allowed",
-        "message": format!("{} is not allowed on {}", req.method(), req.path()),
-    }))
+/// A resource's answer to the methods it does not take: 405 with `Allow`
+/// listing those it does (RFC 9110 §15.5.6).
+fn allowed_only(allow: &'static str) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow,
+        })
+    })
 }

@@ -92,18 +92,20 @@ impl Authenticator {
             .map(str::trim)
             .filter(|c| !c.is_empty())
             .ok_or_else(|| {
-                ApiError::Unauthorized(
+                ApiError::InvalidCredentials(
                     "the Authorization header must be `Bearer <API key or upload token>`".into(),
                 )
             })?;
         // A JWT has exactly two dots; API keys are checked otherwise.
         if credential.bytes().filter(|&b| b == b'.').count() == 2 {
             let tokens = self.tokens.as_ref().ok_or_else(|| {
-                ApiError::Unauthorized("this server does not accept tokens, only API keys".into())
+                ApiError::InvalidCredentials(
+                    "this server does not accept tokens, only API keys".into(),
+                )
             })?;
             let claims = tokens.verify(credential).map_err(|e| match e {
-                TokenError::Expired => ApiError::Unauthorized(e.to_string()),
-                TokenError::Invalid(_) => ApiError::Unauthorized(e.to_string()),
+                TokenError::Expired => ApiError::InvalidCredentials(e.to_string()),
+                TokenError::Invalid(_) => ApiError::InvalidCredentials(e.to_string()),
             })?;
             return Ok(match claims.upload_id {
                 Some(id) => Access::Upload {
@@ -118,7 +120,7 @@ impl Authenticator {
         }
         match self.keys.verify(credential) {
             Some(key_id) => Ok(Access::Admin { key_id }),
-            None => Err(ApiError::Unauthorized(
+            None => Err(ApiError::InvalidCredentials(
                 "unknown API key or malformed token".into(),
             )),
         }
@@ -130,7 +132,7 @@ impl Authenticator {
         match self.authenticate(Some(&format!("Bearer {token}")))? {
             Access::Open => Ok(Access::Open),
             access @ Access::Upload { .. } => Ok(access),
-            _ => Err(ApiError::Unauthorized(
+            _ => Err(ApiError::InvalidCredentials(
                 "only an upload's own token may be given as access_token; send other credentials in the Authorization header".into(),
             )),
         }
@@ -288,7 +290,7 @@ impl FromRequest for Access {
             Some(v) => match v.to_str() {
                 Ok(s) => Some(s),
                 Err(_) => {
-                    return ready(Err(ApiError::Unauthorized(
+                    return ready(Err(ApiError::InvalidCredentials(
                         "the Authorization header is not valid ASCII".into(),
                     )))
                 }

@@ -305,9 +305,18 @@ async fn every_credential_against_every_endpoint() {
                         "forbidden"
                     };
                     if want == 401 {
-                        assert!(
-                            resp.headers().contains_key("www-authenticate"),
-                            "{cred:?} × {action:?}: 401 without WWW-Authenticate"
+                        let challenge = resp
+                            .headers()
+                            .get("www-authenticate")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_else(|| {
+                                panic!("{cred:?} × {action:?}: 401 without WWW-Authenticate")
+                            });
+                        // RFC 6750 §3: an error code only when a credential came.
+                        assert_eq!(
+                            challenge.contains(r#"error="invalid_token""#),
+                            cred != Cred::None,
+                            "{cred:?} × {action:?}: {challenge}"
                         );
                     }
                     let body = assert_error(resp, want, code).await;

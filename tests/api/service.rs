@@ -78,3 +78,45 @@ async fn unknown_routes_answer_404_json() {
     })
     .await
 }
+
+/// Service endpoints answer HEAD like GET (load balancers probe with it), and
+/// a method a resource does not take gets a JSON 405 with `Allow`.
+#[tokio::test]
+async fn head_probes_and_wrong_methods_answer_as_http_says() {
+    bounded(async {
+        let app = spawn_app().await;
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let resp = app.request(Method::HEAD, path).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "HEAD {path}");
+            assert!(resp.bytes().await.unwrap().is_empty(), "HEAD {path}");
+        }
+        let id = "0b9d5c0e-6c1e-4b8e-9a4f-3d2f1c0b7a61";
+        let cases = [
+            (Method::POST, "/healthz".to_string(), "GET, HEAD"),
+            (Method::DELETE, "/metrics".to_string(), "GET, HEAD"),
+            (Method::PATCH, "/api/v1/uploads".to_string(), "POST"),
+            (
+                Method::PUT,
+                format!("/api/v1/uploads/{id}"),
+                "GET, HEAD, DELETE",
+            ),
+            (Method::GET, chunk_url(id, 0), "PUT, POST"),
+            (
+                Method::GET,
+                format!("/api/v1/uploads/{id}/complete"),
+                "POST",
+            ),
+            (Method::DELETE, format!("/api/v1/files/{id}"), "GET, HEAD"),
+        ];
+        for (method, path, allow) in cases {
+            let resp = app.request(method.clone(), &path).send().await.unwrap();
+            let got = resp
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(got.as_deref(), Some(allow), "{method} {path}");
+            assert_error(resp, 405, "method_not_allowed").await;
+        }
+    })
+    .await
+}

@@ -93,6 +93,10 @@ pub enum ApiError {
     },
     #[error("no bytes of chunk {index} arrived for {idle_secs} s; the request was dropped, send the chunk again")]
     BodyTimeout { index: u64, idle_secs: u64 },
+    #[error("the file does not meet the request's If-Match or If-Unmodified-Since condition (it changed, or the tag is wrong); read its current ETag with HEAD")]
+    PreconditionFailed,
+    #[error("the range selects none of the file's {size} bytes; ask for a range that starts below {size}, or send no Range for the whole file")]
+    RangeNotSatisfiable { size: u64 },
     #[error("the state store is unreachable; nothing was lost, retry shortly")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error; the server log has the details")]
@@ -147,6 +151,8 @@ impl ApiError {
             ApiError::ContentMismatch { .. } => "content_mismatch",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BodyTimeout { .. } => "request_timeout",
+            ApiError::PreconditionFailed => "precondition_failed",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -174,6 +180,9 @@ impl ApiError {
             }
             ApiError::RateLimited { retry_after, .. } => {
                 m.insert("retry_after".into(), json!(retry_after_secs(*retry_after)));
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                m.insert("size".into(), json!(size));
             }
             ApiError::ContentMismatch { declared, detected } => {
                 m.insert("declared".into(), json!(declared));
@@ -216,6 +225,8 @@ impl ResponseError for ApiError {
             ApiError::DigestMismatch { .. } | ApiError::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -260,6 +271,10 @@ impl ResponseError for ApiError {
                 ));
             }
             _ => {}
+        }
+        if let ApiError::RangeNotSatisfiable { size } = self {
+            // RFC 9110 §15.5.17: the length a client can build a valid range on.
+            resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
         }
         if matches!(self, ApiError::BodyTimeout { .. }) {
             // The rest of a stalled body will not be read; the connection goes.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod context;
+pub mod download;
 pub mod error;
 pub mod forwarded;
 pub mod hashing;

@@ -161,6 +161,12 @@ impl Authenticator {
         access.may_use(id)
     }
 
+    /// Does a download need credentials? Then its answer is the caller's
+    /// alone, and shared caches must not keep it.
+    pub fn downloads_are_private(&self) -> bool {
+        self.enabled && !self.public_downloads
+    }
+
     /// May this caller read `/metrics`?
     pub fn may_read_metrics(&self, access: &Access) -> Result<(), ApiError> {
         if self.public_metrics {

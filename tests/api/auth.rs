@@ -382,6 +382,8 @@ async fn health_stays_open_and_downloads_can_be_public() {
         keyed_complete(&app, &id).await;
         let r = app.download(&id).await;
         assert_eq!(r.status(), 200);
+        // Anyone may fetch it, so shared caches may keep it.
+        assert!(!r.headers().contains_key("cache-control"));
         assert_eq!(r.bytes().await.unwrap().to_vec(), data);
         // Public downloads open nothing else.
         assert_error(app.status(&id).await, 401, "unauthorized").await;
@@ -739,6 +741,8 @@ async fn a_download_link_may_carry_its_uploads_token() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
+        // Fetched with a credential: no shared cache may pass it on.
+        assert_eq!(r.headers()["cache-control"], "private");
         assert_eq!(r.bytes().await.unwrap().to_vec(), data);
         let r = app
             .request(Method::GET, &link(&other_token))

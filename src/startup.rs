@@ -134,6 +134,15 @@ impl Application {
         let data = web::Data::new(ctx.clone());
         let static_dir = ctx.settings.static_dir.clone();
         let serve_static = ctx.settings.serve_static && static_dir.is_dir();
+        if ctx.settings.serve_static && !serve_static {
+            // Relative to the working directory: a service started elsewhere
+            // would lose the page without a word otherwise.
+            tracing::warn!(
+                static_dir = %static_dir.display(),
+                "static_dir is not a directory: the browser uploader at / is off \
+                 (set static_dir to the static/ folder, or serve_static = false)"
+            );
+        }
         let workers = match ctx.settings.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,

@@ -411,6 +411,11 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
+/// `TRANCHE_*` variables that belong to the client commands (`upload`,
+/// `status`, `download`), not to the server: a shell that exports them for
+/// the client must still be able to start a server.
+const CLIENT_ENV: &[&str] = &["server", "token", "state_dir"];
+
 impl Settings {
     /// Loads the layers in order. `config_path` given explicitly must exist; without
     /// it, `./config.toml` is read when present.
@@ -423,7 +428,7 @@ impl Settings {
         }
         let settings: Settings = figment
             // `TRANCHE_STORE__URL` sets `store.url`; a single `_` stays part of the key.
-            .merge(Env::prefixed("TRANCHE_").split("__"))
+            .merge(Env::prefixed("TRANCHE_").ignore(CLIENT_ENV).split("__"))
             .merge(Serialized::defaults(cli))
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
@@ -614,6 +619,24 @@ mod tests {
             jail.set_env("TRANCHE_TRUSTED_PROXIES", "10.0.0.0/40");
             let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
             assert!(err.to_string().contains("10.0.0.0/40"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_clients_variables_do_not_stop_the_server() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TRANCHE_SERVER", "http://127.0.0.1:8080");
+            jail.set_env("TRANCHE_TOKEN", "secret");
+            jail.set_env("TRANCHE_STATE_DIR", "/tmp/state");
+            jail.set_env("TRANCHE_DATA_DIR", "/srv/tranche");
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert_eq!(s.data_dir, PathBuf::from("/srv/tranche"));
+            // Anything else unknown is still a mistake worth stopping for.
+            jail.set_env("TRANCHE_DATADIR", "/srv/tranche");
+            let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("datadir"), "{err}");
             Ok(())
         });
     }

@@ -117,14 +117,12 @@ impl Api {
         (|| async { checked(make().send().await.map_err(network)?).await })
             .retry(self.backoff())
             .when(ClientError::is_retryable)
-            // Only while retries remain (`delay` is Some): Retry-After does
-            // not buy an attempt beyond the limit.
             .adjust(|e, delay| {
                 let asked = match e {
                     ClientError::Server { retry_after, .. } => *retry_after,
                     _ => None,
                 };
-                delay.map(|d| asked.map_or(d, |a| a.min(MAX_DELAY)))
+                next_delay(delay, asked)
             })
             .notify(|e, delay| on_retry(e, delay))
             .await
@@ -289,6 +287,15 @@ impl Api {
     }
 }
 
+/// The wait before the next attempt: the backoff's, or longer if the server
+/// asked for more with `Retry-After`. Never shorter than the backoff: a
+/// server's "1 s" repeated (say a chunk lease left by an instance that died,
+/// which lapses only after 10 s) must not use up every retry within seconds.
+/// `None` (no retries left) stays `None`: Retry-After buys no extra attempt.
+fn next_delay(backoff: Option<Duration>, asked: Option<Duration>) -> Option<Duration> {
+    backoff.map(|d| asked.map_or(d, |a| a.min(MAX_DELAY).max(d)))
+}
+
 /// A 2xx answer as is; any other turned into [`ClientError::Server`] with the
 /// server's error code, message and `Retry-After`.
 async fn checked(resp: Response) -> Result<Response, ClientError> {
@@ -343,4 +350,19 @@ async fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, Clien
         message: format!("{url} answered something that is not tranche's JSON: {e}"),
         retry_after: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_lengthens_the_backoff_but_never_shortens_it() {
+        let s = Duration::from_secs;
+        assert_eq!(next_delay(Some(s(4)), Some(s(1))), Some(s(4)));
+        assert_eq!(next_delay(Some(s(1)), Some(s(5))), Some(s(5)));
+        assert_eq!(next_delay(Some(s(1)), Some(s(3600))), Some(MAX_DELAY));
+        assert_eq!(next_delay(Some(s(2)), None), Some(s(2)));
+        assert_eq!(next_delay(None, Some(s(1))), None);
+    }
 }

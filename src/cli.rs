@@ -143,7 +143,8 @@ pub struct ClientArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
-    /// Print one JSON document on stdout instead of text (no progress bars)
+    /// Print one JSON document on stdout instead of text (no progress bars),
+    /// also when interrupted (`"interrupted": true`)
     #[arg(long)]
     pub json: bool,
     /// No progress bars (they are also off when stderr is not a terminal)

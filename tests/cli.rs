@@ -319,6 +319,9 @@ async fn interrupted_upload_resumes(signal: &str) {
     if signal == "INT" {
         assert_eq!(first.code, 130, "Ctrl-C exits with 130: {first}");
         assert!(first.stderr.contains("resume"), "{first}");
+        // --json keeps its promise of one document, interrupted or not.
+        assert_eq!(first.json()["interrupted"], true, "{first}");
+        assert_eq!(first.json()["files"], serde_json::json!([]), "{first}");
     }
 }
 

@@ -46,6 +46,12 @@ impl Progress {
         bar
     }
 
+    /// Runs `print` (which writes results to stdout or errors to stderr)
+    /// with the bars cleared, so that a redraw cannot overwrite its lines.
+    pub fn suspend<R>(&self, print: impl FnOnce() -> R) -> R {
+        self.multi.suspend(print)
+    }
+
     /// A line for the person or the log (a retry notice, say): above the
     /// bars when they are drawn, else a plain line on stderr.
     pub fn note(&self, line: &str) {

@@ -426,12 +426,14 @@ pub async fn run(args: UploadArgs) -> u8 {
         match outcome {
             Ok(done) => {
                 if !args.client.json {
-                    println!(
-                        "{}  {}\n  sha256  {}",
-                        done.path.display(),
-                        done.url,
-                        done.sha256
-                    );
+                    progress.suspend(|| {
+                        println!(
+                            "{}  {}\n  sha256  {}",
+                            done.path.display(),
+                            done.url,
+                            done.sha256
+                        )
+                    });
                 }
                 report.push(serde_json::to_value(&done).unwrap_or_default());
             }
@@ -440,10 +442,19 @@ pub async fn run(args: UploadArgs) -> u8 {
                     exit = e.exit_code();
                 }
                 if matches!(e, ClientError::Interrupted) {
-                    eprintln!(
-                        "tranche: interrupted; the upload state is kept in {}: run the same command again to resume",
-                        states.path().display()
-                    );
+                    progress.suspend(|| {
+                        eprintln!(
+                            "tranche: interrupted; the upload state is kept in {}: run the same command again to resume",
+                            states.path().display()
+                        )
+                    });
+                    if args.client.json {
+                        // Still one document: what finished, and that the rest did not.
+                        println!(
+                            "{}",
+                            serde_json::json!({ "files": report, "interrupted": true })
+                        );
+                    }
                     return exit;
                 }
                 if args.client.json {
@@ -452,7 +463,7 @@ pub async fn run(args: UploadArgs) -> u8 {
                         "error": { "code": e.code(), "message": describe(&e), "exit_code": e.exit_code() },
                     }));
                 } else {
-                    eprintln!("tranche: {}: {}", path.display(), describe(&e));
+                    progress.suspend(|| eprintln!("tranche: {}: {}", path.display(), describe(&e)));
                 }
             }
         }

@@ -28,8 +28,8 @@ async fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     match command {
         Command::CheckConfig(args) => match load(&args) {
-            Ok(settings) => match tranche::startup::check_exposure(&settings) {
-                Ok(()) => {
+            Ok(settings) => match tranche::startup::preflight(&settings) {
+                Ok(_) => {
                     println!("{}", toml_string(&settings));
                     ExitCode::SUCCESS
                 }
@@ -59,12 +59,17 @@ async fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            // A configuration mistake is said once, plainly, with the same
+            // exit code as check-config gives it.
+            if let Err(e) = tranche::startup::preflight(&settings) {
+                eprintln!("tranche: {e:#}");
+                return ExitCode::from(2);
+            }
             telemetry::init(&settings.log);
             let app = match Application::build(settings).await {
                 Ok(app) => app,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "cannot start");
-                    eprintln!("tranche: {e:#}");
                     return ExitCode::FAILURE;
                 }
             };

@@ -82,7 +82,7 @@ impl Application {
     /// Opens everything and binds `settings.bind`; the server does not accept
     /// requests until [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        check_exposure(&settings)?;
+        let auth = preflight(&settings)?;
         let sync = settings.durability == Durability::Full;
         let storage = Storage::open(&settings.data_dir, sync).with_context(|| {
             format!("cannot use data directory {}", settings.data_dir.display())
@@ -96,8 +96,6 @@ impl Application {
                 Store::Redis(connect_redis(url, key_prefix).await?)
             }
         };
-        let auth = Authenticator::from_settings(&settings.auth, settings.upload_ttl)
-            .context("invalid [auth] settings")?;
         if !auth.enabled() {
             tracing::warn!(
                 bind = %settings.bind,
@@ -251,6 +249,15 @@ async fn connect_redis(url: &str, prefix: &str) -> anyhow::Result<RedisStore> {
             }
         }
     }
+}
+
+/// The checks of a configuration that need no disk, store or network: what
+/// `tranche check-config` runs, and `serve` before anything else. Returns
+/// the authenticator (secrets read and checked).
+pub fn preflight(settings: &Settings) -> anyhow::Result<Authenticator> {
+    check_exposure(settings)?;
+    Authenticator::from_settings(&settings.auth, settings.upload_ttl)
+        .context("invalid [auth] settings")
 }
 
 /// Refuses to serve without authentication on an address other machines can

@@ -759,3 +759,32 @@ async fn a_download_link_may_carry_its_uploads_token() {
     })
     .await;
 }
+
+/// check-config catches what `serve` would refuse: a short secret, a secret
+/// file that cannot be read. Both exit 2, as a configuration mistake.
+#[test]
+fn check_config_and_serve_refuse_the_same_auth_settings() {
+    let check = |command: &str, var: &str, value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
+            .args([command, "--data-dir", "/nonexistent/tranche-test"])
+            .env("TRANCHE_AUTH__ENABLED", "true")
+            .env(var, value)
+            .output()
+            .expect("run tranche")
+    };
+    for (var, value, says) in [
+        ("TRANCHE_AUTH__JWT_SECRET", "short", "at least 32 bytes"),
+        (
+            "TRANCHE_AUTH__JWT_SECRET_FILE",
+            "/nonexistent/jwt-secret",
+            "/nonexistent/jwt-secret",
+        ),
+    ] {
+        for command in ["check-config", "serve"] {
+            let out = check(command, var, value);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {var}: {stderr}");
+            assert!(stderr.contains(says), "{command} {var}: {stderr}");
+        }
+    }
+}

@@ -185,7 +185,8 @@ pub struct StatusArgs {
 pub struct DownloadArgs {
     /// File id (the id of its upload)
     pub id: String,
-    /// Where to write the file; a partial file there is resumed
+    /// Where to write the file. The bytes gather in PATH.part, which a later
+    /// run resumes; an existing PATH is kept unless it is this very file
     #[arg(long, short, value_name = "PATH")]
     pub output: PathBuf,
     #[command(flatten)]

@@ -460,9 +460,13 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
         assert_eq!(report["resumed"], false);
         assert_eq!(report["bytes_received"], data.len() as u64);
 
-        // A partial file: only the rest is asked for (Range) and received.
-        std::fs::write(&out, &data[..77_777]).unwrap();
+        // A partial download (`PATH.part`): only the rest is asked for
+        // (Range) and received, then it takes its name.
+        let part = dir.path().join("copy.bin.part");
+        std::fs::remove_file(&out).unwrap();
+        std::fs::write(&part, &data[..77_777]).unwrap();
         let run = download().await;
+        assert!(!part.exists(), "{run}");
         assert_eq!(run.code, 0, "{run}");
         assert_eq!(std::fs::read(&out).unwrap(), data);
         let report = run.json();
@@ -476,14 +480,29 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
         assert_eq!(run.json()["bytes_received"], 0);
         assert_eq!(run.json()["verified"], true);
 
-        // A partial file that is not this file's start fails the check.
+        // Another file of that name is neither appended to nor replaced.
+        std::fs::write(&out, b"my own notes").unwrap();
+        let run = download().await;
+        assert_eq!(run.code, 1, "{run}");
+        assert!(run.stdout.contains("already exists"), "{run}");
+        assert_eq!(std::fs::read(&out).unwrap(), b"my own notes");
+        std::fs::remove_file(&out).unwrap();
+
+        // A partial download that is not this file's start fails the check
+        // and is removed, so that running again starts clean.
         let mut wrong = data[..50_000].to_vec();
         wrong[10] ^= 0xff;
-        std::fs::write(&out, &wrong).unwrap();
+        std::fs::write(&part, &wrong).unwrap();
         let run = tranche(&["download", id, "-o", out_s, "--server", &app.address]).await;
         assert_eq!(run.code, 5, "{run}");
         assert!(run.stderr.contains("verification failed"), "{run}");
+        assert!(!part.exists() && !out.exists(), "{run}");
+        let run = download().await;
+        assert_eq!(run.code, 0, "{run}");
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        std::fs::remove_file(&out).unwrap();
 
+        // An unknown id leaves no file behind.
         let run = tranche(&[
             "download",
             &uuid::Uuid::new_v4().to_string(),
@@ -495,6 +514,7 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
         .await;
         assert_eq!(run.code, 3, "{run}");
         assert!(run.stderr.contains("404"), "{run}");
+        assert!(!part.exists() && !out.exists(), "{run}");
     })
     .await
 }

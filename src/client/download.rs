@@ -163,11 +163,85 @@ pub fn announced_sha256(headers: &header::HeaderMap) -> Option<String> {
     (raw.len() == 32).then(|| hex::encode(raw))
 }
 
-/// Downloads file `id` to `path`; see the module doc.
+/// Downloads file `id` to `path`; see the module doc. The bytes go to
+/// `PATH.part` (resumed when it is there) and take `path`'s name only once
+/// verified, so an existing file is never appended to, and a failed or
+/// refused download leaves nothing misleading behind.
 pub async fn download(
     api: &Api,
     id: &str,
     path: &Path,
+    progress: &Progress,
+) -> Result<Downloaded, ClientError> {
+    if tokio::fs::try_exists(path).await.unwrap_or(false) {
+        return already_there(api, id, path).await;
+    }
+    let part = part_path(path);
+    match fetch(api, id, path, &part, progress).await {
+        Ok(done) => {
+            tokio::fs::rename(&part, path)
+                .await
+                .map_err(|e| ClientError::local(path.display(), e))?;
+            Ok(done)
+        }
+        Err(e) => {
+            let empty = tokio::fs::metadata(&part).await.is_ok_and(|m| m.len() == 0);
+            // Wrong bytes are worth nothing, and an empty file says nothing.
+            if empty || matches!(e, ClientError::Verification(_)) {
+                let _ = tokio::fs::remove_file(&part).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `PATH.part`: where the bytes of a download to `PATH` gather.
+pub fn part_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// `path` exists already: fine if it is this very file (a download run
+/// again), refused otherwise rather than overwritten.
+async fn already_there(api: &Api, id: &str, path: &Path) -> Result<Downloaded, ClientError> {
+    let head = api.head_file(id, &|_, _| {}).await?;
+    let expected = announced_sha256(head.headers());
+    let size = content_length(&head);
+    let owned = path.to_path_buf();
+    let (len, sha256) = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&owned)?;
+        let mut hasher = Sha256::new();
+        let len = std::io::copy(&mut file, &mut hasher)?;
+        Ok::<_, std::io::Error>((len, hex::encode(hasher.finalize())))
+    })
+    .await
+    .map_err(|e| ClientError::local(path.display(), e))?
+    .map_err(|e| ClientError::local(path.display(), e))?;
+    let same = Some(len) == size && expected.as_ref().is_none_or(|e| *e == sha256);
+    if !same {
+        return Err(ClientError::Local(format!(
+            "{} already exists and is not this file; remove it or choose another -o",
+            path.display()
+        )));
+    }
+    Ok(Downloaded {
+        path: path.to_path_buf(),
+        id: id.to_owned(),
+        size: len,
+        sha256,
+        verified: expected.is_some(),
+        bytes_received: 0,
+        resumed: false,
+    })
+}
+
+/// Streams file `id` into `part`, resuming what is there, and verifies it.
+async fn fetch(
+    api: &Api,
+    id: &str,
+    path: &Path,
+    part: &Path,
     progress: &Progress,
 ) -> Result<Downloaded, ClientError> {
     let name = path
@@ -181,7 +255,7 @@ pub async fn download(
             delay.as_secs_f64()
         ))
     };
-    let mut partial = Partial::open(path).await?;
+    let mut partial = Partial::open(part).await?;
     let resumed = partial.len > 0;
     let bar = progress.bar(&name, 0);
     let mut received = 0u64;
@@ -201,7 +275,7 @@ pub async fn download(
                     total = size;
                     break;
                 }
-                partial.truncate(path).await?;
+                partial.truncate(part).await?;
                 continue;
             }
             Err(e) => return Err(e),
@@ -217,7 +291,7 @@ pub async fn download(
         if start != partial.len {
             // A 200 to a Range request (or a range we did not ask for): the
             // server sends the whole file, so start over.
-            partial.truncate(path).await?;
+            partial.truncate(part).await?;
             if start != 0 {
                 continue;
             }
@@ -225,7 +299,7 @@ pub async fn download(
         expected = announced_sha256(resp.headers()).or(expected);
         total = size;
         phase(&bar, "downloading", size, partial.len);
-        match partial.append(resp, path, &bar).await {
+        match partial.append(resp, part, &bar).await {
             Ok(n) => {
                 received += n;
                 if partial.len >= size {
@@ -246,16 +320,16 @@ pub async fn download(
         .file
         .sync_all()
         .await
-        .map_err(|e| ClientError::local(path.display(), e))?;
+        .map_err(|e| ClientError::local(part.display(), e))?;
     let size = total;
     let sha256 = hex::encode(partial.hasher.finalize());
     if let Some(expected) = &expected {
         if *expected != sha256 {
             return Err(ClientError::Verification(format!(
-                "{} has sha256 {sha256}, the server's file {expected}{}",
-                path.display(),
+                "{} has sha256 {sha256}, the server's file {expected}; it was removed{}",
+                part.display(),
                 if resumed {
-                    "; the partial file was not the start of this file: remove it and download again"
+                    " (the partial download was not the start of this file): run the command again"
                 } else {
                     ""
                 }

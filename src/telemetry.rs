@@ -19,7 +19,9 @@ pub fn init(log: &LogSettings) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
+            // The innermost span's fields once ("span"), not again in a list.
             .with_current_span(true)
+            .with_span_list(false)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
@@ -75,17 +77,18 @@ impl tracing_actix_web::RootSpanBuilder for AccessLog {
                 return;
             }
         };
+        // A number (not a string) in JSON logs, to 0.1 ms.
         let duration_ms = req
             .extensions()
             .get::<Started>()
-            .map(|s| s.0.elapsed().as_secs_f64() * 1000.0)
+            .map(|s| (s.0.elapsed().as_secs_f64() * 10_000.0).round() / 10.0)
             .unwrap_or_default();
         let _enter = span.enter();
         tracing::info!(
             method = %req.method(),
             path = req.path(),
             status,
-            duration_ms = format_args!("{duration_ms:.1}"),
+            duration_ms,
             "request"
         );
     }

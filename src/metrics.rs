@@ -21,6 +21,9 @@ pub struct Metrics {
     pub free_disk_bytes: IntGauge,
 }
 
+/// The `event` label values of `tranche_uploads_total`.
+pub const UPLOAD_EVENTS: [&str; 5] = ["created", "completed", "failed", "aborted", "expired"];
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -102,6 +105,15 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        // Every series exists from the start at 0, so that an alert on a
+        // rate (say of failed uploads) has something to evaluate before the
+        // first such event.
+        for event in UPLOAD_EVENTS {
+            uploads.with_label_values(&[event]);
+        }
+        for kind in ["upload", "orphan"] {
+            janitor_deleted.with_label_values(&[kind]);
+        }
         Metrics {
             registry,
             uploads,
@@ -117,7 +129,9 @@ impl Metrics {
         }
     }
 
-    pub fn upload_event(&self, event: &str) {
+    /// Counts an upload event, one of [`UPLOAD_EVENTS`].
+    pub fn upload_event(&self, event: &'static str) {
+        debug_assert!(UPLOAD_EVENTS.contains(&event), "unknown event {event}");
         self.uploads.with_label_values(&[event]).inc();
     }
 

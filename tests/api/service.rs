@@ -49,6 +49,15 @@ async fn metrics_count_uploads_and_chunks() {
             Some(1.0),
             "{text}"
         );
+        // Series that have seen no event yet are there, at 0, for alerts.
+        for labels in ["\"failed\"", "\"aborted\"", "\"expired\""] {
+            let value = metric_value(&text, "tranche_uploads_total", Some(labels));
+            assert_eq!(value, Some(0.0), "{labels}: {text}");
+        }
+        for labels in ["\"upload\"", "\"orphan\""] {
+            let value = metric_value(&text, "tranche_janitor_deleted_total", Some(labels));
+            assert_eq!(value, Some(0.0), "{labels}: {text}");
+        }
     })
     .await
 }

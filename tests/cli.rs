@@ -813,3 +813,39 @@ async fn an_expired_upload_token_resumes_with_a_key_or_starts_afresh() {
     })
     .await
 }
+
+/// Problems found before any file is hashed or any upload started: a state
+/// directory that cannot be written (exit 1), a credential the server
+/// refuses (exit 3). The server is left with no upload.
+#[tokio::test]
+async fn an_unusable_state_dir_or_credential_stops_before_any_upload() {
+    bounded(async {
+        let app = spawn_app_with(|s| {
+            s.auth.enabled = true;
+            s.auth.api_keys = vec!["cli-test-backend-key-0123456789".into()];
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (file, _) = write_file(dir.path(), "f.bin", 100_000, 12);
+        let not_a_dir = dir.path().join("state");
+        std::fs::write(&not_a_dir, b"a file where the state dir should be").unwrap();
+        let key = "cli-test-backend-key-0123456789";
+        let run = tranche(&upload_args(&app, &file, &not_a_dir, &["--token", key])).await;
+        assert_eq!(run.code, 1, "{run}");
+        assert!(run.stderr.contains("resume state"), "{run}");
+
+        let state = dir.path().join("state2");
+        let run = tranche(&upload_args(&app, &file, &state, &["--token", "wrong"])).await;
+        assert_eq!(run.code, 3, "{run}");
+        assert!(run.stderr.contains("unauthorized"), "{run}");
+
+        let created = app
+            .ctx
+            .metrics
+            .uploads
+            .with_label_values(&["created"])
+            .get();
+        assert_eq!(created, 0, "no upload was started");
+    })
+    .await
+}

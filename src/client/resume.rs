@@ -88,6 +88,16 @@ impl StateDir {
         &self.dir
     }
 
+    /// Makes sure state files can be written here, before any upload is
+    /// started whose state would then be lost.
+    pub fn check_writable(&self) -> Result<(), ClientError> {
+        let fail = |e| ClientError::local(format!("resume state in {}", self.dir.display()), e);
+        std::fs::create_dir_all(&self.dir).map_err(fail)?;
+        let probe = self.dir.join(format!(".probe{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(fail)?;
+        std::fs::remove_file(&probe).map_err(fail)
+    }
+
     fn file_for(&self, server: &str, key: &FileKey) -> PathBuf {
         let mut h = Sha256::new();
         for part in [

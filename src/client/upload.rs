@@ -398,6 +398,27 @@ async fn wait_assembled(
     }
 }
 
+/// Reaches the server once before any file is hashed (which takes a while
+/// for a big one): an unreachable server or a credential it refuses is
+/// reported at once. The probe asks for an upload that cannot exist, so any
+/// answer but 401 means the server is there and the credential is known.
+async fn preflight(api: &Api, progress: &Progress) -> Result<(), ClientError> {
+    let on_retry = |e: &ClientError, delay: Duration| {
+        progress.note(&format!(
+            "{}; retrying in {:.1}s",
+            describe(e),
+            delay.as_secs_f64()
+        ))
+    };
+    let nil = uuid::Uuid::nil().to_string();
+    match api.get_upload(&nil, None, &on_retry).await {
+        Err(e @ ClientError::Server { status: 401, .. }) => Err(e),
+        Err(e @ ClientError::Server { status: 500.., .. }) => Err(e),
+        Err(e @ ClientError::Network(_)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// `tranche upload`: every file in turn; a file that fails does not stop the
 /// others (Ctrl-C does). Returns the exit code.
 pub async fn run(args: UploadArgs) -> u8 {
@@ -407,13 +428,23 @@ pub async fn run(args: UploadArgs) -> u8 {
             args.client.token.clone(),
             args.client.retries,
         )?;
-        Ok((api, StateDir::new(args.state_dir.clone())?))
+        let states = StateDir::new(args.state_dir.clone())?;
+        states.check_writable()?;
+        Ok((api, states))
     };
     let (api, states) = match setup() {
         Ok(x) => x,
         Err(e) => return super::fail(&args.client, &e),
     };
     let progress = Progress::new(super::show_progress(&args.client), !args.client.quiet);
+    // Files that cannot be read are reported in the loop below without
+    // waiting on the server first.
+    let any_readable = args.files.iter().any(|p| FileKey::of(p).is_ok());
+    if any_readable {
+        if let Err(e) = super::until_interrupted(preflight(&api, &progress)).await {
+            return super::fail(&args.client, &e);
+        }
+    }
     let opts = UploadOptions {
         parallel: usize::from(args.parallel),
         chunk_size: args.chunk_size.map(|s| s.as_u64()),

@@ -433,7 +433,10 @@ async fn three_instances_behind_nginx_share_one_upload() {
             for line in &lines {
                 let span = &line["span"];
                 assert_eq!(span["client_ip"], CLIENT_IP.to_string(), "{line}");
-                assert!(line["status"].is_number() && line["duration_ms"].is_number(), "{line}");
+                assert!(
+                    line["status"].is_number() && line["duration_ms"].is_number(),
+                    "{line}"
+                );
                 if span["chunk"].is_number() && line["status"] == 200 {
                     assert_eq!(span["upload_id"], id.as_str(), "{line}");
                     let index = span["chunk"].as_u64().unwrap() as usize;

@@ -569,8 +569,15 @@ export class Upload {
     }
   }
 
+  /**
+   * Remembers this upload for its file, unless the entry names another
+   * upload of the same file (started at the same moment in another row or
+   * tab): that one keeps it, and neither forgets the other's.
+   */
   #remember() {
     if (!this.options.resume) return;
+    const saved = this.#recall();
+    if (saved && saved.id !== this.id) return;
     try {
       this.storage?.setItem(this.key, JSON.stringify({ id: this.id, token: this.token, savedAt: Date.now() }));
     } catch {

@@ -315,3 +315,34 @@ test('the demo page talks only to its own origin: ?endpoint= is ignored, and its
   assert.equal(outcome, 'blocked');
   assert.ok(violations.some((v) => /Content Security Policy/.test(v)), `the CSP refused it: ${violations.join(' | ')}`);
 });
+
+test('the same file chosen again while it uploads flashes its row instead of a second one; finished rows can be dismissed', { timeout: 60_000 }, async (t) => {
+  const { server, proxy, browser } = await setup(t, { proxy: { chunkDelay: 150 } });
+  const f = file(t, 'again.bin', 1 * MiB);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=2`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForPercent(page, f.name, 10);
+  await page.setInputFiles('#file-input', f.path);
+  assert.equal(await page.locator('li.upload').count(), 1, 'one row for the file');
+  assert.match(await row(page, f.name).getAttribute('class'), /flash/);
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), f.name, 'its row has the focus');
+  for (const [button, label] of [['pause', 'Pause'], ['cancel', 'Cancel']]) {
+    assert.equal(await row(page, f.name).locator(`button.${button}`).getAttribute('aria-label'), `${label} ${f.name}`);
+  }
+
+  // Cancel from the keyboard: the button goes away, focus stays in the row.
+  await row(page, f.name).locator('button.cancel').focus();
+  await page.keyboard.press('Enter');
+  await waitForState(page, f.name, 'aborted');
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), `Dismiss ${f.name}`);
+  assert.equal(await row(page, f.name).locator('button:visible').count(), 1, 'only Dismiss is left: no dead buttons');
+  const id = await row(page, f.name).evaluate((li) => li.upload.id);
+  assert.equal((await fetch(server.url(`/api/v1/uploads/${id}`))).status, 410, 'cancel deleted it on the server');
+
+  // Now the same file starts a new row; the old one can be dismissed.
+  await page.setInputFiles('#file-input', f.path);
+  assert.equal(await page.locator('li.upload').count(), 2);
+  await page.locator('li.upload[data-state="aborted"] button.dismiss').click();
+  assert.equal(await page.locator('li.upload').count(), 1);
+  await waitForState(page, f.name, 'completed');
+});

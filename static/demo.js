@@ -1,23 +1,41 @@
 // The demo page: one Upload per chosen or dropped file, one row each.
-// Query parameters let a page (or a test) point it elsewhere:
-// ?endpoint=https://uploads.example.com/api/v1&chunkSize=1048576&parallel=2&digest=off&token=...
+// It talks to the API of the origin that served it, and nothing else (the
+// page's Content-Security-Policy says the same): a link to this page must not
+// be able to send someone's files elsewhere. Query parameters tune it:
+// ?chunkSize=1048576&parallel=2&digest=off&token=<jwt>
 
 import { Upload, formatBytes, formatDuration } from './tranche-upload.js';
 
 const params = new URLSearchParams(location.search);
 const options = {
-  endpoint: params.get('endpoint') ?? '/api/v1',
+  endpoint: '/api/v1',
   chunkSize: numberParam('chunkSize'),
-  parallel: numberParam('parallel') ?? 4,
-  token: params.get('token') ?? undefined,
+  parallel: numberParam('parallel'),
+  token: params.get('token') || undefined,
   contentDigest: params.get('digest') !== 'off',
 };
+
+/** Failures that the same file cannot get past, whatever is tried again. */
+const HOPELESS = new Set([
+  'file_too_large',
+  'unsupported_content_type',
+  'content_mismatch',
+  'forbidden',
+  'invalid_request',
+  'upload_failed',
+  'chunk_conflict',
+  'idempotency_key_reused',
+]);
+const FINISHED = ['completed', 'failed', 'aborted'];
 
 const list = document.getElementById('uploads');
 const template = document.getElementById('upload-template');
 const input = document.getElementById('file-input');
 const zone = document.getElementById('drop-zone');
 const announcer = document.getElementById('announcer');
+
+/** Rows of uploads still running, by file, so the same file is not sent twice at once. */
+const active = new Map();
 
 document.getElementById('endpoint-hint').textContent = `Sending to ${new URL(options.endpoint, location.href).href}`;
 
@@ -42,33 +60,65 @@ zone.addEventListener('drop', (e) => {
 });
 
 function addFiles(files) {
-  for (const file of files) addRow(file);
+  for (const file of files) {
+    const key = `${file.name}|${file.size}|${file.lastModified}`;
+    const running = active.get(key);
+    if (running) {
+      // Already on its way in another row: show that row rather than start a
+      // second upload that would race the first for the same chunks.
+      flash(running);
+      continue;
+    }
+    active.set(key, addRow(file, () => active.delete(key)));
+  }
 }
 
-function addRow(file) {
+function flash(row) {
+  row.scrollIntoView({ block: 'nearest' });
+  row.classList.remove('flash');
+  // Restart the animation: reading a layout property flushes the removal.
+  void row.offsetWidth;
+  row.classList.add('flash');
+  row.focus();
+  announce(row.querySelector('.name').textContent, 'already uploading, see its row.');
+}
+
+function addRow(file, onFinished) {
   const row = template.content.firstElementChild.cloneNode(true);
   const $ = (sel) => row.querySelector(sel);
   const bar = $('.bar');
   const pause = $('.pause');
   const cancel = $('.cancel');
+  const retry = $('.retry');
+  const dismiss = $('.dismiss');
   const link = $('.link');
   const status = $('.status');
   $('.name').textContent = file.name;
   $('.size').textContent = formatBytes(file.size);
+  row.setAttribute('aria-label', file.name);
   bar.setAttribute('aria-label', `Upload of ${file.name}`);
+  // Several rows have the same buttons: a screen reader's list of buttons
+  // must say which file each is for.
+  pause.setAttribute('aria-label', `Pause ${file.name}`);
+  cancel.setAttribute('aria-label', `Cancel ${file.name}`);
+  retry.setAttribute('aria-label', `Retry ${file.name}`);
+  dismiss.setAttribute('aria-label', `Dismiss ${file.name}`);
+  link.setAttribute('aria-label', `Download ${file.name}`);
   list.prepend(row);
 
-  const say = (text, { announce = false } = {}) => {
+  const say = (text, { announced = false } = {}) => {
     status.textContent = text;
-    if (announce) announcer.textContent = `${file.name}: ${text}`;
+    if (announced) announce(file.name, text);
   };
 
   const upload = new Upload(file, {
     ...options,
     onProgress(acked, total, p) {
-      // One decimal, rounded down: the bar shows 100 only when every byte is confirmed.
-      const percent = Math.floor(p.fraction * 1000) / 10;
-      bar.style.setProperty('--fraction', p.fraction);
+      // One decimal, rounded down. The bar moves with bytes in flight too, but
+      // shows 100 only when the server has confirmed every byte.
+      const confirmed = total === 0 ? p.fraction === 1 : acked === total;
+      const percent = confirmed ? 100 : Math.min(99.9, Math.floor(p.fraction * 1000) / 10);
+      bar.style.setProperty('--fraction', percent / 100);
       bar.setAttribute('aria-valuenow', String(percent));
       bar.setAttribute('aria-valuetext', `${percent} %, ${formatBytes(acked)} of ${formatBytes(total)} confirmed`);
       $('.percent').textContent = `${percent} %`;
@@ -81,13 +131,24 @@ function addRow(file) {
       say(`${error.message} Trying again in ${formatDuration(delay / 1000)}…`);
     },
     onStateChange(state) {
+      const hadFocus = row.contains(document.activeElement) ? document.activeElement : null;
       row.dataset.state = state;
+      const running = !FINISHED.includes(state);
       pause.textContent = state === 'paused' ? 'Resume' : 'Pause';
-      pause.disabled = !['starting', 'uploading', 'paused', 'completing'].includes(state);
-      cancel.disabled = ['completed', 'aborted', 'failed'].includes(state);
+      pause.setAttribute('aria-label', `${pause.textContent} ${file.name}`);
+      pause.hidden = !running;
+      pause.disabled = state === 'idle';
+      cancel.hidden = !running;
+      retry.hidden = state !== 'failed' || HOPELESS.has(upload.error?.code);
+      dismiss.hidden = running;
       if (state !== 'uploading') {
         $('.speed').textContent = '';
         $('.eta').textContent = '';
+      }
+      if (running) {
+        status.classList.remove('error');
+      } else {
+        onFinished();
       }
       const messages = {
         starting: 'Starting…',
@@ -96,33 +157,90 @@ function addRow(file) {
         completing: 'Checking the file…',
         aborted: 'Cancelled.',
       };
-      if (messages[state]) say(messages[state], { announce: ['paused', 'aborted'].includes(state) });
+      if (messages[state]) say(messages[state], { announced: ['paused', 'aborted'].includes(state) });
+      // A button that just disappeared under the keyboard's focus would drop
+      // focus to the page's start: keep it in this row.
+      // (After the callbacks that follow this one, which may show a link.)
+      if (hadFocus) queueMicrotask(() => (hadFocus.hidden || hadFocus.disabled) && focusInRow(row));
     },
     onSuccess(result) {
       row.dataset.uploadId = upload.id;
       // With authentication on, a link carries the upload's own token (it
       // covers this one upload only): a browser following a link sends no header.
-      link.href = upload.token ? `${result.url}?access_token=${encodeURIComponent(upload.token)}` : result.url;
-      link.hidden = false;
-      link.setAttribute('aria-label', `Download ${file.name}`);
-      say(`Done. SHA-256 ${result.sha256}`, { announce: true });
-      pause.hidden = true;
-      cancel.hidden = true;
+      if (result.url) {
+        link.href = upload.token ? `${result.url}?access_token=${encodeURIComponent(upload.token)}` : result.url;
+        link.hidden = false;
+      }
+      say(`Done. SHA-256 ${result.sha256}`, { announced: true });
     },
     onError(err) {
-      say(`Failed: ${err.message} (${err.code}). Choose the file again to continue.`, { announce: true });
+      const hint = HOPELESS.has(err.code) ? '' : ' Retry, or choose the file again later, to continue.';
+      say(`Failed: ${err.message} (${err.code}).${hint}`, { announced: true });
       status.classList.add('error');
-      pause.hidden = true;
     },
   });
 
   pause.addEventListener('click', () => (upload.state === 'paused' ? upload.resume() : upload.pause()));
   cancel.addEventListener('click', () => upload.abort());
+  retry.addEventListener('click', () => {
+    // The row shows the retry's outcome; the promise is not needed here.
+    upload.resume();
+    pause.focus();
+  });
+  dismiss.addEventListener('click', () => {
+    const next = row.nextElementSibling ?? row.previousElementSibling;
+    row.remove();
+    if (next) focusInRow(next);
+    else document.getElementById('file-input').focus();
+  });
   row.upload = upload;
   upload.start();
+  return row;
 }
 
+/** The row's first visible, enabled control, else the row itself. */
+function focusInRow(row) {
+  const target = [...row.querySelectorAll('.actions .button')].find((el) => !el.hidden && !el.disabled);
+  (target ?? row).focus();
+}
+
+// One live region for the page. The first message is said at once; what
+// follows within a moment is collected, so that fifty files finishing
+// together become one summary instead of fifty sentences read in a row.
+const QUIET_MS = 1000;
+let pending = [];
+let quietTimer = null;
+function announce(name, text) {
+  if (quietTimer == null) {
+    announcer.textContent = `${name}: ${text}`;
+    quietTimer = setTimeout(flushAnnouncements, QUIET_MS);
+  } else {
+    pending.push({ name, text });
+  }
+}
+
+function flushAnnouncements() {
+  const batch = pending;
+  pending = [];
+  if (batch.length === 0) {
+    quietTimer = null;
+    return;
+  }
+  if (batch.length === 1) {
+    announcer.textContent = `${batch[0].name}: ${batch[0].text}`;
+  } else {
+    const counts = new Map();
+    for (const { text } of batch) {
+      const kind = /^Done/.test(text) ? 'completed' : /^Failed/.test(text) ? 'failed' : /^Cancelled/.test(text) ? 'cancelled' : 'changed';
+      counts.set(kind, (counts.get(kind) ?? 0) + 1);
+    }
+    announcer.textContent = `${[...counts].map(([kind, n]) => `${n} more uploads ${kind}`).join(', ')}.`;
+  }
+  quietTimer = setTimeout(flushAnnouncements, QUIET_MS);
+}
+
+/** A number from the query string; anything else means the default. */
 function numberParam(name) {
-  const v = params.get(name);
-  return v == null || v === '' ? undefined : Number(v);
+  const v = Number(params.get(name) || NaN);
+  return Number.isFinite(v) ? v : undefined;
 }

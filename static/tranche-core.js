@@ -23,8 +23,15 @@ export function chunkPlan(size, chunkSize, missing) {
 }
 
 export const DEFAULT_RETRY = Object.freeze({
-  /** Attempts per chunk request after the first one. */
+  /** Attempts per request after the first one, for failures that are not an outage. */
   retries: 8,
+  /**
+   * How long an outage (no answer at all, 408, 429, 502, 503, 504) is waited
+   * out, in ms, counted from the request's first failure: by default as long
+   * as the page is open, since nothing is lost by waiting and a laptop that
+   * comes back online should just go on.
+   */
+  maxElapsed: Infinity,
   /** First delay; each further one doubles, up to maxDelay. */
   baseDelay: 500,
   maxDelay: 20_000,
@@ -75,12 +82,22 @@ export function classifyFailure(status, code) {
 }
 
 /**
+ * Failures that say "not now" rather than "not this way": the network or a
+ * proxy in front of the server is down, or the server asks to wait. They are
+ * waited out for `retry.maxElapsed`, not counted against `retry.retries`.
+ */
+export function isOutage(status) {
+  return [0, 408, 429, 502, 503, 504].includes(status);
+}
+
+/**
  * How long to wait before retry number `attempt`: the server's Retry-After
  * when it gave one (429, 503, 409 chunk_in_progress), else backoff; null when
- * the retries are used up.
+ * it is time to give up: after `retry.retries` attempts, or for an outage
+ * (`outage`) once `elapsed` ms have gone by since the first failure.
  */
-export function retryDelay(attempt, retryAfterMs, retry = DEFAULT_RETRY, random = Math.random) {
-  if (attempt > retry.retries) return null;
+export function retryDelay(attempt, retryAfterMs, retry = DEFAULT_RETRY, random = Math.random, { outage = false, elapsed = 0 } = {}) {
+  if (outage ? elapsed >= (retry.maxElapsed ?? Infinity) : attempt > retry.retries) return null;
   if (retryAfterMs != null) return Math.min(retryAfterMs, retry.maxRetryAfter);
   return backoffDelay(attempt, retry, random);
 }
@@ -117,20 +134,28 @@ export function toHex(bytes) {
  * answered) make the bar move between confirmations. `shown` never goes
  * backwards: when a chunk in flight fails or is paused its bytes leave
  * `acked + inFlight`, and the bar waits for the resend to catch up instead of
- * jumping back. Speed is an exponentially weighted average of bytes moved per
- * second; ETA is what is left at that speed.
+ * jumping back.
+ *
+ * Speed is the growth of `shown` over the last `window` ms, measured from the
+ * moment sending (re)started. Not an average of instant rates: the first
+ * progress events of a request report what went into the socket's buffer, not
+ * onto the wire, and a rate over a few milliseconds overstates the speed
+ * several times. So the speed stays unknown (0, no ETA) for `warmup` ms, and
+ * a burst is averaged over the whole window.
  */
 export class Progress {
-  constructor(total, { now = () => Date.now(), halfLife = 3000 } = {}) {
+  constructor(total, { now = () => Date.now(), window = 5000, warmup = 1000 } = {}) {
     this.total = total;
     this.acked = 0;
     this.shown = 0;
     this.speed = 0;
+    this.done = false;
     this.now = now;
-    this.halfLife = halfLife;
+    this.window = window;
+    this.warmup = warmup;
     this.inFlight = new Map();
-    this.lastMoved = null;
-    this.lastTime = null;
+    /** `{t, bytes}` of `shown`, oldest first; the first one is at or before the window's start. */
+    this.samples = [];
   }
 
   get bytesInFlight() {
@@ -143,7 +168,6 @@ export class Progress {
   setAcked(bytes) {
     this.acked = bytes;
     this.shown = Math.max(this.shown, Math.min(bytes, this.total));
-    this.lastMoved = null;
   }
 
   /** The network layer moved `loaded` bytes of chunk `index` so far. */
@@ -165,26 +189,35 @@ export class Progress {
     this.update();
   }
 
-  /** After a pause: the next sample must not count the pause as slow transfer. */
+  /** The server holds the whole file (which matters for a zero-byte one). */
+  finish() {
+    this.done = true;
+    this.setAcked(this.total);
+  }
+
+  /**
+   * Sending starts or starts again (after a pause or a reconnect): the speed
+   * is measured afresh from now, so that a pause does not read as a slow
+   * transfer nor what the server already had as a fast one.
+   */
   restartClock() {
-    this.lastMoved = null;
     this.speed = 0;
+    this.samples = [{ t: this.now(), bytes: this.shown }];
   }
 
   update() {
     const moved = this.acked + this.bytesInFlight;
     this.shown = Math.min(this.total, Math.max(this.shown, moved));
     const t = this.now();
-    if (this.lastMoved != null && t > this.lastTime) {
-      const delta = Math.max(0, moved - this.lastMoved);
-      const rate = (delta * 1000) / (t - this.lastTime);
-      const weight = 1 - 0.5 ** ((t - this.lastTime) / this.halfLife);
-      this.speed = this.speed === 0 ? rate : this.speed + weight * (rate - this.speed);
-    }
-    if (this.lastMoved == null || t > this.lastTime) {
-      this.lastMoved = moved;
-      this.lastTime = t;
-    }
+    if (this.samples.length === 0) this.samples.push({ t, bytes: this.shown });
+    const last = this.samples.at(-1);
+    if (t > last.t) this.samples.push({ t, bytes: this.shown });
+    else last.bytes = this.shown;
+    // Keep one sample at or before the window's start, so the window is full.
+    while (this.samples.length > 2 && this.samples[1].t <= t - this.window) this.samples.shift();
+    const first = this.samples[0];
+    const span = t - first.t;
+    this.speed = span >= this.warmup ? ((this.shown - first.bytes) * 1000) / span : 0;
   }
 
   /** Seconds left at the current speed, or null while the speed is unknown. */
@@ -193,8 +226,10 @@ export class Progress {
     return (this.total - this.shown) / this.speed;
   }
 
+  /** 0 to 1; a zero-byte file is at 0 until the server confirms it. */
   get fraction() {
-    return this.total === 0 ? 1 : this.shown / this.total;
+    if (this.total === 0) return this.done ? 1 : 0;
+    return this.shown / this.total;
   }
 }
 
@@ -203,12 +238,14 @@ const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
 /** 1536000 -> "1.5 MB" (decimal units, as file managers show sizes). */
 export function formatBytes(n) {
   let i = 0;
-  let v = n;
+  let v = Math.max(0, Number(n) || 0);
+  // 999.6 B would read "1000 B": round first, then pick the unit.
+  if (v < 1000) v = Math.round(v);
   while (v >= 1000 && i < UNITS.length - 1) {
     v /= 1000;
     i++;
   }
-  return `${i === 0 ? v : v.toFixed(v < 10 ? 1 : 0)} ${UNITS[i]}`;
+  return `${i === 0 ? Math.round(v) : v.toFixed(v < 10 ? 1 : 0)} ${UNITS[i]}`;
 }
 
 /** 3725 -> "1 h 2 min"; 75 -> "1 min 15 s"; 9 -> "9 s". */
@@ -218,4 +255,62 @@ export function formatDuration(seconds) {
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/**
+ * `url` resolved against `base` if it is an http(s) URL, else null. A file URL
+ * comes from the server's answer and ends up as a link's href: a
+ * `javascript:` or `data:` one would run in the page's origin when clicked.
+ */
+export function httpUrl(url, base) {
+  if (typeof url !== 'string' || url === '') return null;
+  try {
+    const u = new URL(url, base);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The options an `Upload` works with: `defaults` where an option is absent,
+ * `undefined` or `null` (so `{parallel: config.parallel}` with nothing
+ * configured means the default), numbers checked and clamped; a value that
+ * makes no sense throws a TypeError at once instead of failing the upload later.
+ */
+export function normalizeOptions(options, defaults) {
+  if (options != null && typeof options !== 'object') throw new TypeError('Upload options must be an object.');
+  const given = (o) => Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v != null));
+  const out = { ...defaults, ...given(options) };
+  out.retry = { ...DEFAULT_RETRY, ...given(defaults.retry), ...given(options?.retry) };
+
+  out.parallel = integerOption('parallel', out.parallel, 1, 16);
+  if (out.chunkSize != null) out.chunkSize = integerOption('chunkSize', out.chunkSize, 1, Number.MAX_SAFE_INTEGER);
+  out.chunkTimeout = integerOption('chunkTimeout', out.chunkTimeout, 0, Number.MAX_SAFE_INTEGER);
+  if (out.assembleTimeout != null) out.assembleTimeout = integerOption('assembleTimeout', out.assembleTimeout, 0, Infinity);
+  for (const name of ['retries', 'baseDelay', 'maxDelay', 'maxRetryAfter', 'maxElapsed']) {
+    if (name in out.retry) out.retry[name] = integerOption(`retry.${name}`, out.retry[name], 0, Infinity);
+  }
+  if (typeof out.endpoint !== 'string' || out.endpoint === '') throw new TypeError('Upload option endpoint must be a URL string.');
+  if (!['string', 'function', 'undefined'].includes(typeof out.token)) {
+    throw new TypeError('Upload option token must be a string or a function returning one.');
+  }
+  if (out.sha256 != null && !/^[0-9a-f]{64}$/i.test(String(out.sha256))) {
+    throw new TypeError('Upload option sha256 must be 64 hexadecimal digits.');
+  }
+  for (const [name, value] of Object.entries(out)) {
+    if (/^on[A-Z]/.test(name) && value != null && typeof value !== 'function') {
+      throw new TypeError(`Upload option ${name} must be a function.`);
+    }
+  }
+  return out;
+}
+
+/** A whole number from a number or a numeric string, clamped to [min, max]. */
+function integerOption(name, value, min, max) {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (typeof n !== 'number' || Number.isNaN(n)) {
+    throw new TypeError(`Upload option ${name} must be a number, not ${JSON.stringify(value) ?? String(value)}.`);
+  }
+  return Math.min(max, Math.max(min, n === Infinity ? n : Math.floor(n)));
 }

@@ -17,6 +17,9 @@ import {
   classifyFailure,
   contentDigestHeader,
   fingerprint,
+  httpUrl,
+  isOutage,
+  normalizeOptions,
   parseRetryAfter,
   retryDelay,
   toHex,
@@ -41,17 +44,23 @@ const DEFAULTS = {
   endpoint: '/api/v1',
   /** Chunk size to wish for; the server decides (it answers with the size it uses). */
   chunkSize: undefined,
-  /** Chunks in flight at once. */
+  /** Chunks in flight at once (1 to 16). */
   parallel: 4,
   retry: DEFAULT_RETRY,
   /** Extra headers on every request. */
   headers: {},
-  /** Sent as `Authorization: Bearer <token>`; replaced by the create answer's upload_token. */
+  /**
+   * Sent as `Authorization: Bearer <token>` until the create answer's
+   * upload_token takes over. A function (sync or async) is asked each time a
+   * request needs it, for an application that refreshes its tokens.
+   */
   token: undefined,
   /** An upload created by the application's backend (with its upload_token as `token`). */
   uploadId: undefined,
   metadata: undefined,
   contentType: undefined,
+  /** The whole file's SHA-256 (hex), if the application knows it: the server checks it at complete. */
+  sha256: undefined,
   /** Send each chunk's SHA-256 as Content-Digest (needs WebCrypto: https or localhost). */
   contentDigest: true,
   /** Remember the upload in localStorage so the same file continues after a reload. */
@@ -59,6 +68,8 @@ const DEFAULTS = {
   storage: undefined,
   /** Per chunk request, in ms; 0 = no limit. A timed-out request is retried. */
   chunkTimeout: 0,
+  /** How long to poll an upload the server is still assembling (202), in ms. */
+  assembleTimeout: 30 * 60_000,
   onProgress: undefined,
   onChunk: undefined,
   onRetry: undefined,
@@ -67,10 +78,15 @@ const DEFAULTS = {
   onError: undefined,
 };
 
-// Why a drive's requests were cancelled: the user paused (or aborted), or a
-// chunk failed for good and the others must stop.
+// Why a drive's requests were cancelled: the user paused (or aborted), a
+// chunk failed for good and the others must stop, or the server said the
+// upload is complete or being assembled, so sending more is pointless.
 const PAUSED = Symbol('paused');
 const FAILED = Symbol('failed');
+const FINISHING = Symbol('finishing');
+
+/** Chunk answers meaning "no more chunks needed": go and complete (or poll). */
+const FINISHED_CODES = ['upload_assembling', 'upload_completed'];
 
 /**
  * One file's upload. States: idle, starting, uploading, paused, completing,
@@ -83,15 +99,23 @@ export class Upload {
   #done;
   #resolve;
   #reject;
-  #idempotencyKey;
+  /** Settles when a create request in flight has its answer (abort waits for it). */
+  #creating = Promise.resolve();
+  /** Callbacks that cut a retry's wait short (the browser came back online). */
+  #wakers = new Set();
+  #onOnline = () => {
+    for (const wake of [...this.#wakers]) wake();
+  };
 
   constructor(file, options = {}) {
     this.file = file;
-    this.options = { ...DEFAULTS, ...options, retry: { ...DEFAULT_RETRY, ...options.retry } };
-    this.endpoint = String(this.options.endpoint).replace(/\/+$/, '');
+    // Throws a TypeError for options that make no sense, before anything is sent.
+    this.options = normalizeOptions(options, DEFAULTS);
+    this.endpoint = this.options.endpoint.replace(/\/+$/, '');
     this.state = 'idle';
     this.id = this.options.uploadId ?? null;
-    this.token = this.options.token ?? null;
+    /** This upload's own credential (the create answer's upload_token); the `token` option stands in until then. */
+    this.token = this.id && typeof this.options.token === 'string' ? this.options.token : null;
     this.chunkSize = null;
     this.chunkCount = null;
     /** True when this upload continued one that a previous page had started. */
@@ -99,7 +123,10 @@ export class Upload {
     this.progress = new Progress(file.size);
     this.storage = this.options.storage ?? safeLocalStorage();
     this.key = fingerprint(file, absoluteUrl(this.endpoint));
-    this.#idempotencyKey = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`;
+    this.#newPromise();
+  }
+
+  #newPromise() {
     this.#done = new Promise((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
@@ -122,9 +149,21 @@ export class Upload {
     this.#setState('paused');
   }
 
-  /** Continues after pause(). After a failure, a new Upload of the same file resumes it. */
+  /**
+   * Continues after pause(), or tries again after a failure; returns the
+   * promise of the file (a new one after a failure). Asks the server where
+   * the upload stands first: one that expired meanwhile starts afresh.
+   */
   resume() {
-    if (this.state === 'paused') this.#drive();
+    if (this.state === 'failed') {
+      this.#newPromise();
+      this.error = null;
+    } else if (this.state !== 'paused') {
+      return this.#done;
+    }
+    this.chunkSize = null;
+    this.#drive();
+    return this.#done;
   }
 
   /** Stops for good and deletes what the server holds of this upload. */
@@ -132,14 +171,18 @@ export class Upload {
     if (['completed', 'aborted'].includes(this.state)) return;
     this.#ctrl?.abort(PAUSED);
     this.#setState('aborted');
-    this.#forget();
     this.#reject(new UploadError('The upload was cancelled.', { code: 'aborted' }));
+    // A create already sent may still name an upload: wait for its answer,
+    // or the server keeps an upload nobody knows of until it expires.
+    await this.#creating;
+    this.#forget();
     if (this.id) {
       // Best effort: an upload left behind expires by itself.
-      await fetch(this.#url(`/uploads/${this.id}`), {
-        method: 'DELETE',
-        headers: this.#headers(),
-      }).catch(() => {});
+      try {
+        await fetch(this.#url(`/uploads/${this.id}`), { method: 'DELETE', headers: await this.#headers() });
+      } catch {
+        // The network is down; see above.
+      }
     }
   }
 
@@ -147,6 +190,7 @@ export class Upload {
     const ctrl = new AbortController();
     this.#ctrl = ctrl;
     const { signal } = ctrl;
+    globalThis.addEventListener?.('online', this.#onOnline);
     try {
       if (this.chunkSize == null) {
         this.#setState('starting');
@@ -174,51 +218,83 @@ export class Upload {
       this.#setState('failed');
       this.options.onError?.(error, this);
       this.#reject(error);
+    } finally {
+      if (this.#ctrl === ctrl) globalThis.removeEventListener?.('online', this.#onOnline);
     }
   }
 
-  /** Continues the remembered upload of this file if the server still has it, else creates one. */
+  /**
+   * Continues this upload (or the remembered upload of this file) if the
+   * server still has it and lets us in, else creates one.
+   */
   async #open(signal) {
     let status = null;
-    const saved = this.options.resume ? this.#recall() : null;
-    if (this.id || saved) {
-      this.id ??= saved.id;
-      this.token = saved?.token ?? this.token;
+    const explicit = this.options.uploadId != null;
+    let fromStorage = false;
+    if (!this.id && this.options.resume) {
+      const saved = this.#recall();
+      if (saved) {
+        this.id = saved.id;
+        this.token = saved.token ?? null;
+        fromStorage = true;
+      }
+    }
+    if (this.id) {
       try {
         status = (await this.#control('GET', `/uploads/${this.id}`, undefined, signal)).body;
         if (!['uploading', 'assembling', 'completed'].includes(status.status) || status.size !== this.file.size) {
           status = null;
         }
       } catch (err) {
-        if (this.options.uploadId || classifyFailure(err.status, err.code) !== 'gone') throw err;
+        // Gone (expired, aborted), or our token for it expired (401) or is
+        // not for it (403): nothing to continue, so start afresh with the
+        // application's token. An upload the application named is its to
+        // replace, not ours.
+        const stale = classifyFailure(err.status, err.code) === 'gone' || err.status === 401 || err.status === 403;
+        if (explicit || !stale) throw err;
       }
       if (status) {
-        this.resumed = Boolean(saved);
+        this.resumed ||= fromStorage;
       } else {
         this.#forget();
         this.id = null;
-        this.token = this.options.token ?? null;
+        this.token = null;
+        this.resumed = false;
       }
     }
-    if (!status) {
-      const body = {
-        filename: this.file.name,
-        size: this.file.size,
-        content_type: this.options.contentType ?? (this.file.type || undefined),
-        chunk_size: this.options.chunkSize,
-        metadata: this.options.metadata,
-      };
-      status = (
-        await this.#control('POST', '/uploads', body, signal, { 'Idempotency-Key': this.#idempotencyKey })
-      ).body;
-      this.id = status.id;
-      this.token = status.upload_token ?? this.token;
-    }
+    status ??= await this.#create(signal);
     this.chunkSize = status.chunk_size;
     this.chunkCount = status.chunk_count;
     this.#remember();
     this.#setMissing(status.status === 'uploading' ? status.missing_chunks : []);
     this.#emitProgress();
+    return status;
+  }
+
+  async #create(signal) {
+    const body = {
+      filename: this.file.name,
+      size: this.file.size,
+      content_type: this.options.contentType ?? (this.file.type || undefined),
+      sha256: this.options.sha256?.toLowerCase(),
+      chunk_size: this.options.chunkSize,
+      metadata: this.options.metadata,
+    };
+    // A key per upload created, so that a retried create (its answer lost)
+    // does not create a second one; a fresh upload after this one expired
+    // needs a key of its own.
+    const key = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`;
+    // The request itself is not cancelled by pause or abort (the server may
+    // have created the upload already): abort waits for its answer instead.
+    const request = this.#control('POST', '/uploads', body, signal, { 'Idempotency-Key': key }, [], { cancellable: false });
+    this.#creating = request.then(
+      () => {},
+      () => {},
+    );
+    const status = (await request).body;
+    this.id = status.id;
+    this.token = status.upload_token ?? null;
+    if (signal.aborted) throw signal.reason;
     return status;
   }
 
@@ -232,20 +308,35 @@ export class Upload {
     this.progress.setAcked(this.file.size - missingBytes);
   }
 
-  async #sendAll(signal) {
+  async #sendAll(outer) {
+    // The chunks' own controller: one chunk's answer can stop the others
+    // (a failure, or the server saying the upload is already finishing).
+    const ctrl = new AbortController();
+    const relay = () => ctrl.abort(outer.reason);
+    outer.addEventListener('abort', relay, { once: true });
+    const { signal } = ctrl;
     const queue = chunkPlan(this.file.size, this.chunkSize, [...this.#todo].sort((a, b) => a - b));
     const worker = async () => {
       for (let range = queue.shift(); range; range = queue.shift()) {
         await this.#sendChunk(range, signal);
       }
     };
-    const workers = Array.from({ length: Math.max(1, this.options.parallel) }, worker);
+    const workers = Array.from({ length: this.options.parallel }, worker);
     try {
       await Promise.all(workers);
     } catch (err) {
+      if (err?.status === 409 && FINISHED_CODES.includes(err.code) && !outer.aborted) {
+        // Another tab or an earlier page sent the rest, and the server is
+        // assembling the file or has it: complete (or poll) instead of failing.
+        ctrl.abort(FINISHING);
+        await Promise.allSettled(workers);
+        return;
+      }
       // One chunk failed for good: stop the others before reporting it.
-      if (!signal.aborted) this.#ctrl?.abort(FAILED);
+      if (!signal.aborted) ctrl.abort(FAILED);
       throw err;
+    } finally {
+      outer.removeEventListener('abort', relay);
     }
   }
 
@@ -260,6 +351,7 @@ export class Upload {
     if (this.options.contentDigest && globalThis.crypto?.subtle) {
       digest = await crypto.subtle.digest('SHA-256', await body.arrayBuffer());
     }
+    let firstFailure = null;
     for (let attempt = 1; ; attempt++) {
       try {
         const answer = await this.#put(range.index, size, body, digest, signal);
@@ -281,21 +373,37 @@ export class Upload {
       } catch (err) {
         this.progress.dropped(range.index);
         if (signal.aborted) throw err;
+        if (err.status === 401) {
+          throw new UploadError(`The upload's token has expired or is not valid. (${err.message})`, {
+            status: 401,
+            code: err.code,
+            body: err.body,
+          });
+        }
         if (classifyFailure(err.status, err.code) !== 'retry') throw err;
-        const delay = retryDelay(attempt, err.retryAfter, this.options.retry);
+        firstFailure ??= Date.now();
+        const delay = this.#retryDelay(attempt, err, firstFailure);
         if (delay == null) throw err;
         this.options.onRetry?.({ index: range.index, attempt, delay, error: err }, this);
-        await sleep(delay, signal);
+        await this.#sleep(delay, signal);
       }
     }
   }
 
-  #put(index, size, body, digest, signal) {
+  #retryDelay(attempt, err, firstFailure) {
+    return retryDelay(attempt, err.retryAfter, this.options.retry, Math.random, {
+      outage: isOutage(err.status),
+      elapsed: Date.now() - firstFailure,
+    });
+  }
+
+  async #put(index, size, body, digest, signal) {
+    const headers = await this.#headers();
     return new Promise((resolve, reject) => {
       if (signal.aborted) return reject(signal.reason);
       const xhr = new XMLHttpRequest();
       xhr.open('PUT', this.#url(`/uploads/${this.id}/chunks/${index}`));
-      for (const [name, value] of Object.entries(this.#headers())) xhr.setRequestHeader(name, value);
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
       if (digest) xhr.setRequestHeader('Content-Digest', contentDigestHeader(digest));
       xhr.setRequestHeader('Content-Type', 'application/octet-stream');
       xhr.timeout = this.options.chunkTimeout;
@@ -318,11 +426,19 @@ export class Upload {
     });
   }
 
-  /** POST complete, then poll while the server assembles (202). */
+  /** POST complete, then poll while the server assembles (202), up to `assembleTimeout`. */
   async #complete(signal) {
     let answer = await this.#control('POST', `/uploads/${this.id}/complete`, undefined, signal, {}, [409]);
+    const deadline = Date.now() + this.options.assembleTimeout;
     for (let wait = 250; answer.body.status === 'assembling'; wait = Math.min(wait * 2, 5000)) {
-      await sleep(wait, signal);
+      if (Date.now() >= deadline) {
+        throw new UploadError('The server is still assembling the file. Try again later to see the result.', {
+          status: answer.status,
+          code: 'assemble_timeout',
+          body: answer.body,
+        });
+      }
+      await this.#sleep(wait, signal);
       answer = await this.#control('GET', `/uploads/${this.id}`, undefined, signal);
     }
     const body = answer.body;
@@ -331,46 +447,59 @@ export class Upload {
       return { status: 'incomplete', missing: body.missing_chunks ?? [], message: body.message, code: body.error };
     }
     if (body.status !== 'completed') {
-      throw new UploadError(body.error?.message ?? `The upload ended as ${body.status}.`, {
+      // A failed upload carries its failure as `error: {error, message}`, the
+      // shape of an error answer's body.
+      const failure = typeof body.error === 'object' && body.error ? body.error : {};
+      throw new UploadError(failure.message ?? `The upload ended as ${body.status}.`, {
         status: answer.status,
-        code: body.error?.code ?? `upload_${body.status}`,
+        code: failure.error ?? failure.code ?? `upload_${body.status}`,
         body,
       });
     }
     return body;
   }
 
-  /** A JSON request with the chunk's retry rules; `expected` lists non-2xx statuses the caller handles. */
-  async #control(method, path, body, signal, extraHeaders = {}, expected = []) {
+  /**
+   * A JSON request with the chunk's retry rules; `expected` lists non-2xx
+   * statuses the caller handles. `cancellable: false` lets the request itself
+   * run to its answer when `signal` fires (its retries still stop).
+   */
+  async #control(method, path, body, signal, extraHeaders = {}, expected = [], { cancellable = true } = {}) {
+    let firstFailure = null;
     for (let attempt = 1; ; attempt++) {
       let err;
       try {
+        if (signal.aborted) throw signal.reason;
         const res = await fetch(this.#url(path), {
           method,
-          signal,
-          headers: { ...this.#headers(), ...(body ? { 'Content-Type': 'application/json' } : {}), ...extraHeaders },
+          signal: cancellable ? signal : undefined,
+          headers: { ...(await this.#headers()), ...(body ? { 'Content-Type': 'application/json' } : {}), ...extraHeaders },
           body: body ? JSON.stringify(body) : undefined,
         });
         const parsed = parseJson(await res.text());
         if (res.ok || expected.includes(res.status)) return { status: res.status, body: parsed ?? {} };
         err = errorFromAnswer(res.status, parsed, res.headers.get('Retry-After'));
       } catch (e) {
-        if (signal.aborted) throw e;
+        if (signal.aborted) throw signal.reason;
         err = e instanceof UploadError ? e : networkError();
       }
       if (classifyFailure(err.status, err.code) !== 'retry') throw err;
-      const delay = retryDelay(attempt, err.retryAfter, this.options.retry);
+      firstFailure ??= Date.now();
+      const delay = this.#retryDelay(attempt, err, firstFailure);
       if (delay == null) throw err;
       this.options.onRetry?.({ index: null, attempt, delay, error: err }, this);
-      await sleep(delay, signal);
+      await this.#sleep(delay, signal);
     }
   }
 
   #succeed(file) {
     this.#forget();
-    this.progress.setAcked(this.file.size);
+    this.progress.finish();
     this.#emitProgress();
-    const result = { ...file, url: new URL(file.url, absoluteUrl(this.endpoint)).href };
+    // The URL becomes a link in the page: only http(s), never `javascript:`.
+    const base = absoluteUrl(this.endpoint);
+    const url = httpUrl(file?.url, base) ?? (file?.id ? `${base}/files/${encodeURIComponent(file.id)}` : null);
+    const result = { ...file, url };
     this.result = result;
     this.#setState('completed');
     this.options.onSuccess?.(result, this);
@@ -394,14 +523,41 @@ export class Upload {
     this.options.onStateChange?.(state, this);
   }
 
-  #headers() {
+  /** The upload's own token once it has one, else the application's (asked afresh when a function). */
+  async #headers() {
     const h = { ...this.options.headers };
-    if (this.token) h.Authorization = `Bearer ${this.token}`;
+    let token = this.token;
+    if (!token) {
+      const given = this.options.token;
+      token = typeof given === 'function' ? await given() : given;
+    }
+    if (token) h.Authorization = `Bearer ${token}`;
     return h;
   }
 
   #url(path) {
     return `${this.endpoint}${path}`;
+  }
+
+  /** Waits `ms`, or less when the browser comes back online; rejects when `signal` fires. */
+  #sleep(ms, signal) {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', cancel);
+        this.#wakers.delete(done);
+        resolve();
+      };
+      const cancel = () => {
+        clearTimeout(timer);
+        this.#wakers.delete(done);
+        reject(signal.reason);
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', cancel, { once: true });
+      this.#wakers.add(done);
+    });
   }
 
   #recall() {
@@ -413,8 +569,15 @@ export class Upload {
     }
   }
 
+  /**
+   * Remembers this upload for its file, unless the entry names another
+   * upload of the same file (started at the same moment in another row or
+   * tab): that one keeps it, and neither forgets the other's.
+   */
   #remember() {
     if (!this.options.resume) return;
+    const saved = this.#recall();
+    if (saved && saved.id !== this.id) return;
     try {
       this.storage?.setItem(this.key, JSON.stringify({ id: this.id, token: this.token, savedAt: Date.now() }));
     } catch {
@@ -422,7 +585,13 @@ export class Upload {
     }
   }
 
+  /**
+   * Forgets the remembered upload of this file, if it is this one: another
+   * Upload of the same file (another row, another tab) may have saved its own.
+   */
   #forget() {
+    const saved = this.#recall();
+    if (!saved || saved.id !== this.id) return;
     try {
       this.storage?.removeItem(this.key);
     } catch {
@@ -447,21 +616,6 @@ function parseJson(text) {
   } catch {
     return null;
   }
-}
-
-function sleep(ms, signal) {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', cancel);
-      resolve();
-    }, ms);
-    const cancel = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', cancel, { once: true });
-  });
 }
 
 function absoluteUrl(url) {

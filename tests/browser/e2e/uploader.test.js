@@ -3,11 +3,14 @@
 // killed mid-upload, chunks that fail, and a page on another origin.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
 
 import { launch, openDemo, progressLog, row, statusLog, waitForPercent, waitForState } from '../lib/browser.js';
 import { makeFile, sha256OfUrl } from '../lib/files.js';
 import { Proxy } from '../lib/proxy.js';
-import { Tranche } from '../lib/server.js';
+import { STATIC_DIR, Tranche } from '../lib/server.js';
 
 const MiB = 1 << 20;
 const RECEIVED = 'tranche_chunk_received_bytes_total';
@@ -233,22 +236,42 @@ test('a chunk damaged on the way fails its Content-Digest and is reported, not r
   assert.equal(await page.locator('#announcer').textContent(), `${f.name}: ${status}`);
 });
 
+/**
+ * An application's page on an origin of its own (http://localhost:P), which
+ * embeds the uploader module as the README shows: it serves the module's
+ * files itself and exposes `window.tranche` to the test.
+ */
+async function startAppPage(t) {
+  const app = createServer((req, res) => {
+    const name = new URL(req.url, 'http://x').pathname.slice(1);
+    if (['tranche-upload.js', 'tranche-core.js'].includes(name)) {
+      res.writeHead(200, { 'Content-Type': 'text/javascript' });
+      return res.end(readFileSync(join(STATIC_DIR, name)));
+    }
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end('<!doctype html><title>app</title><script type="module">window.tranche = await import("/tranche-upload.js");</script>');
+  });
+  await new Promise((ok) => app.listen(0, '127.0.0.1', ok));
+  t.after(() => new Promise((ok) => app.close(ok)));
+  return `http://localhost:${app.address().port}`;
+}
+
 test('a page on another origin uploads when [cors] allows that origin, and only then', { timeout: 60_000 }, async (t) => {
-  // The page comes from the proxy's origin (http://localhost:P) and sends to
-  // the server's (http://127.0.0.1:S) directly.
-  const pages = await Proxy.start('http://127.0.0.1:9');
-  t.after(() => pages.stop());
-  const pageOrigin = `http://localhost:${pages.port}`;
+  const pageOrigin = await startAppPage(t);
   const { server, browser } = await setup(t, { env: { TRANCHE_CORS__ALLOWED_ORIGINS: `["${pageOrigin}"]` } });
-  pages.target = new URL(server.origin);
-  const f = file(t, 'embedded.bin', 256 * 1024);
-  const endpoint = encodeURIComponent(`${server.origin}/api/v1`);
-  const page = await openDemo(browser.context, `${pageOrigin}/?endpoint=${endpoint}&chunkSize=${64 * 1024}`);
-  await page.setInputFiles('#file-input', f.path);
-  await waitForState(page, f.name, 'completed');
-  const upload = await completedUpload(page, server, f.name);
-  assert.equal(upload.file.sha256, f.sha256);
-  assert.equal(pages.chunkRequests, 0, 'the chunks went straight to the server');
+  const page = await browser.context.newPage();
+  await page.goto(`${pageOrigin}/`);
+  await page.waitForFunction(() => window.tranche);
+  const result = await page.evaluate(async (endpoint) => {
+    const bytes = new Uint8Array(256 * 1024).map((_, i) => (i * 31) % 251);
+    const upload = new window.tranche.Upload(new File([bytes], 'embedded.bin'), { endpoint, chunkSize: 64 * 1024 });
+    const file = await upload.start();
+    return { id: upload.id, url: file.url };
+  }, `${server.origin}/api/v1`);
+  const upload = await server.json(`/api/v1/uploads/${result.id}`);
+  assert.equal(upload.status, 'completed');
+  assert.equal(upload.chunk_count, 4);
+  assert.equal(result.url, new URL(upload.file.url, server.origin).href, "the file's URL is on the server's origin");
 
   // The same call from an origin that is not on the list is refused by the browser.
   const stranger = await openDemo(browser.context, `${server.origin.replace('127.0.0.1', 'localhost')}/`);
@@ -258,4 +281,68 @@ test('a page on another origin uploads when [cors] allows that origin, and only 
     `${server.origin}/api/v1`,
   );
   assert.equal(outcome, 'blocked');
+});
+
+test('the demo page talks only to its own origin: ?endpoint= is ignored, and its CSP blocks other origins', { timeout: 60_000 }, async (t) => {
+  const { server, browser } = await setup(t);
+  // Another server that would accept the files (and answer with a
+  // javascript: file URL): it must see no request at all.
+  const other = await Tranche.start();
+  t.after(() => other.stop());
+  const f = file(t, 'private.bin', 100 * 1024);
+  const page = await openDemo(browser.context, `${server.origin}/?endpoint=${encodeURIComponent(`${other.origin}/api/v1`)}&chunkSize=${64 * 1024}`);
+  const origins = new Set();
+  page.on('request', (req) => origins.add(new URL(req.url()).origin));
+  const violations = [];
+  page.on('console', (m) => m.type() === 'error' && violations.push(m.text()));
+  assert.equal(await page.locator('#endpoint-hint').textContent(), `Sending to ${server.origin}/api/v1`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed');
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+  assert.deepEqual([...origins], [server.origin], 'every request went to the page\'s own origin');
+  assert.equal(await other.metric('tranche_uploads_total{event="created"}'), 0);
+  assert.deepEqual(violations, [], 'no console errors (no CSP violation, no favicon 404)');
+
+  // The stylesheet still applies under the CSP.
+  const border = await page.locator('.drop-zone').evaluate((el) => getComputedStyle(el).borderStyle);
+  assert.equal(border, 'dashed');
+  // Even script in the page cannot reach another origin.
+  const outcome = await page.evaluate(
+    (api) => fetch(`${api}/healthz`).then((r) => `answered ${r.status}`, () => 'blocked'),
+    other.origin,
+  );
+  assert.equal(outcome, 'blocked');
+  assert.ok(violations.some((v) => /Content Security Policy/.test(v)), `the CSP refused it: ${violations.join(' | ')}`);
+});
+
+test('the same file chosen again while it uploads flashes its row instead of a second one; finished rows can be dismissed', { timeout: 60_000 }, async (t) => {
+  const { server, proxy, browser } = await setup(t, { proxy: { chunkDelay: 150 } });
+  const f = file(t, 'again.bin', 1 * MiB);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=2`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForPercent(page, f.name, 10);
+  await page.setInputFiles('#file-input', f.path);
+  assert.equal(await page.locator('li.upload').count(), 1, 'one row for the file');
+  assert.match(await row(page, f.name).getAttribute('class'), /flash/);
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), f.name, 'its row has the focus');
+  for (const [button, label] of [['pause', 'Pause'], ['cancel', 'Cancel']]) {
+    assert.equal(await row(page, f.name).locator(`button.${button}`).getAttribute('aria-label'), `${label} ${f.name}`);
+  }
+
+  // Cancel from the keyboard: the button goes away, focus stays in the row.
+  await row(page, f.name).locator('button.cancel').focus();
+  await page.keyboard.press('Enter');
+  await waitForState(page, f.name, 'aborted');
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), `Dismiss ${f.name}`);
+  assert.equal(await row(page, f.name).locator('button:visible').count(), 1, 'only Dismiss is left: no dead buttons');
+  const id = await row(page, f.name).evaluate((li) => li.upload.id);
+  assert.equal((await fetch(server.url(`/api/v1/uploads/${id}`))).status, 410, 'cancel deleted it on the server');
+
+  // Now the same file starts a new row; the old one can be dismissed.
+  await page.setInputFiles('#file-input', f.path);
+  assert.equal(await page.locator('li.upload').count(), 2);
+  await page.locator('li.upload[data-state="aborted"] button.dismiss').click();
+  assert.equal(await page.locator('li.upload').count(), 1);
+  await waitForState(page, f.name, 'completed');
 });

@@ -14,6 +14,9 @@ import {
   fingerprint,
   formatBytes,
   formatDuration,
+  httpUrl,
+  isOutage,
+  normalizeOptions,
   parseRetryAfter,
   retryDelay,
 } from '../../../static/tranche-core.js';
@@ -62,6 +65,22 @@ test('the retry schedule stops after the configured retries and honours Retry-Af
   assert.equal(retryDelay(1, 0, retry, half), 0);
   assert.equal(retryDelay(2, 3_600_000, retry, half), 60_000);
   assert.equal(retryDelay(4, 1000, retry, half), null);
+});
+
+test('an outage is waited out for maxElapsed, not counted against retries', () => {
+  const retry = { retries: 3, baseDelay: 100, maxDelay: 1000, maxRetryAfter: 60_000, maxElapsed: 600_000 };
+  const half = () => 0.5;
+  for (const status of [0, 408, 429, 502, 503, 504]) assert.ok(isOutage(status), String(status));
+  for (const status of [500, 409, 401]) assert.ok(!isOutage(status), String(status));
+  // The 50th attempt of a network failure, 5 minutes in: still waiting, at the capped backoff.
+  assert.equal(retryDelay(50, null, retry, half, { outage: true, elapsed: 300_000 }), 750);
+  assert.equal(retryDelay(50, 2000, retry, half, { outage: true, elapsed: 300_000 }), 2000);
+  assert.equal(retryDelay(50, null, retry, half, { outage: true, elapsed: 600_000 }), null);
+  // A 500 is a server bug more than an outage: it has its count.
+  assert.equal(retryDelay(4, null, retry, half, { outage: false, elapsed: 1000 }), null);
+  // By default an outage is waited out as long as the page is open.
+  assert.equal(DEFAULT_RETRY.maxElapsed, Infinity);
+  assert.ok(retryDelay(10_000, null, DEFAULT_RETRY, half, { outage: true, elapsed: 86_400_000 }) > 0);
 });
 
 test('Retry-After is read as seconds or as an HTTP date', () => {
@@ -132,27 +151,110 @@ test('progress counts confirmed bytes, moves with bytes in flight and never goes
   assert.equal(p.eta, 0);
 });
 
-test('speed follows the transfer rate and gives an ETA', () => {
+test('speed follows the transfer rate and gives an ETA, and a pause restarts the clock', () => {
   let t = 0;
-  const p = new Progress(10_000, { now: () => t, halfLife: 1000 });
-  p.sending(0, 0);
+  const p = new Progress(10_000, { now: () => t });
+  p.restartClock();
   for (let i = 1; i <= 10; i++) {
     t = i * 100;
     p.sending(0, i * 100); // 100 bytes per 100 ms
   }
   assert.ok(Math.abs(p.speed - 1000) < 1, `speed ${p.speed}`);
   assert.ok(Math.abs(p.eta - 9) < 0.01, `eta ${p.eta}`);
-  p.restartClock();
+  p.restartClock(); // paused
   assert.equal(p.eta, null);
   t = 60_000; // a long pause is not a slow transfer
-  p.sending(0, 1100);
-  t = 60_100;
-  p.sending(0, 1200);
+  p.restartClock(); // resumed
+  for (let i = 1; i <= 12; i++) {
+    t = 60_000 + i * 100;
+    p.sending(0, 1000 + i * 100);
+  }
   assert.ok(Math.abs(p.speed - 1000) < 1, `speed after pause ${p.speed}`);
 });
 
-test('a zero-byte upload is complete at once', () => {
-  assert.equal(new Progress(0).fraction, 1);
+test('a steady 2 MB/s reads about 2 MB/s within 2 s, and neither the first burst nor bursty acks spike it', () => {
+  const MB = 1_000_000;
+  let t = 0;
+  const p = new Progress(100 * MB, { now: () => t });
+  p.restartClock();
+  // The first progress events report what went into the socket's buffer:
+  // 1 MB "sent" within 10 ms.
+  t = 10;
+  p.sending(0, 1 * MB);
+  assert.equal(p.speed, 0, 'no speed from a 10 ms sample');
+  assert.equal(p.eta, null);
+  // Then the wire's real pace, 2 MB/s, in events every 50 ms (the buffer's
+  // megabyte is already counted, so the network layer reports nothing new
+  // for the first half second).
+  let sent = 1 * MB;
+  const readings = [];
+  for (let ms = 60; ms <= 8000; ms += 50) {
+    t = ms;
+    if (ms >= 500) sent = Math.min(100 * MB, 1 * MB + (ms - 500) * 2000);
+    p.sending(0, sent);
+    if (p.speed > 0) readings.push([ms, p.speed]);
+  }
+  for (const [ms, speed] of readings) {
+    assert.ok(speed < 3 * MB, `at ${ms} ms the speed reads ${speed}: the first burst spiked it`);
+    if (ms >= 2000) assert.ok(Math.abs(speed - 2 * MB) < 0.4 * MB, `at ${ms} ms the speed reads ${speed}`);
+  }
+  assert.ok(readings.some(([ms]) => ms <= 1100), 'a speed is shown after about a second');
+
+  // Chunks whose progress arrives only with their answers: 4 MB every 2 s is
+  // still 2 MB/s, not 4 MB per 50 ms.
+  const q = new Progress(100 * MB, { now: () => t });
+  t = 0;
+  q.restartClock();
+  for (let i = 1; i <= 10; i++) {
+    for (let ms = 50; ms < 2000; ms += 50) {
+      t = (i - 1) * 2000 + ms;
+      q.update();
+    }
+    t = i * 2000;
+    q.acknowledged(i, 4 * MB);
+    // A 5 s window holds two or three of these steps: 1.6 to 2.4 MB/s.
+    assert.ok(q.speed <= 2.5 * MB && q.speed >= 1.5 * MB, `after ack ${i}: ${q.speed}`);
+  }
+});
+
+test('a zero-byte upload shows 0 % until the server confirms it', () => {
+  const p = new Progress(0);
+  assert.equal(p.fraction, 0);
+  p.finish();
+  assert.equal(p.fraction, 1);
+});
+
+test('only http(s) file URLs are accepted, resolved against the endpoint', () => {
+  const base = 'https://u.example/api/v1';
+  assert.equal(httpUrl('/api/v1/files/abc', base), 'https://u.example/api/v1/files/abc');
+  assert.equal(httpUrl('http://cdn.example/f/abc', base), 'http://cdn.example/f/abc');
+  for (const bad of ['javascript:alert(1)//', ' JavaScript:alert(1)', 'data:text/html,<script>1</script>', 'vbscript:x', 'blob:https://u.example/x', '', null, undefined, 42, {}]) {
+    assert.equal(httpUrl(bad, base), null, String(bad));
+  }
+});
+
+test('options: undefined and null mean the default, numbers are clamped, nonsense is a TypeError', () => {
+  const defaults = { endpoint: '/api/v1', parallel: 4, chunkSize: undefined, chunkTimeout: 0, retry: DEFAULT_RETRY, token: undefined };
+  const o = normalizeOptions({ parallel: undefined, chunkSize: null, retry: { retries: undefined, baseDelay: 100 } }, defaults);
+  assert.equal(o.parallel, 4);
+  assert.equal(o.chunkSize, undefined);
+  assert.equal(o.retry.retries, DEFAULT_RETRY.retries);
+  assert.equal(o.retry.baseDelay, 100);
+  assert.equal(o.retry.maxElapsed, Infinity);
+  assert.equal(normalizeOptions(undefined, defaults).parallel, 4);
+  assert.equal(normalizeOptions({ parallel: '2' }, defaults).parallel, 2);
+  assert.equal(normalizeOptions({ parallel: 0 }, defaults).parallel, 1);
+  assert.equal(normalizeOptions({ parallel: 2.7 }, defaults).parallel, 2);
+  assert.equal(normalizeOptions({ parallel: 1000 }, defaults).parallel, 16);
+  assert.equal(normalizeOptions({ chunkSize: -5 }, defaults).chunkSize, 1);
+  const token = async () => 't';
+  assert.equal(normalizeOptions({ token }, defaults).token, token);
+  for (const bad of [{ parallel: 'abc' }, { parallel: NaN }, { parallel: true }, { chunkSize: 'big' }, { retry: { retries: 'x' } },
+    { endpoint: 42 }, { token: 42 }, { sha256: 'abc' }, { onProgress: 'yes' }]) {
+    assert.throws(() => normalizeOptions(bad, defaults), TypeError, JSON.stringify(bad));
+  }
+  assert.throws(() => normalizeOptions('fast', defaults), TypeError);
+  assert.equal(normalizeOptions({ sha256: 'A'.repeat(64) }, defaults).sha256, 'A'.repeat(64));
 });
 
 test('sizes and durations read well', () => {
@@ -161,6 +263,8 @@ test('sizes and durations read well', () => {
   assert.equal(formatBytes(1536000), '1.5 MB');
   assert.equal(formatBytes(52428800), '52 MB');
   assert.equal(formatBytes(1e12), '1.0 TB');
+  assert.equal(formatBytes(512.3456), '512 B', 'a speed in bytes per second is rounded');
+  assert.equal(formatBytes(999.6), '1.0 KB');
   assert.equal(formatDuration(9.4), '9 s');
   assert.equal(formatDuration(75), '1 min 15 s');
   assert.equal(formatDuration(3725), '1 h 2 min');

@@ -91,15 +91,19 @@ export function isOutage(status) {
 }
 
 /**
- * How long to wait before retry number `attempt`: the server's Retry-After
- * when it gave one (429, 503, 409 chunk_in_progress), else backoff; null when
- * it is time to give up: after `retry.retries` attempts, or for an outage
- * (`outage`) once `elapsed` ms have gone by since the first failure.
+ * How long to wait before retry number `attempt`: the backoff, or the
+ * server's Retry-After (429, 503, 409 chunk_in_progress) when that is longer.
+ * Never shorter than the backoff: a "1 s" repeated (a chunk lease left by a
+ * server that died lapses only after 10 s) must not use up every retry in a
+ * few seconds. Null when it is time to give up: after `retry.retries`
+ * attempts, or for an outage (`outage`) once `elapsed` ms have gone by since
+ * the first failure.
  */
 export function retryDelay(attempt, retryAfterMs, retry = DEFAULT_RETRY, random = Math.random, { outage = false, elapsed = 0 } = {}) {
   if (outage ? elapsed >= (retry.maxElapsed ?? Infinity) : attempt > retry.retries) return null;
-  if (retryAfterMs != null) return Math.min(retryAfterMs, retry.maxRetryAfter);
-  return backoffDelay(attempt, retry, random);
+  const backoff = backoffDelay(attempt, retry, random);
+  if (retryAfterMs == null) return backoff;
+  return Math.max(backoff, Math.min(retryAfterMs, retry.maxRetryAfter));
 }
 
 /**

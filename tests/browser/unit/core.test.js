@@ -62,7 +62,9 @@ test('the retry schedule stops after the configured retries and honours Retry-Af
   const half = () => 0.5;
   assert.deepEqual([1, 2, 3, 4].map((a) => retryDelay(a, null, retry, half)), [75, 150, 300, null]);
   assert.equal(retryDelay(1, 7000, retry, half), 7000);
-  assert.equal(retryDelay(1, 0, retry, half), 0);
+  // Retry-After lengthens the backoff, never shortens it.
+  assert.equal(retryDelay(1, 0, retry, half), 75);
+  assert.equal(retryDelay(3, 100, retry, half), 300);
   assert.equal(retryDelay(2, 3_600_000, retry, half), 60_000);
   assert.equal(retryDelay(4, 1000, retry, half), null);
 });

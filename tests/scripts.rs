@@ -247,8 +247,7 @@ async fn curl_script_with_a_create_token_uses_the_upload_token_and_stops_on_sigt
             s.auth.jwt_secret = Some(SECRET.into());
         })
         .await;
-        let tokens =
-            tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap();
+        let tokens = tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap();
         let create_token = tokens
             .mint(&tranche::auth::Claims {
                 exp: tranche::auth::token::unix_now() + 600,

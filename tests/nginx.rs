@@ -2,8 +2,8 @@
 //! that share one real Redis and one data directory: chunks spread over all
 //! three, an upload completed through another instance than the one that
 //! created it, downloads through nginx, an instance killed mid-chunk, the
-//! 413 for an oversized chunk, and proof that nginx streams chunk bodies
-//! instead of spooling them.
+//! 413s for an oversized chunk and an oversized control request, and proof
+//! that nginx streams chunk bodies instead of spooling them.
 //!
 //! Needs `nginx` (Debian package; /usr/sbin/nginx) and `redis-server`.
 //! nginx runs unprivileged-style from a temp prefix with its own temp paths;
@@ -597,6 +597,30 @@ async fn nginx_streams_chunks_survives_a_killed_instance_and_refuses_oversized_o
         let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim())
             .expect("a JSON error body");
         assert_eq!(body["error"], "chunk_too_large");
+
+        // A control request over the control limit (1 MiB): its own 413,
+        // about control requests, not the chunk message.
+        let mut big = tokio::net::TcpStream::connect(("127.0.0.1", c.nginx.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /api/v1/uploads HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            (1 << 20) + 1
+        );
+        big.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_answer(&mut big).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("Content-Type: application/json"),
+            "{answer}"
+        );
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim())
+            .expect("a JSON error body");
+        assert_eq!(body["error"], "request_too_large", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("1 MiB"), "{message}");
+        assert!(!message.contains("65 MiB"), "{message}");
         assert!(c.nginx.spooled_bodies().is_empty());
     })
     .await

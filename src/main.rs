@@ -30,7 +30,9 @@ async fn main() -> ExitCode {
         Command::CheckConfig(args) => match load(&args) {
             Ok(settings) => match tranche::startup::preflight(&settings) {
                 Ok(_) => {
-                    println!("{}", toml_string(&settings));
+                    // Not println!: a closed pipe (`| head`) is no reason to panic.
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout(), "{}", toml_string(&settings));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

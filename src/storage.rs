@@ -300,19 +300,8 @@ impl Storage {
                 }
                 other => other?,
             };
-            let mut buf = vec![0u8; BATCH_SIZE];
-            while state.len() < until {
-                let want = ((until - state.len()) as usize).min(buf.len());
-                let n = file.read_at(&mut buf[..want], state.len())?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        ErrorKind::UnexpectedEof,
-                        "part file shorter than the upload",
-                    )
-                    .into());
-                }
-                state.update(&buf[..n]);
-            }
+            let from = state.len();
+            read_range(&file, from, until, |bytes| state.update(bytes))?;
             Ok(state)
         })
         .await
@@ -340,21 +329,7 @@ impl Storage {
                 other => other?,
             };
             let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; BATCH_SIZE.min(len as usize)];
-            let mut done = 0u64;
-            while done < len {
-                let want = ((len - done) as usize).min(buf.len());
-                let n = file.read_at(&mut buf[..want], start + done)?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        ErrorKind::UnexpectedEof,
-                        "part file shorter than the upload",
-                    )
-                    .into());
-                }
-                hasher.update(&buf[..n]);
-                done += n as u64;
-            }
+            read_range(&file, start, start + len, |bytes| hasher.update(bytes))?;
             Ok(hasher.finalize().into())
         })
         .await
@@ -463,6 +438,26 @@ fn remove_counting(path: &Path) -> io::Result<u64> {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Feeds the bytes of `file` from offset `start` to `end` to `sink`, a batch
+/// at a time (bounded memory whatever the range).
+fn read_range(file: &File, start: u64, end: u64, mut sink: impl FnMut(&[u8])) -> io::Result<()> {
+    let mut buf = vec![0u8; BATCH_SIZE.min(end.saturating_sub(start) as usize)];
+    let mut at = start;
+    while at < end {
+        let want = ((end - at) as usize).min(buf.len());
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "part file shorter than the upload",
+            ));
+        }
+        sink(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static, E: From<io::Error> + Send + 'static>(

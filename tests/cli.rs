@@ -118,6 +118,21 @@ fn state_files(state: &Path) -> Vec<std::path::PathBuf> {
     }
 }
 
+/// The API key and token secret of the servers with authentication on.
+const KEY: &str = "cli-test-backend-key-0123456789";
+const SECRET: &str = "cli-test-secret-cli-test-secret-0123";
+
+/// A server with authentication on: [`KEY`] and tokens signed with [`SECRET`].
+async fn spawn_with_auth(adjust: impl FnOnce(&mut tranche::config::Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_keys = vec![KEY.into()];
+        s.auth.jwt_secret = Some(SECRET.into());
+        adjust(s);
+    })
+    .await
+}
+
 /// Waits until the server has counted at least `at_least` chunks.
 async fn until_chunks_received(app: &TestApp, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -669,14 +684,7 @@ async fn a_202_from_complete_is_polled_until_the_file_is_there() {
 #[tokio::test]
 async fn with_authentication_a_create_token_is_enough_to_upload() {
     bounded(async {
-        const KEY: &str = "cli-test-backend-key-0123456789";
-        const SECRET: &str = "cli-test-secret-cli-test-secret-0123";
-        let app = spawn_app_with(|s| {
-            s.auth.enabled = true;
-            s.auth.api_keys = vec![KEY.into()];
-            s.auth.jwt_secret = Some(SECRET.into());
-        })
-        .await;
+        let app = spawn_with_auth(|_| {}).await;
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let (file, data) = write_file(dir.path(), "talk.mp4", 100 * 1024 + 5, 11);
@@ -741,15 +749,7 @@ async fn with_authentication_a_create_token_is_enough_to_upload() {
 #[tokio::test]
 async fn an_expired_upload_token_resumes_with_a_key_or_starts_afresh() {
     bounded_for(Duration::from_secs(60), async {
-        const KEY: &str = "cli-test-backend-key-0123456789";
-        const SECRET: &str = "cli-test-secret-cli-test-secret-0123";
-        let app = spawn_app_with(|s| {
-            s.auth.enabled = true;
-            s.auth.api_keys = vec![KEY.into()];
-            s.auth.jwt_secret = Some(SECRET.into());
-            s.durability = tranche::config::Durability::Relaxed;
-        })
-        .await;
+        let app = spawn_with_auth(|s| s.durability = tranche::config::Durability::Relaxed).await;
         let tokens = tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::ZERO).unwrap();
         let now = tranche::auth::token::unix_now();
         let create_token = tokens
@@ -820,17 +820,12 @@ async fn an_expired_upload_token_resumes_with_a_key_or_starts_afresh() {
 #[tokio::test]
 async fn an_unusable_state_dir_or_credential_stops_before_any_upload() {
     bounded(async {
-        let app = spawn_app_with(|s| {
-            s.auth.enabled = true;
-            s.auth.api_keys = vec!["cli-test-backend-key-0123456789".into()];
-        })
-        .await;
+        let app = spawn_with_auth(|_| {}).await;
         let dir = tempfile::tempdir().unwrap();
         let (file, _) = write_file(dir.path(), "f.bin", 100_000, 12);
         let not_a_dir = dir.path().join("state");
         std::fs::write(&not_a_dir, b"a file where the state dir should be").unwrap();
-        let key = "cli-test-backend-key-0123456789";
-        let run = tranche(&upload_args(&app, &file, &not_a_dir, &["--token", key])).await;
+        let run = tranche(&upload_args(&app, &file, &not_a_dir, &["--token", KEY])).await;
         assert_eq!(run.code, 1, "{run}");
         assert!(run.stderr.contains("resume state"), "{run}");
 

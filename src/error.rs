@@ -69,6 +69,8 @@ pub enum ApiError {
         "this Idempotency-Key was used for a different request; use a new key for a new upload"
     )]
     IdempotencyKeyReused,
+    #[error("a create with this Idempotency-Key is still being answered; retry in a moment")]
+    CreateInProgress,
     #[error("{method} is not allowed here; this resource takes {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
     /// No credentials where some are needed.
@@ -144,6 +146,7 @@ impl ApiError {
             ApiError::ChunkInProgress { .. } => "chunk_in_progress",
             ApiError::ChunkConflict { .. } => "chunk_conflict",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::CreateInProgress => "create_in_progress",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unauthorized(_) | ApiError::InvalidCredentials(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -217,6 +220,7 @@ impl ResponseError for ApiError {
             | ApiError::UploadAssembling(_)
             | ApiError::UploadFailed { .. }
             | ApiError::ChunkInProgress { .. }
+            | ApiError::CreateInProgress
             | ApiError::ChunkConflict { .. } => StatusCode::CONFLICT,
             ApiError::UploadExpired(_) | ApiError::UploadAborted(_) => StatusCode::GONE,
             ApiError::FileTooLarge { .. } | ApiError::ChunkTooLong { .. } => {
@@ -247,7 +251,10 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::StoreUnavailable(_)) {
             resp.insert_header((header::RETRY_AFTER, "2"));
         }
-        if matches!(self, ApiError::ChunkInProgress { .. }) {
+        if matches!(
+            self,
+            ApiError::ChunkInProgress { .. } | ApiError::CreateInProgress
+        ) {
             resp.insert_header((header::RETRY_AFTER, "1"));
         }
         if let ApiError::RateLimited { retry_after, .. } = self {

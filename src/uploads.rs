@@ -133,7 +133,7 @@ impl UseLimit {
         if used > self.max {
             self.give_back(ctx).await;
             return Err(ApiError::Forbidden(format!(
-                "this token may start at most {} uploads, and has",
+                "this token may start at most {} upload(s) and has started them all; ask for a new token",
                 self.max
             )));
         }
@@ -175,20 +175,6 @@ pub async fn create(
     };
     content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
     let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
-    if let Some(key) = &idempotency_key {
-        if let Some(answer) = ctx
-            .store
-            .idempotent_answer(key)
-            .await
-            .map_err(|e| store_error(ctx, e))?
-        {
-            return replay(answer, &request_digest);
-        }
-    }
-
-    if let Some(limit) = limit {
-        limit.take(ctx).await?;
-    }
     let now = now_ms();
     let record = UploadRecord {
         id: Uuid::new_v4(),
@@ -208,10 +194,34 @@ pub async fn create(
         failure: None,
         idempotency_key: idempotency_key.clone(),
     };
-    let idempotency = idempotency_key
-        .as_deref()
-        .map(|k| (k, request_digest.as_str()));
-    let inserted = insert(ctx, &record, idempotency).await;
+    let Some(key) = idempotency_key else {
+        return start(ctx, &record, None, limit).await;
+    };
+    // One request per key at a time (across instances, with Redis): a retry
+    // racing its first attempt waits for it and gets its answer, instead of
+    // finding a `max_uploads` use already taken, say.
+    let mut guard = hold_key(ctx, &key).await?;
+    let result = match ctx.store.idempotent_answer(&key).await {
+        Ok(Some(answer)) => replay(answer, &request_digest),
+        Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
+        Err(e) => Err(store_error(ctx, e)),
+    };
+    guard.release().await;
+    result
+}
+
+/// Starts the upload `record`: takes a `max_uploads` use if there is a limit,
+/// reserves its disk space and records it (with the idempotency entry).
+async fn start(
+    ctx: &AppContext,
+    record: &UploadRecord,
+    idempotency: Option<(&str, &str)>,
+    limit: Option<&UseLimit>,
+) -> Result<serde_json::Value, ApiError> {
+    if let Some(limit) = limit {
+        limit.take(ctx).await?;
+    }
+    let inserted = insert(ctx, record, idempotency).await;
     if !matches!(inserted, Ok(Insert::Created)) {
         if let Some(limit) = limit {
             limit.give_back(ctx).await;
@@ -221,10 +231,34 @@ pub async fn create(
         Insert::Created => {
             ctx.metrics.upload_event("created");
             tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
-            Ok(serde_json::to_value(UploadView::from(&record))
-                .map_err(|e| ApiError::Internal(e.into()))?)
+            serde_json::to_value(UploadView::from(record)).map_err(|e| ApiError::Internal(e.into()))
         }
-        Insert::Existing(first) => replay(first, &request_digest),
+        // Only without the key's lease (an older instance racing): still the first answer.
+        Insert::Existing(first) => replay(first, idempotency.map_or("", |(_, r)| r)),
+    }
+}
+
+/// Takes the lease that lets one create request with this Idempotency-Key
+/// proceed at a time, waiting a little for another holder to finish.
+async fn hold_key(ctx: &AppContext, key: &str) -> Result<LeaseGuard, ApiError> {
+    use sha2::{Digest, Sha256};
+    // Leases are named by upload id; a key gets an id of its own, derived.
+    let digest = Sha256::digest(format!("idempotency-key|{key}"));
+    let id = Uuid::from_slice(&digest[..16]).expect("16 bytes");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lease = ctx
+            .store
+            .try_lease(id, "create", LEASE_TTL)
+            .await
+            .map_err(|e| store_error(ctx, e))?;
+        if let Some(lease) = lease {
+            return Ok(LeaseGuard::new(ctx, lease));
+        }
+        if Instant::now() >= deadline {
+            return Err(ApiError::CreateInProgress);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -74,7 +74,7 @@ export function parseRetryAfter(value, now = Date.now()) {
  */
 export function classifyFailure(status, code) {
   if (status === 0 || status === 408 || status === 429) return 'retry';
-  if (status === 409 && code === 'chunk_in_progress') return 'retry';
+  if (status === 409 && (code === 'chunk_in_progress' || code === 'create_in_progress')) return 'retry';
   if (status === 404 || status === 410) return 'gone';
   // 507 (disk full) and 501 will not heal by themselves within a retry.
   if (status >= 500 && status !== 501 && status !== 507) return 'retry';

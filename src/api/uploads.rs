@@ -158,11 +158,13 @@ fn with_origin(mut view: UploadView, req: &HttpRequest, ctx: &AppContext) -> Upl
 
 /// A header as text; a header that is not visible ASCII is a client error.
 pub fn header_str(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
-    match req.headers().get(name) {
-        None => Ok(None),
-        Some(v) => v
+    let mut lines = Vec::new();
+    for v in req.headers().get_all(name) {
+        let line = v
             .to_str()
-            .map(|s| Some(s.trim().to_owned()))
-            .map_err(|_| ApiError::InvalidRequest(format!("header {name} is not valid ASCII"))),
+            .map_err(|_| ApiError::InvalidRequest(format!("header {name} is not valid ASCII")))?;
+        lines.push(line.trim());
     }
+    // A header sent on several lines is one comma-separated list (RFC 9110 §5.3).
+    Ok((!lines.is_empty()).then(|| lines.join(", ")))
 }

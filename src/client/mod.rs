@@ -47,7 +47,8 @@ impl ClientError {
             ClientError::Network(_) => true,
             ClientError::Server { status, code, .. } => {
                 matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-                    || (*status == 409 && code == "chunk_in_progress")
+                    || (*status == 409
+                        && (code == "chunk_in_progress" || code == "create_in_progress"))
             }
             _ => false,
         }

@@ -533,6 +533,28 @@ async fn max_uploads_counts_only_uploads_that_start() {
             refused["message"].as_str().unwrap().contains("at most 1"),
             "{refused}"
         );
+
+        // Retries racing their first attempt all get its answer: the use it
+        // took is not held against them.
+        let token = create_token(Claims {
+            exp: unix_now() + 600,
+            sub: Some("racer".into()),
+            max_uploads: Some(1),
+            ..Claims::default()
+        });
+        let racing = (0..12).map(|_| {
+            app.request(Method::POST, "/api/v1/uploads")
+                .bearer_auth(&token)
+                .header("Idempotency-Key", "race")
+                .json(&json!({"filename": "r.bin", "size": 10}))
+                .send()
+        });
+        let mut ids = std::collections::HashSet::new();
+        for resp in futures::future::join_all(racing).await {
+            let body = expect_json(resp.expect("create request"), 201).await;
+            ids.insert(body["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(ids.len(), 1, "one upload for one key: {ids:?}");
     })
     .await;
 }

@@ -362,6 +362,23 @@ async fn content_digest_takes_the_last_sha256_and_answers_with_the_hash() {
             sha256_hex(&chunks[0])
         );
 
+        // The same list on two header lines (RFC 9110 §5.3): still the last.
+        let two_lines = |first: &str, second: &str| {
+            app.request(Method::PUT, &chunk_url(&id, 2))
+                .header("content-digest", first)
+                .header("content-digest", second)
+                .body(chunks[2].clone())
+                .send()
+        };
+        let (good2, bad2) = (content_digest(&chunks[2]), content_digest(&chunks[1]));
+        let resp = two_lines(&good2, &bad2).await.unwrap();
+        assert_error(resp, 422, "digest_mismatch").await;
+        let resp = two_lines(&bad2, &good2).await.unwrap();
+        assert_eq!(
+            expect_json(resp, 200).await["sha256"],
+            sha256_hex(&chunks[2])
+        );
+
         use sha2::Digest;
         let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
         let sha512 = format!("sha-512=:{}:", b64(&sha2::Sha512::digest(&chunks[1])));

@@ -218,10 +218,12 @@ async fn start(
     idempotency: Option<(&str, &str)>,
     limit: Option<&UseLimit>,
 ) -> Result<serde_json::Value, ApiError> {
+    let answer =
+        serde_json::to_value(UploadView::from(record)).map_err(|e| ApiError::Internal(e.into()))?;
     if let Some(limit) = limit {
         limit.take(ctx).await?;
     }
-    let inserted = insert(ctx, record, idempotency).await;
+    let inserted = insert(ctx, record, &answer, idempotency).await;
     if !matches!(inserted, Ok(Insert::Created)) {
         if let Some(limit) = limit {
             limit.give_back(ctx).await;
@@ -231,7 +233,7 @@ async fn start(
         Insert::Created => {
             ctx.metrics.upload_event("created");
             tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
-            serde_json::to_value(UploadView::from(record)).map_err(|e| ApiError::Internal(e.into()))
+            Ok(answer)
         }
         // Only without the key's lease (an older instance racing): still the first answer.
         Insert::Existing(first) => replay(first, idempotency.map_or("", |(_, r)| r)),
@@ -287,14 +289,13 @@ fn replay(entry: serde_json::Value, request_digest: &str) -> Result<serde_json::
 async fn insert(
     ctx: &AppContext,
     record: &UploadRecord,
+    answer: &serde_json::Value,
     idempotency: Option<(&str, &str)>,
 ) -> Result<Insert, ApiError> {
     // The bytes' place first: if the disk is full we say so before any state exists.
     ctx.disk_guard
         .admit(&ctx.storage, record.id, record.size)
         .await?;
-    let answer =
-        serde_json::to_value(UploadView::from(record)).map_err(|e| ApiError::Internal(e.into()))?;
     let entry = idempotency.map(|(key, request)| {
         (
             key,

@@ -69,7 +69,23 @@ function addFiles(files) {
       flash(running);
       continue;
     }
-    active.set(key, addRow(file, () => active.delete(key)));
+    // The row holds the file's place while it runs, gives it up when it
+    // finishes, and takes it again for a Retry (unless another row has it).
+    const place = {
+      take(row) {
+        const other = active.get(key);
+        if (other && other !== row) {
+          flash(other);
+          return false;
+        }
+        active.set(key, row);
+        return true;
+      },
+      release(row) {
+        if (active.get(key) === row) active.delete(key);
+      },
+    };
+    place.take(addRow(file, place));
   }
 }
 
@@ -83,7 +99,12 @@ function flash(row) {
   announce(row.querySelector('.name').textContent, 'already uploading, see its row.');
 }
 
-function addRow(file, onFinished) {
+/** A server message ends without a full stop; the demo's sentences follow it. */
+function sentence(text) {
+  return /[.!?…]$/.test(text) ? text : `${text}.`;
+}
+
+function addRow(file, place) {
   const row = template.content.firstElementChild.cloneNode(true);
   const $ = (sel) => row.querySelector(sel);
   const bar = $('.bar');
@@ -128,7 +149,7 @@ function addRow(file, onFinished) {
       }
     },
     onRetry({ delay, error }) {
-      say(`${error.message} Trying again in ${formatDuration(delay / 1000)}…`);
+      say(`${sentence(error.message)} Trying again in ${formatDuration(delay / 1000)}…`);
     },
     onStateChange(state) {
       const hadFocus = row.contains(document.activeElement) ? document.activeElement : null;
@@ -148,7 +169,7 @@ function addRow(file, onFinished) {
       if (running) {
         status.classList.remove('error');
       } else {
-        onFinished();
+        place.release(row);
       }
       const messages = {
         starting: 'Starting…',
@@ -183,6 +204,8 @@ function addRow(file, onFinished) {
   pause.addEventListener('click', () => (upload.state === 'paused' ? upload.resume() : upload.pause()));
   cancel.addEventListener('click', () => upload.abort());
   retry.addEventListener('click', () => {
+    // Another row may have started the same file since this one failed.
+    if (!place.take(row)) return;
     // The row shows the retry's outcome; the promise is not needed here.
     upload.resume();
     pause.focus();

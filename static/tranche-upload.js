@@ -99,8 +99,8 @@ export class Upload {
   #done;
   #resolve;
   #reject;
-  /** Settles when a create request in flight has its answer (abort waits for it). */
-  #creating = Promise.resolve();
+  /** While a create request is in flight: settles with its answer (abort and resume wait for it). */
+  #creating = null;
   /** Callbacks that cut a retry's wait short (the browser came back online). */
   #wakers = new Set();
   #onOnline = () => {
@@ -228,6 +228,12 @@ export class Upload {
    * server still has it and lets us in, else creates one.
    */
   async #open(signal) {
+    // A create sent before a pause may still be on its way: its upload is
+    // the one to continue, not a reason to create a second.
+    if (this.#creating) {
+      await this.#creating;
+      if (signal.aborted) throw signal.reason;
+    }
     let status = null;
     const explicit = this.options.uploadId != null;
     let fromStorage = false;
@@ -286,14 +292,24 @@ export class Upload {
     const key = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`;
     // The request itself is not cancelled by pause or abort (the server may
     // have created the upload already): abort waits for its answer instead.
-    const request = this.#control('POST', '/uploads', body, signal, { 'Idempotency-Key': key }, [], { cancellable: false });
-    this.#creating = request.then(
+    const created = this.#control('POST', '/uploads', body, signal, { 'Idempotency-Key': key }, [], { cancellable: false }).then(
+      ({ body: status }) => {
+        // Recorded even when this drive was paused meanwhile: the next one
+        // (and abort) must know the upload exists.
+        this.id = status.id;
+        this.token = status.upload_token ?? null;
+        return status;
+      },
+    );
+    const settled = created.then(
       () => {},
       () => {},
     );
-    const status = (await request).body;
-    this.id = status.id;
-    this.token = status.upload_token ?? null;
+    this.#creating = settled;
+    settled.then(() => {
+      if (this.#creating === settled) this.#creating = null;
+    });
+    const status = await created;
     if (signal.aborted) throw signal.reason;
     return status;
   }

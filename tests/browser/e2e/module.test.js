@@ -192,3 +192,26 @@ test('abort before the create answer arrives still deletes the upload on the ser
   assert.equal(await server.metric(CREATED), 2);
   assert.equal(await server.metric(ABORTED), 2);
 });
+
+test('pause and resume before the create answer arrives continue that upload, not a second one', { timeout: 60_000 }, async (t) => {
+  const { server, page } = await setup(t);
+  // A slow create: the server has made the upload long before the page hears of it.
+  await page.route('**/api/v1/uploads', async (route) => {
+    if (route.request().method() === 'POST') await new Promise((r) => setTimeout(r, 800));
+    await route.continue();
+  });
+  const out = await page.evaluate(async () => {
+    const u = new M.Upload(makeFile('slow-create.bin', 5000));
+    const done = u.start();
+    await new Promise((r) => setTimeout(r, 100));
+    u.pause();
+    await new Promise((r) => setTimeout(r, 50));
+    const file = await u.resume();
+    return { state: u.state, id: u.id, file };
+  });
+  assert.equal(out.state, 'completed');
+  assert.equal(out.file.sha256, createHash('sha256').update(bytes(5000)).digest('hex'));
+  assert.equal(await server.metric(CREATED), 1, 'one create, one upload');
+  const res = await fetch(server.url(`/api/v1/uploads/${out.id}`));
+  assert.equal((await res.json()).status, 'completed');
+});

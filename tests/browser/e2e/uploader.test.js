@@ -346,3 +346,21 @@ test('the same file chosen again while it uploads flashes its row instead of a s
   assert.equal(await page.locator('li.upload').count(), 1);
   await waitForState(page, f.name, 'completed');
 });
+
+test('after Retry on a failed row, choosing the same file again flashes that row instead of racing it', { timeout: 60_000 }, async (t) => {
+  // Chunk 0's first attempt: 507, which fails the upload (no retry by itself).
+  const { server, proxy, browser } = await setup(t, {
+    proxy: { chunkDelay: 100, fault: (index, attempt) => (index === 0 && attempt === 1 ? '507' : null) },
+  });
+  const f = file(t, 'retried.bin', 1 * MiB);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${64 * 1024}&parallel=1`);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'failed');
+  await row(page, f.name).locator('button.retry').click();
+  await page.setInputFiles('#file-input', f.path);
+  assert.equal(await page.locator('li.upload').count(), 1, 'one row for the file');
+  assert.match(await row(page, f.name).getAttribute('class'), /flash/);
+  await waitForState(page, f.name, 'completed');
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+});

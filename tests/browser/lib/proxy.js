@@ -9,7 +9,7 @@ export class Proxy {
   /**
    * `target`: the server's origin. `chunkDelay`: ms to hold each chunk's
    * answer (so an upload lasts long enough to interrupt). `fault(index,
-   * attempt)`: null to pass the chunk on, or `'503'`, `'drop'`, `'corrupt'`.
+   * attempt)`: null to pass the chunk on, or `'503'`, `'507'`, `'drop'`, `'corrupt'`.
    */
   static async start(target, { chunkDelay = 0, fault = () => null } = {}) {
     const proxy = new Proxy(new URL(target), chunkDelay, fault);
@@ -47,11 +47,12 @@ export class Proxy {
     this.attempts.set(index, attempt);
     this.chunkRequests++;
     const fault = this.fault(index, attempt);
-    if (fault === '503') {
+    const injected = { 503: 'store_unavailable', 507: 'insufficient_storage' }[fault];
+    if (injected) {
       req.resume();
       req.on('end', () => {
-        res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '1' });
-        res.end(JSON.stringify({ error: 'store_unavailable', message: 'injected by the test proxy' }));
+        res.writeHead(Number(fault), { 'Content-Type': 'application/json', 'Retry-After': '1' });
+        res.end(JSON.stringify({ error: injected, message: 'injected by the test proxy' }));
       });
       return;
     }

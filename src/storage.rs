@@ -283,16 +283,7 @@ impl Storage {
     ) -> Result<HashState, StorageError> {
         let path = self.part_path(id);
         let final_path = self.file_path(id);
-        // Hashing is CPU-bound: more of it at once than there are slots only
-        // adds threads and read buffers, not speed.
-        let permit = self
-            .hash_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        blocking(move || {
-            let _permit = permit;
+        self.hashing(move || {
             let file = match File::open(&path) {
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     // An assembly interrupted after its rename resumes from the final file.
@@ -307,6 +298,26 @@ impl Storage {
         .await
     }
 
+    /// Runs `job` on the blocking pool once a hashing slot is free. Hashing is
+    /// CPU-bound: more of it at once than there are slots only adds threads
+    /// and read buffers, not speed.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let permit = self
+            .hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+    }
+
     /// The SHA-256 of `len` bytes of an upload's part file from `start`: what
     /// was stored for a chunk, to compare a resend with.
     pub async fn hash_range(
@@ -316,14 +327,7 @@ impl Storage {
         len: u64,
     ) -> Result<[u8; 32], StorageError> {
         let path = self.part_path(id);
-        let permit = self
-            .hash_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        blocking(move || {
-            let _permit = permit;
+        self.hashing(move || {
             let file = match File::open(&path) {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::PartMissing),
                 other => other?,

@@ -119,19 +119,8 @@ fn state_files(state: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The API key and token secret of the servers with authentication on.
-const KEY: &str = "cli-test-backend-key-0123456789";
-const SECRET: &str = "cli-test-secret-cli-test-secret-0123";
-
-/// A server with authentication on: [`KEY`] and tokens signed with [`SECRET`].
-async fn spawn_with_auth(adjust: impl FnOnce(&mut tranche::config::Settings)) -> TestApp {
-    spawn_app_with(|s| {
-        s.auth.enabled = true;
-        s.auth.api_keys = vec![KEY.into()];
-        s.auth.jwt_secret = Some(SECRET.into());
-        adjust(s);
-    })
-    .await
-}
+const KEY: &str = TEST_API_KEY;
+const SECRET: &str = TEST_JWT_SECRET;
 
 /// Waits until the server has counted at least `at_least` chunks.
 async fn until_chunks_received(app: &TestApp, at_least: u64) {

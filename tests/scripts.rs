@@ -239,16 +239,8 @@ fn slow_curl(dir: &Path) -> String {
 #[tokio::test]
 async fn curl_script_with_a_create_token_uses_the_upload_token_and_stops_on_sigterm() {
     bounded_for(Duration::from_secs(60), async {
-        const KEY: &str = "script-test-backend-key-0123456789";
-        const SECRET: &str = "script-test-secret-script-test-secret-0123";
-        let app = spawn_app_with(|s| {
-            s.auth.enabled = true;
-            s.auth.api_keys = vec![KEY.into()];
-            s.auth.jwt_secret = Some(SECRET.into());
-        })
-        .await;
-        let tokens = tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap();
-        let create_token = tokens
+        let app = spawn_with_auth(|_| {}).await;
+        let create_token = test_tokens()
             .mint(&tranche::auth::Claims {
                 exp: tranche::auth::token::unix_now() + 600,
                 max_size: Some(1 << 20),
@@ -336,7 +328,7 @@ async fn curl_script_with_a_create_token_uses_the_upload_token_and_stops_on_sigt
         let got = app
             .client
             .get(lines[0])
-            .bearer_auth(KEY)
+            .bearer_auth(TEST_API_KEY)
             .send()
             .await
             .unwrap();

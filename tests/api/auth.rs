@@ -7,33 +7,19 @@ use std::time::Duration;
 use base64::Engine;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
-use tranche::auth::{Claims, Tokens};
+use tranche::auth::Claims;
 
 use crate::helpers::*;
 
-const KEY: &str = "backend-key-for-tests-0123456789";
-const SECRET: &str = "test-secret-test-secret-test-secret!";
-
-async fn spawn_secure(adjust: impl FnOnce(&mut tranche::config::Settings)) -> TestApp {
-    spawn_app_with(|s| {
-        s.auth.enabled = true;
-        s.auth.api_keys = vec![KEY.into()];
-        s.auth.jwt_secret = Some(SECRET.into());
-        adjust(s);
-    })
-    .await
-}
-
-fn tokens() -> Tokens {
-    Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap()
-}
+const KEY: &str = TEST_API_KEY;
+const SECRET: &str = TEST_JWT_SECRET;
 
 fn unix_now() -> u64 {
     tranche::auth::token::unix_now()
 }
 
 fn create_token(claims: Claims) -> String {
-    tokens().mint(&claims).unwrap()
+    test_tokens().mint(&claims).unwrap()
 }
 
 /// Sends a request with an optional bearer credential.
@@ -185,7 +171,7 @@ fn credential(cred: Cred, id: &str, token: &str, other_token: &str) -> Option<St
 #[tokio::test]
 async fn every_credential_against_every_endpoint() {
     bounded_for(Duration::from_secs(120), async {
-        let app = spawn_secure(|_| {}).await;
+        let app = spawn_with_auth(|_| {}).await;
         let (_, other_token, _) = keyed_upload(&app).await;
         let creds = [
             Cred::None,
@@ -360,7 +346,7 @@ async fn every_credential_against_every_endpoint() {
 #[tokio::test]
 async fn health_stays_open_and_downloads_can_be_public() {
     bounded(async {
-        let app = spawn_secure(|s| s.auth.public_downloads = true).await;
+        let app = spawn_with_auth(|s| s.auth.public_downloads = true).await;
         assert_eq!(
             app.request(Method::GET, "/healthz")
                 .send()
@@ -394,7 +380,7 @@ async fn health_stays_open_and_downloads_can_be_public() {
 #[tokio::test]
 async fn a_create_token_is_held_to_its_claims() {
     bounded(async {
-        let app = spawn_secure(|_| {}).await;
+        let app = spawn_with_auth(|_| {}).await;
         let token = create_token(Claims {
             exp: unix_now() + 600,
             sub: Some("course-101".into()),
@@ -475,7 +461,7 @@ async fn a_create_token_is_held_to_its_claims() {
         .await;
         assert_eq!(r.bytes().await.unwrap().as_ref(), b"abc");
         // The upload token carries the create token's subject.
-        let claims = tokens().verify(upload_token).unwrap();
+        let claims = test_tokens().verify(upload_token).unwrap();
         assert_eq!(claims.sub.as_deref(), Some("course-101"));
         // max_uploads = 2: one more create passes, the third is refused.
         expect_json(
@@ -499,7 +485,7 @@ async fn a_create_token_is_held_to_its_claims() {
 #[tokio::test]
 async fn max_uploads_counts_only_uploads_that_start() {
     bounded(async {
-        let app = spawn_secure(|s| s.max_file_size = bytesize::ByteSize(1000)).await;
+        let app = spawn_with_auth(|s| s.max_file_size = bytesize::ByteSize(1000)).await;
         let token = create_token(Claims {
             exp: unix_now() + 600,
             max_uploads: Some(1),
@@ -562,7 +548,7 @@ async fn max_uploads_counts_only_uploads_that_start() {
 #[tokio::test]
 async fn idempotency_keys_are_scoped_to_the_caller() {
     bounded(async {
-        let app = spawn_secure(|_| {}).await;
+        let app = spawn_with_auth(|_| {}).await;
         let t1 = create_token(Claims {
             exp: unix_now() + 600,
             sub: Some("alice".into()),
@@ -616,7 +602,7 @@ async fn api_keys_can_be_given_as_hashes_and_in_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keys");
         std::fs::write(&file, "# ops team\nfile-key-0123456789abcdef\n").unwrap();
-        let app = spawn_secure(|s| {
+        let app = spawn_with_auth(|s| {
             s.auth.api_keys = vec![tranche::auth::keys::hash_entry("hashed-key-0123456789")];
             s.auth.api_keys_file = Some(file.clone());
         })
@@ -684,7 +670,7 @@ async fn tokens_and_keys_from_the_command_line_work() {
             .unwrap();
         let entry = entry.trim_end_matches("\"]").to_owned();
         assert!(entry.starts_with("sha256:") && !entry.contains(&key));
-        let app = spawn_secure(|s| s.auth.api_keys = vec![entry.clone()]).await;
+        let app = spawn_with_auth(|s| s.auth.api_keys = vec![entry.clone()]).await;
         let r = send(&app, Method::GET, "/metrics", Some(&key), None, None).await;
         assert_eq!(r.status(), 200);
 
@@ -700,7 +686,7 @@ async fn tokens_and_keys_from_the_command_line_work() {
             "cli",
         ]);
         let token = token.trim();
-        let claims = tokens().verify(token).unwrap();
+        let claims = test_tokens().verify(token).unwrap();
         assert_eq!(claims.max_size, Some(100));
         let ok = send(
             &app,
@@ -751,7 +737,7 @@ fn check_config_hides_secrets() {
 #[tokio::test]
 async fn a_download_link_may_carry_its_uploads_token() {
     bounded(async {
-        let app = spawn_secure(|_| {}).await;
+        let app = spawn_with_auth(|_| {}).await;
         let (id, token, data) = keyed_upload(&app).await;
         let (_, other_token, _) = keyed_upload(&app).await;
         keyed_put(&app, &id, &data).await;

@@ -74,6 +74,27 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_on(redis, adjust).await
 }
 
+/// The API key and token secret of test servers with authentication on.
+pub const TEST_API_KEY: &str = "backend-key-for-tests-0123456789";
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+
+/// Spawns an app with authentication on: [`TEST_API_KEY`], and tokens signed
+/// with [`TEST_JWT_SECRET`].
+pub async fn spawn_with_auth(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with(|s| {
+        s.auth.enabled = true;
+        s.auth.api_keys = vec![TEST_API_KEY.into()];
+        s.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
+        adjust(s);
+    })
+    .await
+}
+
+/// Mints and checks tokens as the apps of [`spawn_with_auth`] do.
+pub fn test_tokens() -> tranche::auth::Tokens {
+    tranche::auth::Tokens::new(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(5)).unwrap()
+}
+
 /// Spawns an app on the given Redis (or on the embedded store with `None`),
 /// for tests that need a Redis started their own way (with persistence, say).
 pub async fn spawn_app_on(

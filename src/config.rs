@@ -104,6 +104,9 @@ impl Default for CorsSettings {
                 "Content-Digest",
                 "Idempotency-Key",
                 "Range",
+                "If-Range",
+                "If-Match",
+                "If-None-Match",
             ]),
             exposed_headers: owned(&[
                 "Location",
@@ -111,7 +114,9 @@ impl Default for CorsSettings {
                 "ETag",
                 "Content-Disposition",
                 "Content-Range",
+                "Accept-Ranges",
                 "Repr-Digest",
+                "Digest",
             ]),
             max_age: Duration::from_secs(3600),
         }

@@ -123,8 +123,10 @@ impl UseLimit {
         }
     }
 
-    /// Takes one use, or refuses with 403 when all are taken.
-    async fn take(&self, ctx: &AppContext) -> Result<(), ApiError> {
+    /// Takes one use, or refuses with 403 when all are taken. The use is
+    /// given back unless [`TakenUse::keep`] is called: a create that fails,
+    /// or whose request is cancelled half-way, leaves the count as it was.
+    async fn take(&self, ctx: &AppContext) -> Result<TakenUse, ApiError> {
         let used = ctx
             .store
             .add_use(&self.name, 1, self.until_ms)
@@ -137,13 +139,47 @@ impl UseLimit {
                 self.max
             )));
         }
-        Ok(())
+        Ok(TakenUse {
+            ctx: ctx.clone(),
+            limit: Some(self.clone()),
+        })
     }
 
     /// Returns a use taken for a create that did not start an upload.
     async fn give_back(&self, ctx: &AppContext) {
         if let Err(e) = ctx.store.add_use(&self.name, -1, self.until_ms).await {
             tracing::warn!(error = %e, "a token use could not be given back");
+        }
+    }
+}
+
+/// A `max_uploads` use held by a create in progress; dropped unsettled (the
+/// request was cancelled half-way), it is given back in the background.
+struct TakenUse {
+    ctx: AppContext,
+    /// `None` once kept.
+    limit: Option<UseLimit>,
+}
+
+impl TakenUse {
+    /// The upload started: the use stays taken.
+    fn keep(mut self) {
+        self.limit = None;
+    }
+
+    /// The create failed: the use goes back now.
+    async fn give_back(mut self) {
+        if let Some(limit) = self.limit.take() {
+            limit.give_back(&self.ctx).await;
+        }
+    }
+}
+
+impl Drop for TakenUse {
+    fn drop(&mut self) {
+        if let Some(limit) = self.limit.take() {
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move { limit.give_back(&ctx).await });
         }
     }
 }
@@ -201,11 +237,16 @@ pub async fn create(
     // racing its first attempt waits for it and gets its answer, instead of
     // finding a `max_uploads` use already taken, say.
     let mut guard = hold_key(ctx, &key).await?;
-    let result = match ctx.store.idempotent_answer(&key).await {
-        Ok(Some(answer)) => replay(answer, &request_digest),
-        Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
-        Err(e) => Err(store_error(ctx, e)),
+    // Renewed while it lasts: a create queued behind others at the disk
+    // guard may take longer than one lease.
+    let work = async {
+        match ctx.store.idempotent_answer(&key).await {
+            Ok(Some(answer)) => replay(answer, &request_digest),
+            Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
+            Err(e) => Err(store_error(ctx, e)),
+        }
     };
+    let result = guard.hold_while(work).await.and_then(|r| r);
     guard.release().await;
     result
 }
@@ -220,13 +261,16 @@ async fn start(
 ) -> Result<serde_json::Value, ApiError> {
     let answer =
         serde_json::to_value(UploadView::from(record)).map_err(|e| ApiError::Internal(e.into()))?;
-    if let Some(limit) = limit {
-        limit.take(ctx).await?;
-    }
+    let taken = match limit {
+        Some(limit) => Some(limit.take(ctx).await?),
+        None => None,
+    };
     let inserted = insert(ctx, record, &answer, idempotency).await;
-    if !matches!(inserted, Ok(Insert::Created)) {
-        if let Some(limit) = limit {
-            limit.give_back(ctx).await;
+    if let Some(taken) = taken {
+        match inserted {
+            Ok(Insert::Created) => taken.keep(),
+            // Given back before answering, so the caller's next create counts right.
+            _ => taken.give_back().await,
         }
     }
     match inserted? {
@@ -248,6 +292,7 @@ async fn hold_key(ctx: &AppContext, key: &str) -> Result<LeaseGuard, ApiError> {
     let digest = Sha256::digest(format!("idempotency-key|{key}"));
     let id = Uuid::from_slice(&digest[..16]).expect("16 bytes");
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_millis(10);
     loop {
         let lease = ctx
             .store
@@ -260,7 +305,9 @@ async fn hold_key(ctx: &AppContext, key: &str) -> Result<LeaseGuard, ApiError> {
         if Instant::now() >= deadline {
             return Err(ApiError::CreateInProgress);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(pause).await;
+        // Gentle on a shared Redis while a slow create holds the key.
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 
@@ -830,6 +877,7 @@ impl LeaseGuard {
                 tracing::warn!(upload_id = %lease.upload, lease = %lease.name, "lease lost; stopping");
                 Err(match lease.name.strip_prefix("chunk:").and_then(|i| i.parse().ok()) {
                     Some(index) => ApiError::ChunkInProgress { index },
+                    None if lease.name == "create" => ApiError::CreateInProgress,
                     None => ApiError::UploadAssembling(lease.upload.to_string()),
                 })
             }

@@ -492,6 +492,16 @@ async fn download_writes_the_file_and_resumes_a_partial_one() {
         assert_eq!(std::fs::read(&out).unwrap(), b"my own notes");
         std::fs::remove_file(&out).unwrap();
 
+        // A link where the partial download would go is not followed.
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"not yours").unwrap();
+        std::os::unix::fs::symlink(&victim, &part).unwrap();
+        let run = download().await;
+        assert_eq!(run.code, 1, "{run}");
+        assert!(run.stdout.contains("not a regular file"), "{run}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not yours");
+        std::fs::remove_file(&part).unwrap();
+
         // A partial download that is not this file's start fails the check
         // and is removed, so that running again starts clean.
         let mut wrong = data[..50_000].to_vec();

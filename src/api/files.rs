@@ -82,6 +82,9 @@ pub async fn download(
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     ));
     resp.insert_header(content_disposition(&rec.filename));
+    // The type is the uploader's word, served from tranche's own origin: a
+    // browser must not guess a more dangerous one (say HTML) from the bytes.
+    resp.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
     digest_headers(&mut resp, &rec);
 
     if req.method() == actix_web::http::Method::HEAD {

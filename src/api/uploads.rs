@@ -31,7 +31,7 @@ pub async fn create(
     };
     access.may_create(body.size, content_type)?;
     let scope = ctx.auth.enabled().then_some(caller.as_str());
-    let idempotency_key = uploads::idempotency_key(header_str(&req, "idempotency-key")?, scope)?;
+    let idempotency_key = uploads::idempotency_key(single_header(&req, "idempotency-key")?, scope)?;
     let limit = uploads::UseLimit::of(&access);
     let mut answer = uploads::create(&ctx, body, idempotency_key, limit.as_ref()).await?;
     let id = answer["id"].as_str().unwrap_or_default().to_owned();
@@ -157,6 +157,16 @@ fn with_origin(mut view: UploadView, req: &HttpRequest, ctx: &AppContext) -> Upl
 }
 
 /// A header as text; a header that is not visible ASCII is a client error.
+/// A header that names one value (not a list): sent twice is a mistake.
+fn single_header(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
+    if req.headers().get_all(name).nth(1).is_some() {
+        return Err(ApiError::InvalidRequest(format!(
+            "send {name} once; it names a single value"
+        )));
+    }
+    header_str(req, name)
+}
+
 pub fn header_str(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
     let mut lines = Vec::new();
     for v in req.headers().get_all(name) {

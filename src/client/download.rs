@@ -177,6 +177,16 @@ pub async fn download(
         return already_there(api, id, path).await;
     }
     let part = part_path(path);
+    // Only a regular file of ours is resumed: a link there could point the
+    // bytes (and the truncation of a wrong start) at any file.
+    if let Ok(meta) = tokio::fs::symlink_metadata(&part).await {
+        if !meta.file_type().is_file() {
+            return Err(ClientError::Local(format!(
+                "{} is not a regular file; remove it or choose another -o",
+                part.display()
+            )));
+        }
+    }
     match fetch(api, id, path, &part, progress).await {
         Ok(done) => {
             tokio::fs::rename(&part, path)
@@ -218,10 +228,11 @@ async fn already_there(api: &Api, id: &str, path: &Path) -> Result<Downloaded, C
     .await
     .map_err(|e| ClientError::local(path.display(), e))?
     .map_err(|e| ClientError::local(path.display(), e))?;
-    let same = Some(len) == size && expected.as_ref().is_none_or(|e| *e == sha256);
+    // Without the server's digest, a length that matches proves nothing.
+    let same = Some(len) == size && expected.as_ref() == Some(&sha256);
     if !same {
         return Err(ClientError::Local(format!(
-            "{} already exists and is not this file; remove it or choose another -o",
+            "{} already exists and is not known to be this file; remove it or choose another -o",
             path.display()
         )));
     }
@@ -230,7 +241,7 @@ async fn already_there(api: &Api, id: &str, path: &Path) -> Result<Downloaded, C
         id: id.to_owned(),
         size: len,
         sha256,
-        verified: expected.is_some(),
+        verified: true,
         bytes_received: 0,
         resumed: false,
     })

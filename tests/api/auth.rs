@@ -485,7 +485,12 @@ async fn a_create_token_is_held_to_its_claims() {
 #[tokio::test]
 async fn max_uploads_counts_only_uploads_that_start() {
     bounded(async {
-        let app = spawn_with_auth(|s| s.max_file_size = bytesize::ByteSize(1000)).await;
+        let app = spawn_with_auth(|s| {
+            s.max_file_size = bytesize::ByteSize(1000);
+            // Room for small uploads only: a bigger one fails after its use was taken.
+            s.limits.max_pending_bytes = bytesize::ByteSize(500);
+        })
+        .await;
         let token = create_token(Claims {
             exp: unix_now() + 600,
             max_uploads: Some(1),
@@ -503,6 +508,8 @@ async fn max_uploads_counts_only_uploads_that_start() {
         assert_error(create(big, "k0").await, 413, "file_too_large").await;
         let nameless = json!({"filename": "", "size": 10});
         assert_error(create(nameless, "k0").await, 400, "invalid_request").await;
+        let no_room = json!({"filename": "wide.bin", "size": 900});
+        assert_error(create(no_room, "k9").await, 507, "insufficient_storage").await;
 
         let body = json!({"filename": "a.bin", "size": 10});
         let first = expect_json(create(body.clone(), "k1").await, 201).await;

@@ -207,6 +207,18 @@ async fn idempotency_key_returns_the_first_answer_and_creates_nothing_more() {
             .unwrap();
         assert_error(reused, 422, "idempotency_key_reused").await;
 
+        // A key names one request: sent twice, the header is refused plainly.
+        let twice = app
+            .request(reqwest::Method::POST, "/api/v1/uploads")
+            .header("idempotency-key", "key-1")
+            .header("idempotency-key", "key-1")
+            .json(&json!({"filename": "same.bin", "size": 5000, "chunk_size": 1024}))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(twice, 400, "invalid_request").await;
+        assert!(body["message"].as_str().unwrap().contains("once"), "{body}");
+
         // Exactly two uploads exist: one per key.
         let parts = std::fs::read_dir(app.data_dir.join("uploads"))
             .unwrap()

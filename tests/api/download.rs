@@ -45,6 +45,8 @@ async fn download_sends_the_file_with_its_headers() {
         assert_eq!(resp.status(), 200);
         assert_eq!(header(&resp, "content-length"), "5000");
         assert_eq!(header(&resp, "content-type"), "video/mp4");
+        // The declared type is final: no browser guesses another from the bytes.
+        assert_eq!(header(&resp, "x-content-type-options"), "nosniff");
         let disposition = header(&resp, "content-disposition");
         assert!(disposition.starts_with("attachment"), "{disposition}");
         assert!(

@@ -207,6 +207,25 @@ async fn curl_script_starts_afresh_when_the_file_was_rewritten_with_the_same_siz
 /// A directory with a `curl` that is the real one slowed to 2 KiB/s, put
 /// first on PATH so that a chunk of the script is still on its way when the
 /// test signals it.
+/// The command lines of running curl processes that talk to `address`.
+fn curls_of(address: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|cmd| cmd.contains("curl") && cmd.contains(address))
+        .collect()
+}
+
 fn slow_curl(dir: &Path) -> String {
     let path = std::env::var("PATH").unwrap_or_default();
     let real = std::env::split_paths(&path)
@@ -287,11 +306,25 @@ async fn curl_script_with_a_create_token_uses_the_upload_token_and_stops_on_sigt
         let stderr = first_stderr();
         assert_eq!(status.code(), Some(143), "{stderr}");
         assert!(stderr.contains("interrupted"), "{stderr}");
-        // Its curl went with it: the chunk it was sending is dropped (it
-        // would otherwise go on for half a minute).
+        // Its curl went with it...
         let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = curls_of(&app.address);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the script's curl outlived it: {left:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...so the chunk it was sending ends well before the 32 s it would
+        // take at 2 KiB/s, or the server's 30 s idle timeout (the bound is
+        // loose: on a loaded machine the server may take a while to notice).
+        let deadline = Instant::now() + Duration::from_secs(15);
         while app.ctx.metrics.chunks_in_flight.get() > 0 {
-            assert!(Instant::now() < deadline, "the script's curl outlived it");
+            assert!(Instant::now() < deadline, "the chunk in flight never ended");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(app.ctx.metrics.chunks_received.get(), 0);

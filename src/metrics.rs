@@ -129,6 +129,14 @@ impl Metrics {
         }
     }
 
+    /// Counts a chunk request as in flight until the returned guard is
+    /// dropped: also when the request is cancelled (its client went away),
+    /// which ends the handler without running the code after its await.
+    pub fn chunk_in_flight(&self) -> InFlight {
+        self.chunks_in_flight.inc();
+        InFlight(self.chunks_in_flight.clone())
+    }
+
     /// Counts an upload event, one of [`UPLOAD_EVENTS`].
     pub fn upload_event(&self, event: &'static str) {
         debug_assert!(UPLOAD_EVENTS.contains(&event), "unknown event {event}");
@@ -146,5 +154,32 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// One chunk request in [`Metrics::chunks_in_flight`], for as long as it lives.
+pub struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_chunk_request_leaves_the_in_flight_gauge() {
+        let metrics = Metrics::new();
+        let request = async {
+            let _in_flight = metrics.chunk_in_flight();
+            std::future::pending::<()>().await;
+        };
+        // The request future is dropped mid-way, as when its client goes.
+        let cancelled = tokio::time::timeout(std::time::Duration::from_millis(10), request).await;
+        assert!(cancelled.is_err());
+        assert_eq!(metrics.chunks_in_flight.get(), 0);
     }
 }

@@ -94,9 +94,9 @@ pub async fn put_chunk(
         Some(h) => uploads::parse_content_digest(&h)?,
         None => uploads::DigestCheck::default(),
     };
-    ctx.metrics.chunks_in_flight.inc();
+    let in_flight = ctx.metrics.chunk_in_flight();
     let result = uploads::put_chunk(&ctx, id, index, content_length, digest, body).await;
-    ctx.metrics.chunks_in_flight.dec();
+    drop(in_flight);
     ctx.metrics
         .chunk_duration
         .observe(started.elapsed().as_secs_f64());

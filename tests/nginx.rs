@@ -295,6 +295,23 @@ impl Cluster {
 /// connection, within 10 s. nginx keeps a connection whose request body it
 /// did not read open for a while (lingering close), so reading to the end
 /// would wait for that.
+/// Sends only a request `head` announcing a body too large for nginx, and
+/// returns the JSON body of the 413 nginx answers from the head alone.
+async fn refused_as_too_large(port: u16, head: &str) -> Value {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("Content-Type: application/json"),
+        "{answer}"
+    );
+    serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim())
+        .expect("a JSON error body")
+}
+
 async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
     let mut raw = Vec::new();
     let read = async {
@@ -579,44 +596,22 @@ async fn nginx_streams_chunks_survives_a_killed_instance_and_refuses_oversized_o
 
         // A body over client_max_body_size: refused by nginx from the header
         // alone, as JSON, before a byte of it is read or reaches tranche.
-        let mut big = tokio::net::TcpStream::connect(("127.0.0.1", c.nginx.port))
-            .await
-            .unwrap();
         let head = format!(
             "PUT {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
             chunk_url(&id, 0),
             (65 << 20) + 1
         );
-        big.write_all(head.as_bytes()).await.unwrap();
-        let answer = read_answer(&mut big).await;
-        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-        assert!(
-            answer.contains("Content-Type: application/json"),
-            "{answer}"
-        );
-        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim())
-            .expect("a JSON error body");
+        let body = refused_as_too_large(c.nginx.port, &head).await;
         assert_eq!(body["error"], "chunk_too_large");
 
         // A control request over the control limit (1 MiB): its own 413,
         // about control requests, not the chunk message.
-        let mut big = tokio::net::TcpStream::connect(("127.0.0.1", c.nginx.port))
-            .await
-            .unwrap();
         let head = format!(
             "POST /api/v1/uploads HTTP/1.1\r\nHost: 127.0.0.1\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             (1 << 20) + 1
         );
-        big.write_all(head.as_bytes()).await.unwrap();
-        let answer = read_answer(&mut big).await;
-        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-        assert!(
-            answer.contains("Content-Type: application/json"),
-            "{answer}"
-        );
-        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap().trim())
-            .expect("a JSON error body");
+        let body = refused_as_too_large(c.nginx.port, &head).await;
         assert_eq!(body["error"], "request_too_large", "{body}");
         let message = body["message"].as_str().unwrap();
         assert!(message.contains("1 MiB"), "{message}");

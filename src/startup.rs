@@ -114,7 +114,6 @@ impl Application {
             limits.max_chunk_requests_per_upload,
         );
         let header_timeout = limits.header_timeout;
-        let json_limit = limits.max_json_bytes.0 as usize;
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -155,7 +154,7 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(cors_error_as_json))
                 .wrap(TracingLogger::<AccessLog>::new())
                 .app_data(data.clone())
-                .configure(|cfg| api::configure(cfg, json_limit));
+                .configure(api::configure);
             if serve_static {
                 app.service(
                     web::scope("")

@@ -83,21 +83,42 @@ pub fn parse_index(raw: &str) -> Result<u64, ApiError> {
 
 /// Checks an `Idempotency-Key` header and scopes it to the caller, so that
 /// one caller's key never answers another with an upload (and a token) that
-/// is not theirs. `caller` is `None` when authentication is off.
+/// is not theirs. `caller` is `None` when authentication is off; otherwise it
+/// is the caller's `kind:id` (see [`Access::bucket`]).
+///
+/// The scope is a digest of an unambiguous encoding of (caller, key): a
+/// plain `"{caller}|{key}"` would let sub `acme` with key `bob|k2` land on the
+/// entry of sub `acme|bob` with key `k2` (Auth0's subs contain `|`).
 pub fn idempotency_key(
     raw: Option<String>,
     caller: Option<&str>,
 ) -> Result<Option<String>, ApiError> {
+    use sha2::{Digest, Sha256};
     let Some(key) = raw else { return Ok(None) };
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::InvalidRequest(
             "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
         ));
     }
-    Ok(Some(match caller {
-        None => key,
-        Some(caller) => format!("{caller}|{key}"),
-    }))
+    let scope = Sha256::digest(scope_encoding(caller, &key));
+    Ok(Some(format!("v2:{}", hex::encode(scope))))
+}
+
+/// (caller, key) as bytes that no other pair encodes to: a tag for "no
+/// caller", then each part prefixed with its length.
+fn scope_encoding(caller: Option<&str>, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + caller.map_or(0, str::len) + 17);
+    match caller {
+        None => out.push(0),
+        Some(caller) => {
+            out.push(1);
+            out.extend_from_slice(&(caller.len() as u64).to_be_bytes());
+            out.extend_from_slice(caller.as_bytes());
+        }
+    }
+    out.extend_from_slice(&(key.len() as u64).to_be_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out
 }
 
 /// A create token's `max_uploads`: how many uploads it may start, counted in
@@ -1155,4 +1176,47 @@ pub async fn completed_file(
         .filter(|r| r.status == Status::Completed)
         .ok_or_else(|| ApiError::FileNotFound(id.to_string()))?;
     Ok((rec, ctx.storage.file_path(id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_separator_in_the_caller_cannot_reach_another_callers_key() {
+        let a = idempotency_key(Some("k2".into()), Some("sub:acme|bob")).unwrap();
+        let b = idempotency_key(Some("bob|k2".into()), Some("sub:acme")).unwrap();
+        assert_ne!(a, b);
+        let c = idempotency_key(Some("b:k".into()), Some("sub:a")).unwrap();
+        let d = idempotency_key(Some("k".into()), Some("sub:a:b")).unwrap();
+        assert_ne!(c, d);
+        // With auth off there is no caller, and that is a scope of its own.
+        let open = idempotency_key(Some("sub:a|k".into()), None).unwrap();
+        let e = idempotency_key(Some("k".into()), Some("sub:a")).unwrap();
+        assert_ne!(open, e);
+        assert_eq!(
+            a,
+            idempotency_key(Some("k2".into()), Some("sub:acme|bob")).unwrap(),
+            "the same caller and key always name the same entry"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn distinct_caller_key_pairs_never_share_a_scope(
+            c1 in proptest::option::of("[a-z|:]{0,6}"),
+            k1 in "[a-z|:]{1,6}",
+            c2 in proptest::option::of("[a-z|:]{0,6}"),
+            k2 in "[a-z|:]{1,6}",
+        ) {
+            let same = c1 == c2 && k1 == k2;
+            let e1 = scope_encoding(c1.as_deref(), &k1);
+            let e2 = scope_encoding(c2.as_deref(), &k2);
+            prop_assert_eq!(e1 == e2, same);
+            let s1 = idempotency_key(Some(k1), c1.as_deref()).unwrap();
+            let s2 = idempotency_key(Some(k2), c2.as_deref()).unwrap();
+            prop_assert_eq!(s1 == s2, same);
+        }
+    }
 }

@@ -34,6 +34,8 @@ mod limits;
 mod redis_faults;
 #[path = "api/restart.rs"]
 mod restart;
+#[path = "api/security.rs"]
+mod security;
 #[path = "api/service.rs"]
 mod service;
 #[path = "api/smoke.rs"]

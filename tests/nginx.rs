@@ -298,12 +298,21 @@ impl Cluster {
 /// Sends only a request `head` announcing a body too large for nginx, and
 /// returns the JSON body of the 413 nginx answers from the head alone.
 async fn refused_as_too_large(port: u16, head: &str) -> Value {
+    refused_with(port, head, 413).await
+}
+
+/// Sends a raw request `head` that nginx refuses by itself, and returns the
+/// JSON body of its answer, which must have `status`.
+async fn refused_with(port: u16, head: &str, status: u16) -> Value {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     let answer = read_answer(&mut stream).await;
-    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status}")),
+        "{answer}"
+    );
     assert!(
         answer.contains("Content-Type: application/json"),
         "{answer}"
@@ -617,6 +626,17 @@ async fn nginx_streams_chunks_survives_a_killed_instance_and_refuses_oversized_o
         assert!(message.contains("1 MiB"), "{message}");
         assert!(!message.contains("65 MiB"), "{message}");
         assert!(c.nginx.spooled_bodies().is_empty());
+
+        // Framing that nginx refuses (request smuggling material): a JSON 400
+        // too, on a chunk route and on any other.
+        for path in [chunk_url(&id, 0), "/api/v1/uploads".to_string()] {
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            );
+            let body = refused_with(c.nginx.port, &head, 400).await;
+            assert_eq!(body["error"], "bad_request", "{body}");
+        }
     })
     .await
 }

@@ -34,6 +34,7 @@ pub async fn download(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    ctx.auth.may_try_download(&access)?;
     let id = uploads::parse_id(&path)?;
     root.record("upload_id", tracing::field::display(id));
     ctx.auth.may_download(&access, id)?;
@@ -143,12 +144,22 @@ fn digest_headers(resp: &mut HttpResponseBuilder, rec: &UploadRecord) {
     resp.insert_header(("digest", format!("sha-256={b64}")));
 }
 
-/// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<name>`, with
-/// path separators and control characters replaced so that no client can be
-/// led to write outside its download folder.
+/// Unicode's explicit directional formatting characters (and marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<name>`,
+/// made safe as RFC 6266 Appendix D advises: path separators and control
+/// characters become `_`, so that no client can be led to write outside its
+/// download folder; a name of dots alone (`.`, `..`) becomes underscores;
+/// bidi controls, which can make `evil\u{202e}gpj.exe` read as `evilexe.jpg`,
+/// are dropped; and the ASCII fallback has no `%`, which some clients would
+/// decode.
 pub fn content_disposition(filename: &str) -> ContentDisposition {
-    let safe: String = filename
+    let mut safe: String = filename
         .chars()
+        .filter(|c| !is_bidi_control(*c))
         .map(|c| {
             if c.is_control() || c == '/' || c == '\\' {
                 '_'
@@ -157,9 +168,18 @@ pub fn content_disposition(filename: &str) -> ContentDisposition {
             }
         })
         .collect();
+    if safe.chars().all(|c| c == '.') {
+        safe = "_".repeat(safe.len().max(1));
+    }
     let ascii: String = safe
         .chars()
-        .map(|c| if c.is_ascii() && c != '"' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && c != '"' && c != '%' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     ContentDisposition {
         disposition: DispositionType::Attachment,

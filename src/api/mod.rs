@@ -10,29 +10,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::error::ApiError;
 
-/// Routes and extractor settings; `json_limit` caps JSON bodies (bytes).
-pub fn configure(cfg: &mut web::ServiceConfig, json_limit: usize) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(json_limit)
-            // Any content type: `curl -d '{...}'` sends form-urlencoded by default.
-            .content_type_required(false)
-            .error_handler(move |err, _req| {
-                let msg = match &err {
-                    actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
-                    | actix_web::error::JsonPayloadError::Overflow { .. } => {
-                        format!("JSON body larger than {json_limit} bytes")
-                    }
-                    other => format!("invalid JSON body: {other}"),
-                };
-                ApiError::InvalidRequest(msg).into()
-            }),
-    )
-    .app_data(
-        web::PathConfig::default().error_handler(|err, _req| {
-            ApiError::InvalidRequest(format!("invalid path: {err}")).into()
-        }),
-    )
+/// Routes and extractor settings.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::InvalidRequest(format!("invalid path: {err}")).into()
+    }))
     .service(
         web::scope("/api/v1")
             .service(

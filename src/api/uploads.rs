@@ -20,9 +20,13 @@ pub async fn create(
     access: Access,
     root: RootSpan,
     req: HttpRequest,
-    body: web::Json<CreateRequest>,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
+    // Credentials before anything of the request is looked at: an anonymous
+    // caller learns nothing from a validation error.
+    access.require_credentials()?;
+    let (body, ignored) =
+        read_create_request(&req, body, ctx.settings.limits.max_json_bytes.0).await?;
     let caller = access.bucket(client_ip(&req));
     ctx.rate_limiter.check(Bucket::Create, &caller).await?;
     let content_type = match body.content_type.as_deref() {
@@ -38,11 +42,74 @@ pub async fn create(
     if let Some(token) = ctx.auth.upload_token(uploads::parse_id(&id)?, &access)? {
         answer["upload_token"] = token.into();
     }
+    if !ignored.is_empty() {
+        // Accepted for forward compatibility, but a typo (`sha_256`) must
+        // not quietly turn a check off: say what was not understood.
+        answer["warnings"] = ignored
+            .iter()
+            .map(|field| format!("unknown field {field:?} was ignored"))
+            .collect::<Vec<_>>()
+            .into();
+    }
     tracing::Span::current().record("upload_id", id.as_str());
     root.record("upload_id", id.as_str());
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, upload_location(&req, &ctx, &id)))
         .json(answer))
+}
+
+/// Reads a create request: JSON (no `Content-Type`, `application/json` or
+/// any `+json` type) of at most `limit` bytes. Returns it with the names of
+/// the fields it carried that this server does not know.
+async fn read_create_request(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: u64,
+) -> Result<(CreateRequest, Vec<String>), ApiError> {
+    use futures::StreamExt;
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        let is_json = ct
+            .to_str()
+            .ok()
+            .and_then(|ct| ct.parse::<mime::Mime>().ok())
+            .is_some_and(|m| {
+                m.type_() == mime::APPLICATION
+                    && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedContentType {
+                content_type: String::from_utf8_lossy(ct.as_bytes())
+                    .chars()
+                    .take(100)
+                    .collect(),
+                allowed: "application/json (with curl: -H 'Content-Type: application/json')".into(),
+            });
+        }
+    }
+    let too_large = || ApiError::InvalidRequest(format!("JSON body larger than {limit} bytes"));
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(piece) = payload.next().await {
+        let piece =
+            piece.map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?;
+        if (body.len() + piece.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&piece);
+    }
+    let mut ignored = Vec::new();
+    let parsed =
+        serde_ignored::deserialize(&mut serde_json::Deserializer::from_slice(&body), |path| {
+            ignored.push(path.to_string())
+        })
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?;
+    Ok((parsed, ignored))
 }
 
 #[tracing::instrument(skip_all, fields(upload_id = %path))]
@@ -53,6 +120,7 @@ pub async fn status(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    access.require_credentials()?;
     let id = uploads::parse_id(&path)?;
     root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;
@@ -72,6 +140,7 @@ pub async fn put_chunk(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
+    access.require_credentials()?;
     let id = uploads::parse_id(&path.0)?;
     root.record("upload_id", tracing::field::display(id));
     let index = uploads::parse_index(&path.1)?;
@@ -113,6 +182,7 @@ pub async fn complete(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    access.require_credentials()?;
     let id = uploads::parse_id(&path)?;
     root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;
@@ -132,6 +202,7 @@ pub async fn abort(
     root: RootSpan,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    access.require_credentials()?;
     let id = uploads::parse_id(&path)?;
     root.record("upload_id", tracing::field::display(id));
     access.may_use(id)?;

@@ -86,16 +86,11 @@ impl Authenticator {
         let Some(value) = authorization else {
             return Ok(Access::Anonymous);
         };
-        let credential = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                ApiError::InvalidCredentials(
-                    "the Authorization header must be `Bearer <API key or upload token>`".into(),
-                )
-            })?;
+        let credential = bearer_credential(value).ok_or_else(|| {
+            ApiError::InvalidCredentials(
+                "the Authorization header must be `Bearer <API key or upload token>`".into(),
+            )
+        })?;
         // A JWT has exactly two dots; API keys are checked otherwise.
         if credential.bytes().filter(|&b| b == b'.').count() == 2 {
             let tokens = self.tokens.as_ref().ok_or_else(|| {
@@ -161,6 +156,15 @@ impl Authenticator {
         access.may_use(id)
     }
 
+    /// Does this caller bring what a download needs before its id is even
+    /// read? (Credentials, unless downloads are public.)
+    pub fn may_try_download(&self, access: &Access) -> Result<(), ApiError> {
+        if self.public_downloads {
+            return Ok(());
+        }
+        access.require_credentials()
+    }
+
     /// Does a download need credentials? Then its answer is the caller's
     /// alone, and shared caches must not keep it.
     pub fn downloads_are_private(&self) -> bool {
@@ -184,6 +188,14 @@ impl Authenticator {
     pub fn tokens(&self) -> Option<&Tokens> {
         self.tokens.as_ref()
     }
+}
+
+/// The credential of a `Bearer` Authorization value. The scheme is
+/// case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` count too.
+fn bearer_credential(value: &str) -> Option<&str> {
+    let (scheme, credential) = value.trim().split_once([' ', '\t'])?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
 /// A short, stable id of a token: names its bucket without keeping the token.
@@ -233,6 +245,16 @@ impl Access {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Refuses a request without credentials where authentication is on.
+    /// Handlers ask this before they validate anything of the request, so
+    /// that an anonymous caller gets 401, not an error about its input.
+    pub fn require_credentials(&self) -> Result<(), ApiError> {
+        match self {
+            Access::Anonymous => Err(missing_credentials()),
+            _ => Ok(()),
         }
     }
 
@@ -382,6 +404,22 @@ mod tests {
         assert!(access.may_create(1001, "video/mp4").is_err());
         assert!(access.may_create(10, "image/png").is_err());
         assert!(access.may_use(Uuid::new_v4()).is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer k",
+            "bearer k",
+            "BEARER k",
+            "bEaReR  k ",
+            "Bearer\tk",
+        ] {
+            assert_eq!(bearer_credential(value), Some("k"), "{value:?}");
+        }
+        for value in ["Basic k", "Bearer", "Bearer   ", "Bearerk", "Token k"] {
+            assert_eq!(bearer_credential(value), None, "{value:?}");
+        }
     }
 
     #[test]

@@ -13,8 +13,13 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     /// Expiry, seconds since the Unix epoch.
+    #[serde(deserialize_with = "numeric_date")]
     pub exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_numeric_date"
+    )]
     pub iat: Option<u64>,
     /// Who the token was issued to; it names the caller's rate-limit bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +131,37 @@ impl Tokens {
     }
 }
 
+/// An RFC 7519 NumericDate: seconds since the epoch, which may have a
+/// fraction (PyJWT and others send `1767225600.25`). Whole seconds are kept,
+/// rounded down; a negative, non-finite or non-numeric value is refused.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a NumericDate (seconds since the Unix epoch)")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom("a NumericDate cannot be negative"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u64, E> {
+            if v.is_finite() && (0.0..u64::MAX as f64).contains(&v) {
+                Ok(v.floor() as u64)
+            } else {
+                Err(E::custom("a NumericDate must be a non-negative number"))
+            }
+        }
+    }
+    d.deserialize_any(Seconds)
+}
+
+fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    numeric_date(d).map(Some)
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -210,6 +246,42 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(t.verify(&hs512), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn fractional_numeric_dates_are_accepted() {
+        let t = tokens();
+        let now = unix_now();
+        let jwt = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({
+                "sub": "x",
+                "exp": now as f64 + 60.75,
+                "iat": now as f64 - 0.5,
+                "nbf": now as f64 - 1.25,
+            }),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let claims = t
+            .verify(&jwt)
+            .expect("fractional exp/iat/nbf are NumericDates");
+        assert_eq!(claims.exp, now + 60);
+        assert_eq!(claims.iat, Some(now - 1));
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": now as f64 - 60.5}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(t.verify(&expired), Err(TokenError::Expired));
+        let negative = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": now + 60, "iat": -1.5}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert!(matches!(t.verify(&negative), Err(TokenError::Invalid(_))));
     }
 
     #[test]

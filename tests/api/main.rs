@@ -18,6 +18,7 @@ mod hostile;
 mod janitor;
 mod limits;
 mod restart;
+mod security;
 mod service;
 mod smoke;
 mod status;

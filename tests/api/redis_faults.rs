@@ -494,7 +494,11 @@ async fn janitor_on_redis_removes_the_expired_uploads_keys_and_keeps_the_rest() 
                 format!("tranche:{{{expired}}}:meta")
             ]
         );
-        let idem_key = format!("tranche:idem:{idem}");
+        // Stored under its caller-scoped name (no caller: auth is off).
+        let scoped = tranche::uploads::idempotency_key(Some(idem.into()), None)
+            .unwrap()
+            .unwrap();
+        let idem_key = format!("tranche:idem:{scoped}");
         assert!(conn.exists::<_, bool>(&idem_key).await.unwrap());
 
         let kept = app.upload_all(&data, 1024).await["id"]

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::AppContext;
+use crate::core;
 use crate::store::StateStore;
 use crate::upload::{now_ms, Status};
-use crate::uploads;
 
 /// Uploads deleted per store query; a sweep repeats until none are left.
 const BATCH: usize = 500;
@@ -94,7 +94,7 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
         // An assembly that died with its process (nobody holds its lease)
         // is started again here, so it finishes even if no client polls.
         if rec.as_ref().is_some_and(|r| r.status == Status::Assembling) {
-            if uploads::resume_assembly(ctx, id).await {
+            if core::resume_assembly(ctx, id).await {
                 report.resumed_assemblies += 1;
             }
             continue;

@@ -1,18 +1,17 @@
 //! tranche: a self-hosted server for chunked, resumable uploads of big files.
 //!
-//! Start at [`startup`] (how the server is put together) and [`uploads`] (what
-//! each API call does); `../shared/API.md` is the HTTP contract.
+//! Start at [`startup`] (how the server is put together), [`core`] (what
+//! happens in an upload's life) and [`http`] (API v1 over HTTP);
+//! `docs/API.md` is the HTTP contract.
 
-pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod context;
-pub mod download;
-pub mod error;
-pub mod forwarded;
+pub mod core;
 pub mod hashing;
+pub mod http;
 pub mod janitor;
 pub mod limits;
 pub mod metrics;
@@ -22,4 +21,4 @@ pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod upload;
-pub mod uploads;
+pub mod wire;

@@ -13,7 +13,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::RateLimitSettings;
-use crate::error::ApiError;
+use crate::core::Error;
 use crate::store::redis::RedisStore;
 use crate::store::Store;
 
@@ -85,7 +85,7 @@ impl RateLimiter {
     /// Takes one request from `caller`'s bucket, or answers 429 with how long
     /// to wait. If Redis cannot be asked, the request goes: the request itself
     /// will meet the same outage and say so.
-    pub async fn check(&self, bucket: Bucket, caller: &str) -> Result<(), ApiError> {
+    pub async fn check(&self, bucket: Bucket, caller: &str) -> Result<(), Error> {
         let s = &self.inner.settings;
         if !s.enabled {
             return Ok(());
@@ -124,7 +124,7 @@ impl RateLimiter {
         };
         match wait {
             None => Ok(()),
-            Some(wait) => Err(ApiError::RateLimited {
+            Some(wait) => Err(Error::RateLimited {
                 message: format!(
                     "too many {} requests from this caller; retry in {} s",
                     bucket.name(),
@@ -162,7 +162,7 @@ mod tests {
             rl.check(Bucket::Create, "ip:1.2.3.4").await.unwrap();
         }
         match rl.check(Bucket::Create, "ip:1.2.3.4").await {
-            Err(ApiError::RateLimited { retry_after, .. }) => {
+            Err(Error::RateLimited { retry_after, .. }) => {
                 assert!(retry_after > Duration::from_millis(500));
             }
             other => panic!("expected 429, got {other:?}"),

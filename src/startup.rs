@@ -24,7 +24,7 @@ use crate::ratelimit::RateLimiter;
 use crate::storage::Storage;
 use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry::AccessLog;
-use crate::{api, janitor};
+use crate::{http, janitor};
 
 /// The CORS policy of `settings`; only used when it names some origin.
 fn cors(settings: &CorsSettings) -> Cors {
@@ -154,7 +154,7 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(cors_error_as_json))
                 .wrap(TracingLogger::<AccessLog>::new())
                 .app_data(data.clone())
-                .configure(api::configure);
+                .configure(http::configure);
             if serve_static {
                 app.service(
                     web::scope("")
@@ -170,11 +170,11 @@ impl Application {
                         .service(
                             actix_files::Files::new("/", &static_dir)
                                 .index_file("index.html")
-                                .default_handler(web::to(api::not_found)),
+                                .default_handler(web::to(http::not_found)),
                         ),
                 )
             } else {
-                app.default_service(web::to(api::not_found))
+                app.default_service(web::to(http::not_found))
             }
         })
         .workers(workers)

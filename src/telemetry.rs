@@ -5,7 +5,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 use crate::context::AppContext;
-use crate::forwarded;
+use crate::http::forwarded;
 
 /// Installs the global subscriber; a second call (as in tests) is a no-op.
 pub fn init(log: &LogSettings) {

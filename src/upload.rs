@@ -1,38 +1,21 @@
 //! The upload record: what the server knows about one upload, how its bytes are
-//! cut into chunks, and the JSON view of it that API v1 returns.
+//! cut into chunks, and how it becomes the public view ([`UploadView`]).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::hashing::HashState;
+use crate::wire::{FileView, UploadView};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Uploading,
-    Assembling,
-    Completed,
-    Failed,
-    Aborted,
-}
+pub use crate::wire::{Failure, Status};
 
-/// The completed file, as listed in the upload object.
+/// The completed file. (Its URL is the front end's to build: records of
+/// older versions that kept one still read, the field ignored.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
     pub id: Uuid,
     pub size: u64,
     pub sha256: String,
-    pub url: String,
-}
-
-/// Why an upload failed, kept so that `GET` and a repeated `complete` can say so.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    pub error: String,
-    pub message: String,
-    /// For `digest_mismatch`: the SHA-256 the received bytes have.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
 }
 
 /// Everything the state store keeps about one upload.
@@ -130,34 +113,10 @@ impl ChunkSet {
     }
 }
 
-/// The upload object of API v1 (create answer, `GET`, `complete`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UploadView {
-    pub id: Uuid,
-    pub filename: String,
-    pub size: u64,
-    pub content_type: String,
-    pub chunk_size: u64,
-    pub chunk_count: u64,
-    pub status: Status,
-    pub received_chunks: u64,
-    pub bytes_received: u64,
-    pub missing_chunks: Vec<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    pub created_at: String,
-    pub expires_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<FileInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Failure>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upload_token: Option<String>,
-}
-
-impl From<&UploadRecord> for UploadView {
-    fn from(r: &UploadRecord) -> Self {
+impl UploadView {
+    /// The public view of a record; `file_url` names the completed file's
+    /// URL as the front end that answers serves it.
+    pub fn of(r: &UploadRecord, file_url: impl FnOnce(Uuid) -> String) -> Self {
         UploadView {
             id: r.id,
             filename: r.filename.clone(),
@@ -173,9 +132,15 @@ impl From<&UploadRecord> for UploadView {
             metadata: r.metadata.clone(),
             created_at: rfc3339(r.created_at),
             expires_at: rfc3339(r.expires_at),
-            file: r.file.clone(),
+            file: r.file.as_ref().map(|f| FileView {
+                id: f.id,
+                size: f.size,
+                sha256: f.sha256.clone(),
+                url: file_url(f.id),
+            }),
             error: r.failure.clone(),
             upload_token: None,
+            warnings: Vec::new(),
         }
     }
 }

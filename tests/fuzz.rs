@@ -9,8 +9,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tranche::auth::{Access, Authenticator, Claims};
 use tranche::config::AuthSettings;
+use tranche::core;
+use tranche::http::extract::{parse_id, parse_index};
+use tranche::http::v1::uploads::parse_content_digest;
 use tranche::limits::content;
-use tranche::uploads::{self, CreateRequest};
+use tranche::wire::CreateRequest;
 
 const KEY: &str = "fuzz-backend-key-0123456789";
 const SECRET: &str = "fuzz-secret-fuzz-secret-fuzz-secret!";
@@ -38,30 +41,30 @@ proptest! {
 
     #[test]
     fn path_parts_never_panic(s in ".{0,100}") {
-        let _ = uploads::parse_id(&s);
-        let _ = uploads::parse_index(&s);
+        let _ = parse_id(&s);
+        let _ = parse_index(&s);
     }
 
     #[test]
     fn a_parsed_id_is_the_uuid_it_reads(id in any::<[u8; 16]>()) {
         let uuid = uuid::Uuid::from_bytes(id);
-        prop_assert_eq!(uploads::parse_id(&uuid.to_string()).unwrap(), uuid);
+        prop_assert_eq!(parse_id(&uuid.to_string()).unwrap(), uuid);
     }
 
     #[test]
     fn digest_headers_never_panic(s in "(sha-256|sha-512|[a-z-]{0,8})=:[A-Za-z0-9+/=:,]{0,60}:?(, .{0,20})?") {
-        let _ = uploads::parse_content_digest(&s);
+        let _ = parse_content_digest(&s);
     }
 
     #[test]
     fn idempotency_keys_are_checked_not_trusted(s in ".{0,300}") {
-        if let Ok(Some(k)) = uploads::idempotency_key(Some(s.clone()), Some("sub:x")) {
+        if let Ok(Some(k)) = core::idempotency_key(Some(s.clone()), Some("sub:x")) {
             prop_assert!(s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()));
             // Scoped to its caller: the same key from another caller, or with
             // no caller, names another entry.
-            let other = uploads::idempotency_key(Some(s.clone()), Some("sub:y")).unwrap();
+            let other = core::idempotency_key(Some(s.clone()), Some("sub:y")).unwrap();
             prop_assert_ne!(Some(&k), other.as_ref());
-            let open = uploads::idempotency_key(Some(s.clone()), None).unwrap();
+            let open = core::idempotency_key(Some(s.clone()), None).unwrap();
             prop_assert_ne!(Some(&k), open.as_ref());
         }
     }

@@ -6,17 +6,14 @@
 pub mod keys;
 pub mod token;
 
-use std::future::{ready, Ready};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::config::AuthSettings;
-use crate::context::AppContext;
-use crate::error::ApiError;
+use crate::core::Error;
 use crate::limits::content;
 
 pub use keys::ApiKeys;
@@ -79,7 +76,7 @@ impl Authenticator {
     }
 
     /// The rights carried by an `Authorization` header value (or its absence).
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Access, ApiError> {
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Access, Error> {
         if !self.enabled {
             return Ok(Access::Open);
         }
@@ -87,20 +84,20 @@ impl Authenticator {
             return Ok(Access::Anonymous);
         };
         let credential = bearer_credential(value).ok_or_else(|| {
-            ApiError::InvalidCredentials(
+            Error::InvalidCredentials(
                 "the Authorization header must be `Bearer <API key or upload token>`".into(),
             )
         })?;
         // A JWT has exactly two dots; API keys are checked otherwise.
         if credential.bytes().filter(|&b| b == b'.').count() == 2 {
             let tokens = self.tokens.as_ref().ok_or_else(|| {
-                ApiError::InvalidCredentials(
+                Error::InvalidCredentials(
                     "this server does not accept tokens, only API keys".into(),
                 )
             })?;
             let claims = tokens.verify(credential).map_err(|e| match e {
-                TokenError::Expired => ApiError::InvalidCredentials(e.to_string()),
-                TokenError::Invalid(_) => ApiError::InvalidCredentials(e.to_string()),
+                TokenError::Expired => Error::InvalidCredentials(e.to_string()),
+                TokenError::Invalid(_) => Error::InvalidCredentials(e.to_string()),
             })?;
             return Ok(match claims.upload_id {
                 Some(id) => Access::Upload {
@@ -115,7 +112,7 @@ impl Authenticator {
         }
         match self.keys.verify(credential) {
             Some(key_id) => Ok(Access::Admin { key_id }),
-            None => Err(ApiError::InvalidCredentials(
+            None => Err(Error::InvalidCredentials(
                 "unknown API key or malformed token".into(),
             )),
         }
@@ -123,18 +120,18 @@ impl Authenticator {
 
     /// The rights of a credential in a download link: only a token for one
     /// upload; API keys and create tokens do not belong in URLs.
-    pub fn authenticate_link(&self, token: &str) -> Result<Access, ApiError> {
+    pub fn authenticate_link(&self, token: &str) -> Result<Access, Error> {
         match self.authenticate(Some(&format!("Bearer {token}")))? {
             Access::Open => Ok(Access::Open),
             access @ Access::Upload { .. } => Ok(access),
-            _ => Err(ApiError::InvalidCredentials(
+            _ => Err(Error::InvalidCredentials(
                 "only an upload's own token may be given as access_token; send other credentials in the Authorization header".into(),
             )),
         }
     }
 
     /// The `upload_token` for a create answer, when tokens are configured.
-    pub fn upload_token(&self, id: Uuid, access: &Access) -> Result<Option<String>, ApiError> {
+    pub fn upload_token(&self, id: Uuid, access: &Access) -> Result<Option<String>, Error> {
         match (&self.tokens, self.enabled) {
             (Some(tokens), true) => tokens
                 .mint_for_upload(
@@ -143,13 +140,13 @@ impl Authenticator {
                     self.upload_token_ttl.unwrap_or(Duration::from_secs(86_400)),
                 )
                 .map(Some)
-                .map_err(ApiError::Internal),
+                .map_err(Error::Internal),
             _ => Ok(None),
         }
     }
 
     /// May this caller download completed file `id`?
-    pub fn may_download(&self, access: &Access, id: Uuid) -> Result<(), ApiError> {
+    pub fn may_download(&self, access: &Access, id: Uuid) -> Result<(), Error> {
         if self.public_downloads {
             return Ok(());
         }
@@ -158,7 +155,7 @@ impl Authenticator {
 
     /// Does this caller bring what a download needs before its id is even
     /// read? (Credentials, unless downloads are public.)
-    pub fn may_try_download(&self, access: &Access) -> Result<(), ApiError> {
+    pub fn may_try_download(&self, access: &Access) -> Result<(), Error> {
         if self.public_downloads {
             return Ok(());
         }
@@ -172,16 +169,16 @@ impl Authenticator {
     }
 
     /// May this caller read `/metrics`?
-    pub fn may_read_metrics(&self, access: &Access) -> Result<(), ApiError> {
+    pub fn may_read_metrics(&self, access: &Access) -> Result<(), Error> {
         if self.public_metrics {
             return Ok(());
         }
         match access {
             Access::Open | Access::Admin { .. } => Ok(()),
-            Access::Anonymous => Err(ApiError::Unauthorized(
+            Access::Anonymous => Err(Error::Unauthorized(
                 "/metrics needs an API key (or set auth.public_metrics = true)".into(),
             )),
-            _ => Err(ApiError::Forbidden("/metrics needs an API key".into())),
+            _ => Err(Error::Forbidden("/metrics needs an API key".into())),
         }
     }
 
@@ -220,24 +217,24 @@ pub enum Access {
 
 impl Access {
     /// May the caller start an upload of `size` bytes of `content_type`?
-    pub fn may_create(&self, size: u64, content_type: &str) -> Result<(), ApiError> {
+    pub fn may_create(&self, size: u64, content_type: &str) -> Result<(), Error> {
         match self {
             Access::Open | Access::Admin { .. } => Ok(()),
             Access::Anonymous => Err(missing_credentials()),
-            Access::Upload { .. } => Err(ApiError::Forbidden(
+            Access::Upload { .. } => Err(Error::Forbidden(
                 "this token is for one upload and cannot start others".into(),
             )),
             Access::Create { claims, .. } => {
                 if let Some(max) = claims.max_size {
                     if size > max {
-                        return Err(ApiError::Forbidden(format!(
+                        return Err(Error::Forbidden(format!(
                             "this token allows files of at most {max} bytes, not {size}"
                         )));
                     }
                 }
                 if let Some(allowed) = &claims.content_types {
                     if !content::allowed_by(allowed, content_type) {
-                        return Err(ApiError::Forbidden(format!(
+                        return Err(Error::Forbidden(format!(
                             "this token allows content types {}, not {content_type:?}",
                             allowed.join(", ")
                         )));
@@ -251,7 +248,7 @@ impl Access {
     /// Refuses a request without credentials where authentication is on.
     /// Handlers ask this before they validate anything of the request, so
     /// that an anonymous caller gets 401, not an error about its input.
-    pub fn require_credentials(&self) -> Result<(), ApiError> {
+    pub fn require_credentials(&self) -> Result<(), Error> {
         match self {
             Access::Anonymous => Err(missing_credentials()),
             _ => Ok(()),
@@ -259,15 +256,15 @@ impl Access {
     }
 
     /// May the caller send chunks to, read, complete, abort or download `id`?
-    pub fn may_use(&self, id: Uuid) -> Result<(), ApiError> {
+    pub fn may_use(&self, id: Uuid) -> Result<(), Error> {
         match self {
             Access::Open | Access::Admin { .. } => Ok(()),
             Access::Anonymous => Err(missing_credentials()),
             Access::Upload { id: allowed, .. } if *allowed == id => Ok(()),
-            Access::Upload { .. } => Err(ApiError::Forbidden(
-                "this token is for another upload".into(),
-            )),
-            Access::Create { .. } => Err(ApiError::Forbidden(
+            Access::Upload { .. } => {
+                Err(Error::Forbidden("this token is for another upload".into()))
+            }
+            Access::Create { .. } => Err(Error::Forbidden(
                 "a create token only starts uploads; use the upload_token from the create answer"
                     .into(),
             )),
@@ -299,54 +296,10 @@ impl Access {
     }
 }
 
-fn missing_credentials() -> ApiError {
-    ApiError::Unauthorized(
+fn missing_credentials() -> Error {
+    Error::Unauthorized(
         "this server needs `Authorization: Bearer <API key or upload token>`".into(),
     )
-}
-
-impl FromRequest for Access {
-    type Error = ApiError;
-    type Future = Ready<Result<Access, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let Some(ctx) = req.app_data::<web::Data<AppContext>>() else {
-            return ready(Ok(Access::Open));
-        };
-        let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
-            None => None,
-            Some(v) => match v.to_str() {
-                Ok(s) => Some(s),
-                Err(_) => {
-                    return ready(Err(ApiError::InvalidCredentials(
-                        "the Authorization header is not valid ASCII".into(),
-                    )))
-                }
-            },
-        };
-        if header.is_none() {
-            if let Some(token) = download_link_token(req) {
-                return ready(ctx.auth.authenticate_link(&token));
-            }
-        }
-        ready(ctx.auth.authenticate(header))
-    }
-}
-
-/// A download link (`GET /api/v1/files/{id}?access_token=...`, RFC 6750 §2.3)
-/// may carry its upload's token, since a browser following a link sends no
-/// header: the self-hosted presigned GET URL.
-fn download_link_token(req: &HttpRequest) -> Option<String> {
-    use actix_web::http::Method;
-    if !(req.method() == Method::GET || req.method() == Method::HEAD)
-        || !req.path().starts_with("/api/v1/files/")
-    {
-        return None;
-    }
-    let query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .ok()?;
-    query.get("access_token").cloned()
 }
 
 #[cfg(test)]
@@ -383,7 +336,7 @@ mod tests {
         assert!(access.may_use(id).is_ok());
         assert!(matches!(
             access.may_use(Uuid::new_v4()),
-            Err(ApiError::Forbidden(_))
+            Err(Error::Forbidden(_))
         ));
         assert!(access.may_create(1, "video/mp4").is_err());
     }

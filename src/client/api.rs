@@ -11,7 +11,7 @@ use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
 use super::ClientError;
-use crate::upload::UploadView;
+use crate::wire::UploadView;
 
 /// Control requests are small; a server that takes longer is treated as gone.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -6,7 +6,7 @@ use indicatif::HumanBytes;
 use super::api::Api;
 use super::{describe, ClientError};
 use crate::cli::StatusArgs;
-use crate::upload::UploadView;
+use crate::wire::UploadView;
 
 /// A few lines a person reads at a glance.
 pub fn render(view: &UploadView, api: &Api) -> String {

@@ -22,7 +22,7 @@ use super::progress::{phase, Progress};
 use super::resume::{FileKey, ResumeState, StateDir};
 use super::{describe, ClientError};
 use crate::cli::UploadArgs;
-use crate::upload::{Status, UploadView};
+use crate::wire::{Status, UploadView};
 
 /// Rounds of "send what is missing, then complete" before giving up: a
 /// second round is needed only if chunks went missing in between (expired

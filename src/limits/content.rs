@@ -2,7 +2,7 @@
 //! first bytes agree with the declaration. Sniffing uses the `infer` crate's
 //! signatures; a type it has no signature for is taken at its word.
 
-use crate::error::ApiError;
+use crate::core::Error;
 
 /// How many leading bytes of chunk 0 are looked at. The longest signature
 /// `infer` reads at a fixed place (tar's) ends at byte 262; more lets it look
@@ -50,11 +50,11 @@ pub fn allowed_by(patterns: &[String], content_type: &str) -> bool {
 }
 
 /// Checks a declared type against the server's allow list (415 otherwise).
-pub fn check_allowed(patterns: &[String], content_type: &str) -> Result<(), ApiError> {
+pub fn check_allowed(patterns: &[String], content_type: &str) -> Result<(), Error> {
     if patterns.is_empty() || allowed_by(patterns, content_type) {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedContentType {
+        Err(Error::UnsupportedContentType {
             content_type: content_type.to_string(),
             allowed: patterns.join(", "),
         })
@@ -78,7 +78,7 @@ pub fn sniffable(content_type: &str) -> bool {
 /// that share a signature (mp4/quicktime/3gp, webm/matroska, the zip family)
 /// are not told apart: what this stops is a file of another kind entirely,
 /// such as an executable declared as a video.
-pub fn check_signature(declared: &str, head: &[u8]) -> Result<(), ApiError> {
+pub fn check_signature(declared: &str, head: &[u8]) -> Result<(), Error> {
     if !sniffable(declared) {
         return Ok(());
     }
@@ -92,7 +92,7 @@ pub fn check_signature(declared: &str, head: &[u8]) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::ContentMismatch {
+        Err(Error::ContentMismatch {
             declared: declared_ct,
             detected: detected.unwrap_or_else(|| "of no known type".into()),
         })

@@ -5,7 +5,7 @@
 //! as used space; admission and allocation are serialised so that two big
 //! creates cannot both pass the same check.
 
-use crate::error::ApiError;
+use crate::core::Error;
 use crate::storage::Storage;
 
 #[derive(Debug)]
@@ -29,16 +29,11 @@ impl DiskGuard {
     }
 
     /// Admits an upload of `size` bytes and creates its part file, or says 507.
-    pub async fn admit(
-        &self,
-        storage: &Storage,
-        id: uuid::Uuid,
-        size: u64,
-    ) -> Result<(), ApiError> {
+    pub async fn admit(&self, storage: &Storage, id: uuid::Uuid, size: u64) -> Result<(), Error> {
         let _turn = self.admission.lock().await;
         let free = storage
             .available_space()
-            .map_err(|e| ApiError::Internal(e.into()))?;
+            .map_err(|e| Error::Internal(e.into()))?;
         if free.saturating_sub(self.reserve) < size {
             tracing::warn!(
                 size,
@@ -46,13 +41,13 @@ impl DiskGuard {
                 reserve = self.reserve,
                 "upload refused: disk nearly full"
             );
-            return Err(ApiError::InsufficientStorage { needed: size });
+            return Err(Error::InsufficientStorage { needed: size });
         }
         if self.max_pending > 0 {
             let pending = storage
                 .pending_bytes()
                 .await
-                .map_err(|e| ApiError::Internal(e.into()))?;
+                .map_err(|e| Error::Internal(e.into()))?;
             if pending.saturating_add(size) > self.max_pending {
                 tracing::warn!(
                     size,
@@ -60,7 +55,7 @@ impl DiskGuard {
                     max = self.max_pending,
                     "upload refused: pending-bytes budget"
                 );
-                return Err(ApiError::InsufficientStorage { needed: size });
+                return Err(Error::InsufficientStorage { needed: size });
             }
         }
         storage.create_part(id, size).await?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::core::Error;
 
 #[derive(Debug, Clone)]
 pub struct ChunkSlots {
@@ -46,10 +46,10 @@ impl ChunkSlots {
     }
 
     /// Takes a slot for a chunk request to upload `id`, or says to come back.
-    pub fn try_take(&self, id: Uuid) -> Result<Slot, ApiError> {
+    pub fn try_take(&self, id: Uuid) -> Result<Slot, Error> {
         let mut st = self.inner.state.lock().expect("slot state poisoned");
         if st.total >= self.inner.max_total {
-            return Err(ApiError::RateLimited {
+            return Err(Error::RateLimited {
                 message: format!(
                     "this server has {} chunk requests in progress, its limit; retry shortly",
                     self.inner.max_total
@@ -59,7 +59,7 @@ impl ChunkSlots {
         }
         let n = st.per_upload.entry(id).or_insert(0);
         if *n >= self.inner.max_per_upload {
-            return Err(ApiError::RateLimited {
+            return Err(Error::RateLimited {
                 message: format!(
                     "upload {id} already has {} chunk requests in progress, the limit; send fewer in parallel",
                     self.inner.max_per_upload

@@ -205,12 +205,12 @@ async fn the_janitor_resumes_an_assembly_that_died() {
         for _ in 0..200 {
             let rec = app.ctx.store.get_upload(uuid).await.unwrap().unwrap();
             status = Some(rec.status);
-            if rec.status == tranche::upload::Status::Completed {
+            if rec.status == tranche::wire::Status::Completed {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        assert_eq!(status, Some(tranche::upload::Status::Completed));
+        assert_eq!(status, Some(tranche::wire::Status::Completed));
         let body = app.download(&id).await.bytes().await.unwrap();
         assert_eq!(&body[..], &data[..]);
     })

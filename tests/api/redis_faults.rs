@@ -495,7 +495,7 @@ async fn janitor_on_redis_removes_the_expired_uploads_keys_and_keeps_the_rest() 
             ]
         );
         // Stored under its caller-scoped name (no caller: auth is off).
-        let scoped = tranche::uploads::idempotency_key(Some(idem.into()), None)
+        let scoped = tranche::core::idempotency_key(Some(idem.into()), None)
             .unwrap()
             .unwrap();
         let idem_key = format!("tranche:idem:{scoped}");

@@ -2,17 +2,18 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-
 use tracing_actix_web::RootSpan;
+use uuid::Uuid;
 
-use crate::api::client_ip;
 use crate::auth::Access;
 use crate::context::AppContext;
-use crate::error::ApiError;
-use crate::forwarded;
+use crate::core::{self, Completion, DigestCheck, Error};
+use crate::http::error::ApiError;
+use crate::http::extract::{parse_index, UploadId};
+use crate::http::{client_ip, forwarded};
 use crate::ratelimit::Bucket;
-use crate::upload::UploadView;
-use crate::uploads::{self, Completion, CreateRequest};
+use crate::upload::UploadRecord;
+use crate::wire::{CreateRequest, UploadView};
 
 #[tracing::instrument(skip_all, fields(upload_id))]
 pub async fn create(
@@ -35,22 +36,17 @@ pub async fn create(
     };
     access.may_create(body.size, content_type)?;
     let scope = ctx.auth.enabled().then_some(caller.as_str());
-    let idempotency_key = uploads::idempotency_key(single_header(&req, "idempotency-key")?, scope)?;
-    let limit = uploads::UseLimit::of(&access);
-    let mut answer = uploads::create(&ctx, body, idempotency_key, limit.as_ref()).await?;
-    let id = answer["id"].as_str().unwrap_or_default().to_owned();
-    if let Some(token) = ctx.auth.upload_token(uploads::parse_id(&id)?, &access)? {
-        answer["upload_token"] = token.into();
-    }
-    if !ignored.is_empty() {
-        // Accepted for forward compatibility, but a typo (`sha_256`) must
-        // not quietly turn a check off: say what was not understood.
-        answer["warnings"] = ignored
-            .iter()
-            .map(|field| format!("unknown field {field:?} was ignored"))
-            .collect::<Vec<_>>()
-            .into();
-    }
+    let idempotency_key = core::idempotency_key(single_header(&req, "idempotency-key")?, scope)?;
+    let limit = core::UseLimit::of(&access);
+    let mut answer = core::create(&ctx, body, idempotency_key, limit.as_ref()).await?;
+    answer.upload_token = ctx.auth.upload_token(answer.id, &access)?;
+    // Accepted for forward compatibility, but a typo (`sha_256`) must not
+    // quietly turn a check off: say what was not understood.
+    answer.warnings = ignored
+        .iter()
+        .map(|field| format!("unknown field {field:?} was ignored"))
+        .collect();
+    let id = answer.id.to_string();
     tracing::Span::current().record("upload_id", id.as_str());
     root.record("upload_id", id.as_str());
     Ok(HttpResponse::Created()
@@ -77,16 +73,16 @@ async fn read_create_request(
                     && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
             });
         if !is_json {
-            return Err(ApiError::UnsupportedContentType {
+            return Err(ApiError::from(Error::UnsupportedContentType {
                 content_type: String::from_utf8_lossy(ct.as_bytes())
                     .chars()
                     .take(100)
                     .collect(),
                 allowed: "application/json (with curl: -H 'Content-Type: application/json')".into(),
-            });
+            }));
         }
     }
-    let too_large = || ApiError::InvalidRequest(format!("JSON body larger than {limit} bytes"));
+    let too_large = || ApiError::invalid(format!("JSON body larger than {limit} bytes"));
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -96,8 +92,7 @@ async fn read_create_request(
     }
     let mut body = bytes::BytesMut::new();
     while let Some(piece) = payload.next().await {
-        let piece =
-            piece.map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?;
+        let piece = piece.map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
         if (body.len() + piece.len()) as u64 > limit {
             return Err(too_large());
         }
@@ -108,63 +103,54 @@ async fn read_create_request(
         serde_ignored::deserialize(&mut serde_json::Deserializer::from_slice(&body), |path| {
             ignored.push(path.to_string())
         })
-        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?;
+        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
     Ok((parsed, ignored))
 }
 
-#[tracing::instrument(skip_all, fields(upload_id = %path))]
+#[tracing::instrument(skip_all, fields(upload_id = %id))]
 pub async fn status(
     ctx: web::Data<AppContext>,
-    access: Access,
-    root: RootSpan,
+    id: UploadId,
     req: HttpRequest,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require_credentials()?;
-    let id = uploads::parse_id(&path)?;
-    root.record("upload_id", tracing::field::display(id));
-    access.may_use(id)?;
-    let view = uploads::status(&ctx, id).await?;
+    let rec = core::status(&ctx, *id).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(with_origin(view, &req, &ctx)))
+        .json(view(&rec, &req, &ctx)))
 }
 
-#[tracing::instrument(skip_all, fields(upload_id = %path.0, chunk = %path.1))]
+#[tracing::instrument(skip_all, fields(upload_id = %id, chunk = %path.1))]
 pub async fn put_chunk(
     ctx: web::Data<AppContext>,
     access: Access,
+    id: UploadId,
     root: RootSpan,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let started = std::time::Instant::now();
-    access.require_credentials()?;
-    let id = uploads::parse_id(&path.0)?;
-    root.record("upload_id", tracing::field::display(id));
-    let index = uploads::parse_index(&path.1)?;
+    let index = parse_index(&path.1)?;
     root.record("chunk", index);
-    access.may_use(id)?;
     ctx.rate_limiter
         .check(Bucket::Chunk, &access.bucket(client_ip(&req)))
         .await?;
-    let _slot = ctx.chunk_slots.try_take(id)?;
+    let _slot = ctx.chunk_slots.try_take(*id)?;
     let content_length = match req.headers().get(header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::InvalidRequest("Content-Length is not a number".into()))?,
+                .ok_or_else(|| ApiError::invalid("Content-Length is not a number"))?,
         ),
     };
     let digest = match header_str(&req, "content-digest")? {
-        Some(h) => uploads::parse_content_digest(&h)?,
-        None => uploads::DigestCheck::default(),
+        Some(h) => parse_content_digest(&h)?,
+        None => DigestCheck::default(),
     };
     let in_flight = ctx.metrics.chunk_in_flight();
-    let result = uploads::put_chunk(&ctx, id, index, content_length, digest, body).await;
+    let result = core::put_chunk(&ctx, *id, index, content_length, digest, body).await;
     drop(in_flight);
     ctx.metrics
         .chunk_duration
@@ -174,39 +160,24 @@ pub async fn put_chunk(
     Ok(HttpResponse::Ok().json(answer))
 }
 
-#[tracing::instrument(skip_all, fields(upload_id = %path))]
+#[tracing::instrument(skip_all, fields(upload_id = %id))]
 pub async fn complete(
     ctx: web::Data<AppContext>,
-    access: Access,
-    root: RootSpan,
+    id: UploadId,
     req: HttpRequest,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    access.require_credentials()?;
-    let id = uploads::parse_id(&path)?;
-    root.record("upload_id", tracing::field::display(id));
-    access.may_use(id)?;
-    Ok(match uploads::complete(&ctx, id).await? {
-        Completion::Completed(view) => HttpResponse::Ok().json(with_origin(view, &req, &ctx)),
-        Completion::Assembling(view) => HttpResponse::Accepted()
-            .insert_header((header::LOCATION, upload_location(&req, &ctx, &id)))
+    Ok(match core::complete(&ctx, *id).await? {
+        Completion::Completed(rec) => HttpResponse::Ok().json(view(&rec, &req, &ctx)),
+        Completion::Assembling(rec) => HttpResponse::Accepted()
+            .insert_header((header::LOCATION, upload_location(&req, &ctx, &*id)))
             .insert_header((header::RETRY_AFTER, "1"))
-            .json(view),
+            .json(view(&rec, &req, &ctx)),
     })
 }
 
-#[tracing::instrument(skip_all, fields(upload_id = %path))]
-pub async fn abort(
-    ctx: web::Data<AppContext>,
-    access: Access,
-    root: RootSpan,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    access.require_credentials()?;
-    let id = uploads::parse_id(&path)?;
-    root.record("upload_id", tracing::field::display(id));
-    access.may_use(id)?;
-    uploads::abort(&ctx, id).await?;
+#[tracing::instrument(skip_all, fields(upload_id = %id))]
+pub async fn abort(ctx: web::Data<AppContext>, id: UploadId) -> Result<HttpResponse, ApiError> {
+    core::abort(&ctx, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -217,21 +188,20 @@ fn upload_location(req: &HttpRequest, ctx: &AppContext, id: &dyn std::fmt::Displ
     forwarded::absolute(origin.as_deref(), &format!("/api/v1/uploads/{id}"))
 }
 
-/// The view with `file.url` absolute when the client's origin is known
-/// (`public_url`, or a trusted proxy's forwarded headers).
-fn with_origin(mut view: UploadView, req: &HttpRequest, ctx: &AppContext) -> UploadView {
-    if let Some(file) = &mut view.file {
-        let origin = forwarded::external_origin(req, &ctx.settings);
-        file.url = forwarded::absolute(origin.as_deref(), &file.url);
-    }
-    view
+/// The upload object, with `file.url` absolute when the client's origin is
+/// known (`public_url`, or a trusted proxy's forwarded headers).
+fn view(rec: &UploadRecord, req: &HttpRequest, ctx: &AppContext) -> UploadView {
+    let origin = forwarded::external_origin(req, &ctx.settings);
+    UploadView::of(rec, |id: Uuid| {
+        forwarded::absolute(origin.as_deref(), &format!("/api/v1/files/{id}"))
+    })
 }
 
 /// A header as text; a header that is not visible ASCII is a client error.
 /// A header that names one value (not a list): sent twice is a mistake.
 fn single_header(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
     if req.headers().get_all(name).nth(1).is_some() {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::invalid(format!(
             "send {name} once; it names a single value"
         )));
     }
@@ -243,9 +213,42 @@ pub fn header_str(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiEr
     for v in req.headers().get_all(name) {
         let line = v
             .to_str()
-            .map_err(|_| ApiError::InvalidRequest(format!("header {name} is not valid ASCII")))?;
+            .map_err(|_| ApiError::invalid(format!("header {name} is not valid ASCII")))?;
         lines.push(line.trim());
     }
     // A header sent on several lines is one comma-separated list (RFC 9110 §5.3).
     Ok((!lines.is_empty()).then(|| lines.join(", ")))
+}
+
+/// Parses an RFC 9530 `Content-Digest` header. Only `sha-256` is checked;
+/// other algorithms are ignored, as RFC 9530 allows. As in any RFC 8941
+/// dictionary, a member named twice counts with its last value. A malformed
+/// `sha-256` member is an error.
+pub fn parse_content_digest(header: &str) -> Result<DigestCheck, Error> {
+    use base64::Engine;
+    let bad = || {
+        Error::InvalidRequest("Content-Digest must look like sha-256=:<base64 of 32 bytes>:".into())
+    };
+    let mut check = DigestCheck {
+        requested: true,
+        sha256: None,
+    };
+    for member in header.split(',') {
+        let Some((alg, value)) = member.trim().split_once('=') else {
+            return Err(bad());
+        };
+        if !alg.trim().eq_ignore_ascii_case("sha-256") {
+            continue;
+        }
+        let inner = value
+            .trim()
+            .strip_prefix(':')
+            .and_then(|v| v.strip_suffix(':'))
+            .ok_or_else(bad)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(inner)
+            .map_err(|_| bad())?;
+        check.sha256 = Some(bytes.try_into().map_err(|_| bad())?);
+    }
+    Ok(check)
 }

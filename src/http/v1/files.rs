@@ -1,4 +1,4 @@
-//! `/api/v1/files/{id}`: downloads of completed files. [`crate::download`]
+//! `/api/v1/files/{id}`: downloads of completed files. [`conditional`]
 //! decides between 200, 206, 304, 412 and 416; this handler reads the file and
 //! writes the answer, streaming the bytes so that memory stays bounded.
 
@@ -14,39 +14,33 @@ use base64::Engine;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
-use tracing_actix_web::RootSpan;
 
-use crate::auth::Access;
 use crate::context::AppContext;
-use crate::download::{self, Answer, Validators};
-use crate::error::ApiError;
+use crate::core::{self, Error};
+use crate::http::conditional::{self, Answer, Validators};
+use crate::http::error::ApiError;
+use crate::http::extract::UploadId;
 use crate::upload::UploadRecord;
-use crate::uploads;
 
 /// Bytes read from disk per piece of the body.
 const READ_SIZE: usize = 64 * 1024;
 
-#[tracing::instrument(skip_all, fields(upload_id = %path))]
+#[tracing::instrument(skip_all, fields(upload_id = %id))]
 pub async fn download(
     ctx: web::Data<AppContext>,
-    access: Access,
-    root: RootSpan,
+    id: UploadId,
     req: HttpRequest,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    ctx.auth.may_try_download(&access)?;
-    let id = uploads::parse_id(&path)?;
-    root.record("upload_id", tracing::field::display(id));
-    ctx.auth.may_download(&access, id)?;
-    let (rec, file_path) = uploads::completed_file(&ctx, id).await?;
+    let id = *id;
+    let (rec, file_path) = core::completed_file(&ctx, id).await?;
     let mut file = tokio::fs::File::open(&file_path)
         .await
-        .map_err(|_| ApiError::FileNotFound(id.to_string()))?;
+        .map_err(|_| Error::FileNotFound(id.to_string()))?;
     let meta = file
         .metadata()
         .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("reading file metadata")))?;
-    let modified = meta.modified().ok().and_then(download::http_time);
+        .map_err(|e| Error::Internal(anyhow::Error::new(e).context("reading file metadata")))?;
+    let modified = meta.modified().ok().and_then(conditional::http_time);
     let validators = Validators {
         len: meta.len(),
         etag: etag(&rec, meta.len(), modified),
@@ -55,24 +49,24 @@ pub async fn download(
     let private = ctx.auth.downloads_are_private();
     let len = validators.len;
 
-    let (mut resp, start, count) = match download::decide(req.method(), req.headers(), &validators)
-    {
-        Answer::PreconditionFailed => return Err(ApiError::PreconditionFailed),
-        Answer::RangeNotSatisfiable => return Err(ApiError::RangeNotSatisfiable { size: len }),
-        Answer::NotModified => {
-            // RFC 9110 §15.4.5: a 304 carries the validators and caching
-            // headers a 200 would, and nothing about the content.
-            let mut resp = HttpResponse::NotModified();
-            validator_headers(&mut resp, &validators, private);
-            return Ok(resp.finish());
-        }
-        Answer::Full => (HttpResponse::Ok(), 0, len),
-        Answer::Partial { start, end } => {
-            let mut resp = HttpResponse::PartialContent();
-            resp.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
-            (resp, start, end - start + 1)
-        }
-    };
+    let (mut resp, start, count) =
+        match conditional::decide(req.method(), req.headers(), &validators) {
+            Answer::PreconditionFailed => return Err(ApiError::PreconditionFailed),
+            Answer::RangeNotSatisfiable => return Err(ApiError::RangeNotSatisfiable { size: len }),
+            Answer::NotModified => {
+                // RFC 9110 §15.4.5: a 304 carries the validators and caching
+                // headers a 200 would, and nothing about the content.
+                let mut resp = HttpResponse::NotModified();
+                validator_headers(&mut resp, &validators, private);
+                return Ok(resp.finish());
+            }
+            Answer::Full => (HttpResponse::Ok(), 0, len),
+            Answer::Partial { start, end } => {
+                let mut resp = HttpResponse::PartialContent();
+                resp.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")));
+                (resp, start, end - start + 1)
+            }
+        };
     validator_headers(&mut resp, &validators, private);
     // Exactly as declared at create (no charset added): a wrong charset
     // garbles text. Create only accepts valid media types, so the fallback
@@ -95,9 +89,9 @@ pub async fn download(
         return Ok(resp.body(SizedStream::new(count, nothing)));
     }
     if start > 0 {
-        file.seek(SeekFrom::Start(start)).await.map_err(|e| {
-            ApiError::Internal(anyhow::Error::new(e).context("seeking in the file"))
-        })?;
+        file.seek(SeekFrom::Start(start))
+            .await
+            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("seeking in the file")))?;
     }
     let body = ReaderStream::with_capacity(file.take(count), READ_SIZE);
     Ok(resp.body(SizedStream::new(count, body)))

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::auth::Access;
 use crate::context::AppContext;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::store::StateStore;
 
 /// Below this much free space (or `limits.reserve_free_bytes`, if more) the

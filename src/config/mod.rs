@@ -11,7 +11,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::forwarded::TrustedProxies;
+mod proxies;
+pub use proxies::TrustedProxies;
 
 /// Upper bound on chunks per upload. It keeps the received-chunk bitmap small
 /// (1.25 KiB) so that recording a chunk stays cheap in every store; a wish that

@@ -1,20 +1,27 @@
-//! HTTP routes of API v1 and the service endpoints. Handlers are thin: they
-//! parse the request, ask [`crate::auth::Access`], call [`crate::uploads`] and
-//! shape the answer.
+//! The HTTP front end: API v1's routes and the service endpoints. Handlers
+//! are thin: they take what [`extract`] checked (credentials, the upload id),
+//! call [`crate::core`] and shape the answer; [`error`] is where every error
+//! becomes an answer. Only this layer, startup and telemetry know actix.
 
-pub mod files;
+pub mod conditional;
+pub mod error;
+pub mod extract;
+pub mod forwarded;
 pub mod service;
-pub mod uploads;
+pub mod v1;
+
+use v1::{files, uploads};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Routes and extractor settings.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PathConfig::default().error_handler(|err, _req| {
-        ApiError::InvalidRequest(format!("invalid path: {err}")).into()
-    }))
+    cfg.app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _req| ApiError::invalid(format!("invalid path: {err}")).into()),
+    )
     .service(
         web::scope("/api/v1")
             .service(
@@ -72,7 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// the forwarded client when the peer is a trusted proxy.
 pub fn client_ip(req: &HttpRequest) -> std::net::IpAddr {
     match req.app_data::<web::Data<crate::context::AppContext>>() {
-        Some(ctx) => crate::forwarded::client_ip(req, &ctx.settings.trusted_proxies),
+        Some(ctx) => forwarded::client_ip(req, &ctx.settings.trusted_proxies),
         None => req
             .peer_addr()
             .map(|a| a.ip())

@@ -1,0 +1,73 @@
+//! The running hash of an upload, extended in the background over chunks
+//! as the gaps before them close, so that `complete` has little left to hash.
+
+use uuid::Uuid;
+
+use crate::context::AppContext;
+use crate::store::StateStore;
+use crate::upload::{Status, UploadRecord};
+
+/// The running hash is persisted at least this often while catching up.
+const CATCH_UP_STEP: u64 = 64 << 20;
+
+/// Whether the chunk after the hashed prefix has arrived, so the running hash
+/// can move on by reading it back.
+pub(super) fn needs_catch_up(rec: &UploadRecord) -> bool {
+    let next = rec.hash_frontier();
+    rec.hash.len() < rec.size && next < rec.chunk_count() && rec.received.contains(next)
+}
+
+/// Starts (or asks the running one to continue) the background task that
+/// extends an upload's running hash over chunks that arrived out of order.
+/// It overlaps hashing with the upload, so `complete` has little left to do.
+pub fn spawn_catch_up(ctx: &AppContext, id: Uuid) {
+    {
+        let mut running = ctx.catching_up.lock().expect("catch-up map poisoned");
+        if let Some(again) = running.get_mut(&id) {
+            *again = true;
+            return;
+        }
+        running.insert(id, false);
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = catch_up(&ctx, id).await {
+                tracing::warn!(upload_id = %id, error = %e, "hash catch-up stopped; complete will finish it");
+            }
+            let mut running = ctx.catching_up.lock().expect("catch-up map poisoned");
+            match running.get_mut(&id) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    running.remove(&id);
+                    break;
+                }
+            }
+        }
+    });
+}
+
+async fn catch_up(ctx: &AppContext, id: Uuid) -> anyhow::Result<()> {
+    loop {
+        let Some(rec) = ctx.store.get_upload(id).await? else {
+            return Ok(());
+        };
+        if rec.status != Status::Uploading || !needs_catch_up(&rec) {
+            return Ok(());
+        }
+        // Hash the run of received chunks after the prefix, up to a step.
+        let mut next = rec.hash_frontier();
+        let from = rec.hash.len();
+        let mut until = from;
+        while next < rec.chunk_count()
+            && rec.received.contains(next)
+            && until - from < CATCH_UP_STEP
+        {
+            until = rec.chunk_range(next).1;
+            next += 1;
+        }
+        let state = ctx.storage.hash_until(id, rec.hash.clone(), until).await?;
+        // Someone else may have moved the hash on meanwhile; then reload and retry.
+        ctx.store.advance_hash(id, from, state).await?;
+    }
+}

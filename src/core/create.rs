@@ -1,0 +1,192 @@
+//! Starting an upload: the create request is checked against the settings,
+//! then the upload's disk space is reserved and its record stored (with its
+//! Idempotency-Key entry, when the request has one).
+
+use crate::context::AppContext;
+use crate::core::idempotency::{hold_key, replay, request_digest};
+use crate::core::live::store_error;
+use crate::core::quota::UseLimit;
+use crate::core::Error;
+use crate::hashing::HashState;
+use crate::limits::content;
+use crate::store::{Insert, StateStore};
+use crate::upload::{now_ms, ChunkSet, Status, UploadRecord};
+use crate::wire::{CreateRequest, UploadView};
+use uuid::Uuid;
+
+/// Validates a create request and starts the upload. Returns the answer: the
+/// new upload, or the first answer given for the same Idempotency-Key.
+///
+/// A `limit` (a create token's `max_uploads`) is charged only when an upload
+/// is really started: not for a refused request, nor for a retry that gets
+/// the first answer again.
+pub async fn create(
+    ctx: &AppContext,
+    req: CreateRequest,
+    idempotency_key: Option<String>,
+    limit: Option<&UseLimit>,
+) -> Result<UploadView, Error> {
+    let answer = create_answer(ctx, req, idempotency_key, limit).await?;
+    serde_json::from_value(answer).map_err(|e| Error::Internal(e.into()))
+}
+
+/// The answer to a create as it is kept under its Idempotency-Key.
+async fn create_answer(
+    ctx: &AppContext,
+    req: CreateRequest,
+    idempotency_key: Option<String>,
+    limit: Option<&UseLimit>,
+) -> Result<serde_json::Value, Error> {
+    let s = &ctx.settings;
+    let request_digest = request_digest(&req);
+    let filename = validate_filename(&req.filename)?;
+    if req.size > s.max_file_size.0 {
+        return Err(Error::FileTooLarge {
+            size: req.size,
+            max: s.max_file_size.0,
+        });
+    }
+    let content_type = match req.content_type.as_deref() {
+        None | Some("") => "application/octet-stream".to_string(),
+        Some(ct) => validate_content_type(ct)?,
+    };
+    content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
+    let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
+    let now = now_ms();
+    let record = UploadRecord {
+        id: Uuid::new_v4(),
+        filename,
+        size: req.size,
+        content_type,
+        expected_sha256,
+        chunk_size: s.chunk_size_for(req.size, req.chunk_size),
+        metadata: req.metadata.unwrap_or_default(),
+        status: Status::Uploading,
+        received: ChunkSet::default(),
+        bytes_received: 0,
+        hash: HashState::default(),
+        created_at: now,
+        expires_at: now + s.upload_ttl.as_millis() as i64,
+        file: None,
+        failure: None,
+        idempotency_key: idempotency_key.clone(),
+    };
+    let Some(key) = idempotency_key else {
+        return start(ctx, &record, None, limit).await;
+    };
+    // One request per key at a time (across instances, with Redis): a retry
+    // racing its first attempt waits for it and gets its answer, instead of
+    // finding a `max_uploads` use already taken, say.
+    let mut guard = hold_key(ctx, &key).await?;
+    // Renewed while it lasts: a create queued behind others at the disk
+    // guard may take longer than one lease.
+    let work = async {
+        match ctx.store.idempotent_answer(&key).await {
+            Ok(Some(answer)) => replay(answer, &request_digest),
+            Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
+            Err(e) => Err(store_error(ctx, e)),
+        }
+    };
+    let result = guard.hold_while(work).await.and_then(|r| r);
+    guard.release().await;
+    result
+}
+
+/// Starts the upload `record`: takes a `max_uploads` use if there is a limit,
+/// reserves its disk space and records it (with the idempotency entry).
+async fn start(
+    ctx: &AppContext,
+    record: &UploadRecord,
+    idempotency: Option<(&str, &str)>,
+    limit: Option<&UseLimit>,
+) -> Result<serde_json::Value, Error> {
+    let answer =
+        // A new upload has no file yet, so no file URL to name.
+        serde_json::to_value(UploadView::of(record, |_| String::new())).map_err(|e| Error::Internal(e.into()))?;
+    let taken = match limit {
+        Some(limit) => Some(limit.take(ctx).await?),
+        None => None,
+    };
+    let inserted = insert(ctx, record, &answer, idempotency).await;
+    if let Some(taken) = taken {
+        match inserted {
+            Ok(Insert::Created) => taken.keep(),
+            // Given back before answering, so the caller's next create counts right.
+            _ => taken.give_back().await,
+        }
+    }
+    match inserted? {
+        Insert::Created => {
+            ctx.metrics.upload_event("created");
+            tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
+            Ok(answer)
+        }
+        // Only without the key's lease (an older instance racing): still the first answer.
+        Insert::Existing(first) => replay(first, idempotency.map_or("", |(_, r)| r)),
+    }
+}
+
+/// Reserves the new upload's place on disk, then records it (with its
+/// answer and the request's digest under the idempotency key). Leaves
+/// nothing behind when it fails.
+async fn insert(
+    ctx: &AppContext,
+    record: &UploadRecord,
+    answer: &serde_json::Value,
+    idempotency: Option<(&str, &str)>,
+) -> Result<Insert, Error> {
+    // The bytes' place first: if the disk is full we say so before any state exists.
+    ctx.disk_guard
+        .admit(&ctx.storage, record.id, record.size)
+        .await?;
+    let entry = idempotency.map(|(key, request)| {
+        (
+            key,
+            serde_json::json!({"request": request, "answer": answer}),
+        )
+    });
+    let inserted = ctx
+        .store
+        .insert_upload(record, entry.as_ref().map(|(k, e)| (*k, e)))
+        .await;
+    if !matches!(inserted, Ok(Insert::Created)) {
+        // A racing retry with the same key won, or the store failed.
+        let _ = ctx.storage.remove_part(record.id).await;
+    }
+    inserted.map_err(|e| store_error(ctx, e))
+}
+
+fn validate_filename(name: &str) -> Result<String, Error> {
+    if name.is_empty() || name.len() > 1024 {
+        return Err(Error::InvalidRequest(
+            "filename must be 1 to 1024 bytes long".into(),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::InvalidRequest(
+            "filename must not contain control characters (NUL, CR, LF...)".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn validate_content_type(ct: &str) -> Result<String, Error> {
+    match ct.parse::<mime::Mime>() {
+        // Parameters (charset...) are kept: downloads must say what was declared.
+        Ok(m) if ct.len() <= 255 && !ct.chars().any(char::is_control) => Ok(m.to_string()),
+        _ => Err(Error::InvalidRequest(format!(
+            "content_type {:?} is not a media type such as video/mp4",
+            ct.chars().take(100).collect::<String>()
+        ))),
+    }
+}
+
+fn validate_sha256(hex_digest: &str) -> Result<String, Error> {
+    if hex_digest.len() == 64 && hex_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex_digest.to_ascii_lowercase())
+    } else {
+        Err(Error::InvalidRequest(
+            "sha256 must be 64 hexadecimal characters".into(),
+        ))
+    }
+}

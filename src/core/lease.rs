@@ -1,0 +1,82 @@
+//! Holding a lease from the state store while work goes on: renewed in the
+//! background, given back when the work ends or its request is cancelled.
+
+use crate::context::AppContext;
+use crate::core::{Error, LEASE_TTL};
+use crate::store::{Lease, StateStore};
+
+/// Holds a lease: [`LeaseGuard::release`] gives it back; if the holder is
+/// dropped first (a cancelled request), the lease is given back in the
+/// background.
+pub(super) struct LeaseGuard {
+    ctx: AppContext,
+    lease: Option<Lease>,
+}
+
+impl LeaseGuard {
+    pub(super) fn new(ctx: &AppContext, lease: Lease) -> Self {
+        LeaseGuard {
+            ctx: ctx.clone(),
+            lease: Some(lease),
+        }
+    }
+
+    /// Runs `work` while renewing the lease in the background; fails with 409
+    /// if the lease was lost (the holder stalled past its TTL and another
+    /// request took over), so that two writers never go on together.
+    pub(super) async fn hold_while<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Error> {
+        let lease = self.lease.as_ref().expect("the lease is held");
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE_TTL / 3).await;
+                match self.ctx.store.renew(lease, LEASE_TTL).await {
+                    Ok(true) => {}
+                    // The store is unreachable: keep working; recording the
+                    // result will fail too if it stays so.
+                    Err(e) => tracing::warn!(error = %e, "could not renew lease"),
+                    Ok(false) => return,
+                }
+            }
+        };
+        tokio::select! {
+            out = work => Ok(out),
+            () = renew => {
+                tracing::warn!(upload_id = %lease.upload, lease = %lease.name, "lease lost; stopping");
+                Err(match lease.name.strip_prefix("chunk:").and_then(|i| i.parse().ok()) {
+                    Some(index) => Error::ChunkInProgress { index },
+                    None if lease.name == "create" => Error::CreateInProgress,
+                    None => Error::UploadAssembling(lease.upload.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Takes the lease out, for a store call that releases it itself.
+    pub(super) fn disarm(&mut self) -> Lease {
+        self.lease.take().expect("the lease is held")
+    }
+
+    pub(super) async fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if let Err(e) = self.ctx.store.release(&lease).await {
+                tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
+            }
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let store = self.ctx.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.release(&lease).await {
+                    tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The upload's life, as plain functions over [`AppContext`]: create, write
+//! chunks, complete (assemble), abort, and the bookkeeping between them
+//! (idempotency, quotas, leases, the running hash). Nothing here knows HTTP:
+//! errors are [`Error`]s with stable codes, and each front end (`http::v1`
+//! today) turns calls and answers into its protocol.
+//!
+//! [`AppContext`]: crate::context::AppContext
+
+mod abort;
+mod catch_up;
+mod chunks;
+mod complete;
+mod create;
+mod error;
+mod files;
+mod idempotency;
+mod lease;
+mod live;
+mod quota;
+
+use std::time::Duration;
+
+pub use abort::abort;
+pub use catch_up::spawn_catch_up;
+pub use chunks::{put_chunk, DigestCheck};
+pub use complete::{complete, resume_assembly, status, Completion};
+pub use create::create;
+pub use error::Error;
+pub use files::completed_file;
+pub use idempotency::idempotency_key;
+pub use quota::UseLimit;
+
+/// How long a lease lasts unless renewed. Holders renew it every third of
+/// this while they work, so a holder that died (or lost the store) frees it
+/// within this time, while a slow chunk or a long assembly keeps it.
+const LEASE_TTL: Duration = Duration::from_secs(10);

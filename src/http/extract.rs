@@ -1,0 +1,128 @@
+//! What handlers take from a request before they run: the caller's rights
+//! ([`Access`]) and the upload named by the path ([`UploadId`]). Credentials
+//! come first: an anonymous caller gets 401 before anything of its request,
+//! the path included, is validated.
+
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, Method};
+use actix_web::{web, FromRequest, HttpRequest};
+use tracing_actix_web::RootSpan;
+use uuid::Uuid;
+
+use crate::auth::Access;
+use crate::context::AppContext;
+use crate::core::Error;
+use crate::http::error::ApiError;
+
+impl FromRequest for Access {
+    type Error = ApiError;
+    type Future = Ready<Result<Access, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(access(req).map_err(ApiError::from))
+    }
+}
+
+fn access(req: &HttpRequest) -> Result<Access, Error> {
+    let Some(ctx) = req.app_data::<web::Data<AppContext>>() else {
+        return Ok(Access::Open);
+    };
+    let header = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            Error::InvalidCredentials("the Authorization header is not valid ASCII".into())
+        })?),
+    };
+    if header.is_none() {
+        if let Some(token) = download_link_token(req) {
+            return ctx.auth.authenticate_link(&token);
+        }
+    }
+    ctx.auth.authenticate(header)
+}
+
+/// A download link (`GET /api/v1/files/{id}?access_token=...`, RFC 6750 §2.3)
+/// may carry its upload's token, since a browser following a link sends no
+/// header: the self-hosted presigned GET URL.
+fn download_link_token(req: &HttpRequest) -> Option<String> {
+    if !(req.method() == Method::GET || req.method() == Method::HEAD)
+        || !req.path().starts_with("/api/v1/files/")
+    {
+        return None;
+    }
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()?;
+    query.get("access_token").cloned()
+}
+
+/// The upload (or file) named by the path's `{id}`, once the caller has shown
+/// credentials that may reach it: the preamble every upload handler shares.
+/// The id is recorded on the request's spans, so every log line names it.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadId(pub Uuid);
+
+impl std::ops::Deref for UploadId {
+    type Target = Uuid;
+
+    fn deref(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UploadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromRequest for UploadId {
+    type Error = ApiError;
+    type Future = Ready<Result<UploadId, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        ready(upload_id(req, payload))
+    }
+}
+
+fn upload_id(req: &HttpRequest, payload: &mut Payload) -> Result<UploadId, ApiError> {
+    let access = access(req)?;
+    let downloads = req.path().starts_with("/api/v1/files/");
+    match req.app_data::<web::Data<AppContext>>() {
+        Some(ctx) if downloads => ctx.auth.may_try_download(&access)?,
+        _ => access.require_credentials()?,
+    }
+    let raw = req.match_info().get("id").unwrap_or_default();
+    let id = parse_id(raw)?;
+    if let Ok(root) = RootSpan::from_request(req, payload).into_inner() {
+        root.record("upload_id", tracing::field::display(id));
+    }
+    match req.app_data::<web::Data<AppContext>>() {
+        Some(ctx) if downloads => ctx.auth.may_download(&access, id)?,
+        _ => access.may_use(id)?,
+    }
+    Ok(UploadId(id))
+}
+
+pub fn parse_id(raw: &str) -> Result<Uuid, Error> {
+    // A UUID is 36 characters; anything far longer is not worth parsing.
+    if raw.len() > 64 {
+        return Err(Error::InvalidRequest(
+            "upload id is too long to be valid".into(),
+        ));
+    }
+    Uuid::try_parse(raw).map_err(|_| {
+        Error::InvalidRequest(format!(
+            "{:?} is not a valid id; ids are UUIDs as returned by POST /api/v1/uploads",
+            raw.chars().take(64).collect::<String>()
+        ))
+    })
+}
+
+pub fn parse_index(raw: &str) -> Result<u64, Error> {
+    raw.parse::<u64>().map_err(|_| {
+        Error::InvalidRequest(format!("chunk index {raw:?} is not a non-negative integer"))
+    })
+}

@@ -1,0 +1,91 @@
+//! The JSON of API v1 that travels between tranche and its clients: what the
+//! server answers and the command-line client reads, defined once for both.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Uploading,
+    Assembling,
+    Completed,
+    Failed,
+    Aborted,
+}
+
+/// The body of `POST /api/v1/uploads`. Unknown fields are ignored so that newer
+/// clients keep working (and named in the answer's `warnings`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub filename: String,
+    pub size: u64,
+    pub content_type: Option<String>,
+    pub sha256: Option<String>,
+    pub chunk_size: Option<u64>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The answer to a stored chunk.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkAnswer {
+    pub index: u64,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub received_chunks: u64,
+    pub chunk_count: u64,
+    pub bytes_received: u64,
+}
+
+/// Why an upload failed, kept so that `GET` and a repeated `complete` can say so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub error: String,
+    pub message: String,
+    /// For `digest_mismatch`: the SHA-256 the received bytes have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// The completed file, as listed in the upload object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
+    pub id: Uuid,
+    pub size: u64,
+    pub sha256: String,
+    /// Where to download it: absolute when the server knows its public
+    /// origin, else a path.
+    pub url: String,
+}
+
+/// The upload object of API v1 (create answer, `GET`, `complete`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadView {
+    pub id: Uuid,
+    pub filename: String,
+    pub size: u64,
+    pub content_type: String,
+    pub chunk_size: u64,
+    pub chunk_count: u64,
+    pub status: Status,
+    pub received_chunks: u64,
+    pub bytes_received: u64,
+    pub missing_chunks: Vec<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: String,
+    pub expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// In a create answer, when tokens are configured: the token for this
+    /// upload's chunks, status, complete, abort and download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_token: Option<String>,
+    /// In a create answer: the request's fields this server did not know.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}

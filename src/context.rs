@@ -8,19 +8,19 @@ use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use crate::auth::Authenticator;
+use crate::blobs::LocalDisk;
 use crate::config::Settings;
 use crate::limits::disk::DiskGuard;
 use crate::limits::inflight::ChunkSlots;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::storage::Storage;
 use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppContext {
     pub settings: Arc<Settings>,
     pub store: Store,
-    pub storage: Storage,
+    pub storage: LocalDisk,
     pub metrics: Metrics,
     pub auth: Arc<Authenticator>,
     pub rate_limiter: RateLimiter,

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core;
 use crate::store::StateStore;
@@ -65,7 +66,7 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
                 continue;
             };
             deleted_any = true;
-            let freed = ctx.storage.remove_part(*id).await?;
+            let freed = ctx.storage.remove(*id).await?;
             report.freed_bytes += freed;
             if rec.status == Status::Aborted {
                 report.tombstones += 1;
@@ -86,21 +87,21 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
     }
 
     let grace = ctx.settings.orphan_grace;
-    for (id, path, modified) in ctx.storage.list_parts().await? {
-        let rec = match id.is_nil() {
-            true => None,
-            false => ctx.store.get_upload(id).await?,
+    for part in ctx.storage.list_parts().await? {
+        let rec = match part.upload {
+            None => None,
+            Some(id) => ctx.store.get_upload(id).await?,
         };
         // An assembly that died with its process (nobody holds its lease)
         // is started again here, so it finishes even if no client polls.
-        if rec.as_ref().is_some_and(|r| r.status == Status::Assembling) {
-            if core::resume_assembly(ctx, id).await {
+        if let Some(r) = rec.as_ref().filter(|r| r.status == Status::Assembling) {
+            if core::resume_assembly(ctx, r.id).await {
                 report.resumed_assemblies += 1;
             }
             continue;
         }
         let age = SystemTime::now()
-            .duration_since(modified)
+            .duration_since(part.modified)
             .unwrap_or_default();
         if age < grace {
             continue;
@@ -109,7 +110,7 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
         if referenced {
             continue;
         }
-        let freed = ctx.storage.remove_path(path.clone()).await?;
+        let freed = ctx.storage.remove_orphan(&part).await?;
         report.orphans += 1;
         report.freed_bytes += freed;
         ctx.metrics
@@ -117,7 +118,7 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
             .with_label_values(&["orphan"])
             .inc();
         ctx.metrics.janitor_freed_bytes.inc_by(freed);
-        tracing::info!(path = %path.display(), freed_bytes = freed, "orphaned part file removed");
+        tracing::info!(part = %part.name, freed_bytes = freed, "orphaned part file removed");
     }
     // Housekeeping only: a store hiccup here is no reason to call the sweep failed.
     match ctx.store.purge_lapsed_uses(now).await {

@@ -5,6 +5,7 @@
 //! `docs/API.md` is the HTTP contract.
 
 pub mod auth;
+pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -17,7 +18,6 @@ pub mod limits;
 pub mod metrics;
 pub mod ratelimit;
 pub mod startup;
-pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod upload;

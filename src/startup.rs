@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::Authenticator;
+use crate::blobs::LocalDisk;
 use crate::config::{CorsSettings, Durability, Settings, StoreSettings};
 use crate::context::AppContext;
 use crate::limits::disk::DiskGuard;
 use crate::limits::inflight::ChunkSlots;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::storage::Storage;
 use crate::store::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry::AccessLog;
 use crate::{http, janitor};
@@ -84,7 +84,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let auth = preflight(&settings)?;
         let sync = settings.durability == Durability::Full;
-        let storage = Storage::open(&settings.data_dir, sync).with_context(|| {
+        let storage = LocalDisk::open(&settings.data_dir, sync).with_context(|| {
             format!("cannot use data directory {}", settings.data_dir.display())
         })?;
         let store = match &settings.store {

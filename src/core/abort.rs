@@ -3,6 +3,7 @@
 
 use uuid::Uuid;
 
+use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::live::{status_conflict, store_error};
 use crate::core::Error;
@@ -24,7 +25,7 @@ pub async fn abort(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
         Update::Done(_) => {}
     }
     ctx.storage
-        .remove_part(id)
+        .remove(id)
         .await
         .map_err(|e| Error::Internal(e.into()))?;
     ctx.metrics.upload_event("aborted");

@@ -3,6 +3,7 @@
 
 use uuid::Uuid;
 
+use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::store::StateStore;
 use crate::upload::{Status, UploadRecord};

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
+use crate::blobs::{ByteStore, StorageError, WriteError};
 use crate::config::ChunkDigest;
 use crate::context::AppContext;
 use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
@@ -18,7 +19,6 @@ use crate::core::live::{check_live, load_live, status_conflict, store_error};
 use crate::core::{Error, LEASE_TTL};
 use crate::limits::content::{self, SNIFF_LEN};
 use crate::limits::{idle_limited, BodyError};
-use crate::storage::{StorageError, WriteError};
 use crate::store::{ChunkMark, StateStore, Update};
 use crate::upload::{now_ms, Status, UploadRecord};
 use crate::wire::ChunkAnswer;
@@ -201,7 +201,7 @@ where
     let started = Instant::now();
     let write = ctx
         .storage
-        .write_chunk(id, start, expected, body, want_chunk_hash);
+        .write_at(id, start, expected, body, want_chunk_hash);
     let written = match guard.hold_while(write).await? {
         Ok(w) => w,
         Err(WriteError::TooLong { expected }) => {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{failed_completion, load_live, status_conflict, store_error};
@@ -164,7 +165,7 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         .observe(started.elapsed().as_secs_f64());
     if failed {
         ctx.metrics.upload_event("failed");
-        let _ = ctx.storage.remove_part(id).await;
+        let _ = ctx.storage.remove(id).await;
         tracing::warn!(upload_id = %id, %sha256, "upload failed: digest mismatch");
         return Err(Error::DigestMismatch {
             what: "file",

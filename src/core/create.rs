@@ -2,6 +2,7 @@
 //! then the upload's disk space is reserved and its record stored (with its
 //! Idempotency-Key entry, when the request has one).
 
+use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::idempotency::{hold_key, replay, request_digest};
 use crate::core::live::store_error;
@@ -151,7 +152,7 @@ async fn insert(
         .await;
     if !matches!(inserted, Ok(Insert::Created)) {
         // A racing retry with the same key won, or the store failed.
-        let _ = ctx.storage.remove_part(record.id).await;
+        let _ = ctx.storage.remove(record.id).await;
     }
     inserted.map_err(|e| store_error(ctx, e))
 }

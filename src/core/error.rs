@@ -3,7 +3,7 @@
 //! on. Which status a protocol answers with is the front end's business
 //! (`http::error` for API v1).
 
-use crate::storage::StorageError;
+use crate::blobs::StorageError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,7 @@ pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};
 pub use create::create;
 pub use error::Error;
-pub use files::completed_file;
+pub use files::{completed_file, read_file};
 pub use idempotency::idempotency_key;
 pub use quota::UseLimit;
 

@@ -7,8 +7,8 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
+use crate::blobs::StorageError;
 use crate::core::Error;
-use crate::storage::StorageError;
 use crate::store::StoreError;
 
 /// An answer of API v1 that is not a success: an error of the upload's life,

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::auth::Access;
+use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::http::error::ApiError;
 use crate::store::StateStore;
@@ -35,7 +36,7 @@ pub async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
             "not_writable".to_string()
         }
     };
-    let free = ctx.storage.available_space().unwrap_or(0);
+    let free = ctx.storage.free_space().unwrap_or(0);
     let min_free = MIN_FREE_BYTES.max(ctx.disk_guard.reserve());
     if free < min_free {
         problems.push(format!(
@@ -58,7 +59,7 @@ pub async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
 
 pub async fn metrics(ctx: web::Data<AppContext>, access: Access) -> Result<HttpResponse, ApiError> {
     ctx.auth.may_read_metrics(&access)?;
-    if let Ok(free) = ctx.storage.available_space() {
+    if let Ok(free) = ctx.storage.free_space() {
         ctx.metrics.free_disk_bytes.set(free as i64);
     }
     Ok(HttpResponse::Ok()

@@ -5,8 +5,8 @@
 //! as used space; admission and allocation are serialised so that two big
 //! creates cannot both pass the same check.
 
+use crate::blobs::{ByteStore, LocalDisk};
 use crate::core::Error;
-use crate::storage::Storage;
 
 #[derive(Debug)]
 pub struct DiskGuard {
@@ -29,10 +29,10 @@ impl DiskGuard {
     }
 
     /// Admits an upload of `size` bytes and creates its part file, or says 507.
-    pub async fn admit(&self, storage: &Storage, id: uuid::Uuid, size: u64) -> Result<(), Error> {
+    pub async fn admit(&self, storage: &LocalDisk, id: uuid::Uuid, size: u64) -> Result<(), Error> {
         let _turn = self.admission.lock().await;
         let free = storage
-            .available_space()
+            .free_space()
             .map_err(|e| Error::Internal(e.into()))?;
         if free.saturating_sub(self.reserve) < size {
             tracing::warn!(
@@ -58,7 +58,7 @@ impl DiskGuard {
                 return Err(Error::InsufficientStorage { needed: size });
             }
         }
-        storage.create_part(id, size).await?;
+        storage.create(id, size).await?;
         Ok(())
     }
 }

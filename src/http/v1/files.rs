@@ -2,8 +2,6 @@
 //! decides between 200, 206, 304, 412 and 416; this handler reads the file and
 //! writes the answer, streaming the bytes so that memory stays bounded.
 
-use std::io::SeekFrom;
-
 use actix_web::body::SizedStream;
 use actix_web::http::header::{
     self, Charset, ContentDisposition, DispositionParam, DispositionType, EntityTag, ExtendedValue,
@@ -12,18 +10,13 @@ use actix_web::http::header::{
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use base64::Engine;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::context::AppContext;
-use crate::core::{self, Error};
+use crate::core;
 use crate::http::conditional::{self, Answer, Validators};
 use crate::http::error::ApiError;
 use crate::http::extract::UploadId;
 use crate::upload::UploadRecord;
-
-/// Bytes read from disk per piece of the body.
-const READ_SIZE: usize = 64 * 1024;
 
 #[tracing::instrument(skip_all, fields(upload_id = %id))]
 pub async fn download(
@@ -32,18 +25,11 @@ pub async fn download(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = *id;
-    let (rec, file_path) = core::completed_file(&ctx, id).await?;
-    let mut file = tokio::fs::File::open(&file_path)
-        .await
-        .map_err(|_| Error::FileNotFound(id.to_string()))?;
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| Error::Internal(anyhow::Error::new(e).context("reading file metadata")))?;
-    let modified = meta.modified().ok().and_then(conditional::http_time);
+    let (rec, meta) = core::completed_file(&ctx, id).await?;
+    let modified = meta.modified.and_then(conditional::http_time);
     let validators = Validators {
-        len: meta.len(),
-        etag: etag(&rec, meta.len(), modified),
+        len: meta.len,
+        etag: etag(&rec, meta.len, modified),
         last_modified: modified,
     };
     let private = ctx.auth.downloads_are_private();
@@ -88,12 +74,7 @@ pub async fn download(
         let nothing = futures::stream::empty::<Result<Bytes, std::io::Error>>();
         return Ok(resp.body(SizedStream::new(count, nothing)));
     }
-    if start > 0 {
-        file.seek(SeekFrom::Start(start))
-            .await
-            .map_err(|e| Error::Internal(anyhow::Error::new(e).context("seeking in the file")))?;
-    }
-    let body = ReaderStream::with_capacity(file.take(count), READ_SIZE);
+    let body = core::read_file(&ctx, id, start, count).await?;
     Ok(resp.body(SizedStream::new(count, body)))
 }
 

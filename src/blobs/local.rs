@@ -1,5 +1,4 @@
-//! Bytes on disk: where an upload's bytes live while it is in progress, how a
-//! chunk body gets from the socket to disk, and where completed files end up.
+//! The local disk: bytes in the data directory.
 //!
 //! Layout under the data directory:
 //! - `uploads/<id>.part`: one file per upload in progress, preallocated to the
@@ -8,26 +7,28 @@
 //!   so no directory grows huge and no client-supplied name is ever a path.
 //!
 //! Why chunks go straight into their place instead of into one file each that
-//! is joined at the end: measured on this kind of machine (shared/MEASUREMENTS.md),
-//! writing in place and hashing on another thread ran at ~660 MB/s end to end,
-//! chunk files joined with `copy_file_range` at ~320 MB/s, because without
-//! reflinks the join copies every byte a second time. In place, every byte is
-//! written once and "assembly" is a rename. A chunk that is cut off leaves
-//! garbage only in its own byte range, which is not counted and is overwritten
-//! when the chunk is sent again.
+//! is joined at the end: measured on a 2-core machine with ext4 and no
+//! reflinks, writing in place and hashing on another thread ran at ~660 MB/s
+//! end to end, chunk files joined with `copy_file_range` at ~320 MB/s,
+//! because without reflinks the join copies every byte a second time. In
+//! place, every byte is written once and "assembly" is a rename. A chunk that
+//! is cut off leaves garbage only in its own byte range, which is not counted
+//! and is overwritten when the chunk is sent again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::blobs::{
+    ByteStore, ByteStream, FileMeta, PartEntry, StorageError, WriteError, WrittenChunk,
+};
 use crate::hashing::HashState;
 
 /// The most body bytes gathered before a hand-off to the blocking pool. At
@@ -41,53 +42,27 @@ pub const BATCH_SIZE: usize = 128 * 1024;
 /// that a burst of uploads can wake.
 const IO_SLOTS: usize = 8;
 
+/// Bytes read from disk per piece of a download's body.
+const READ_SIZE: usize = 64 * 1024;
+
 /// Hashing jobs (catch-up, assembly) running at once, across all uploads.
 const HASH_SLOTS: usize = 2;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("not enough free disk space for {needed} bytes")]
-    NoSpace { needed: u64 },
-    #[error("the upload's part file is missing")]
-    PartMissing,
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
-/// How a chunk body stream ended badly.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("body longer than {expected} bytes")]
-    TooLong { expected: u64 },
-    #[error("body ended after {received} of {expected} bytes")]
-    TooShort { received: u64, expected: u64 },
-    #[error("body cut off after {received} of {expected} bytes")]
-    Incomplete { received: u64, expected: u64 },
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
-
-#[derive(Debug)]
-pub struct WrittenChunk {
-    pub len: u64,
-    pub chunk_sha256: Option<[u8; 32]>,
-}
-
 #[derive(Debug, Clone)]
-pub struct Storage {
+pub struct LocalDisk {
     root: PathBuf,
     sync: bool,
     io_slots: Arc<tokio::sync::Semaphore>,
     hash_slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl Storage {
+impl LocalDisk {
     /// Creates the layout under `root` if needed. With `sync`, data is flushed
     /// to disk (fdatasync) before it counts.
     pub fn open(root: &Path, sync: bool) -> io::Result<Self> {
         std::fs::create_dir_all(root.join("uploads"))?;
         std::fs::create_dir_all(root.join("files"))?;
-        Ok(Storage {
+        Ok(LocalDisk {
             root: root.to_path_buf(),
             sync,
             io_slots: Arc::new(tokio::sync::Semaphore::new(IO_SLOTS)),
@@ -95,17 +70,13 @@ impl Storage {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn part_path(&self, id: Uuid) -> PathBuf {
+    fn part_path(&self, id: Uuid) -> PathBuf {
         self.root
             .join("uploads")
             .join(format!("{}.part", id.simple()))
     }
 
-    pub fn file_path(&self, id: Uuid) -> PathBuf {
+    fn file_path(&self, id: Uuid) -> PathBuf {
         let hex = id.simple().to_string();
         self.root
             .join("files")
@@ -114,9 +85,30 @@ impl Storage {
             .join(hex)
     }
 
-    /// Creates the part file of a new upload and reserves `size` bytes for it,
-    /// so that a full disk is reported now (507) rather than mid-upload.
-    pub async fn create_part(&self, id: Uuid, size: u64) -> Result<(), StorageError> {
+    /// Runs `job` on the blocking pool once a hashing slot is free. Hashing is
+    /// CPU-bound: more of it at once than there are slots only adds threads
+    /// and read buffers, not speed.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let permit = self
+            .hash_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+    }
+}
+
+impl ByteStore for LocalDisk {
+    /// Creates the part file of a new upload and reserves `size` bytes for it.
+    async fn create(&self, id: Uuid, size: u64) -> Result<(), StorageError> {
         let path = self.part_path(id);
         let sync = self.sync;
         blocking(move || {
@@ -146,7 +138,7 @@ impl Storage {
     }
 
     /// Removes an upload's part file; a missing one is fine.
-    pub async fn remove_part(&self, id: Uuid) -> io::Result<u64> {
+    async fn remove(&self, id: Uuid) -> io::Result<u64> {
         let path = self.part_path(id);
         blocking(move || remove_counting(&path)).await
     }
@@ -158,7 +150,7 @@ impl Storage {
     /// body must be exactly `expected` bytes. With `chunk_digest`, the chunk's
     /// own SHA-256 is computed from the same buffers. With `sync`, the bytes
     /// are on disk when this returns Ok.
-    pub async fn write_chunk<S, E>(
+    async fn write_at<S, E>(
         &self,
         id: Uuid,
         offset: u64,
@@ -275,7 +267,7 @@ impl Storage {
     /// Extends `state` over the part file's bytes up to offset `until`, reading
     /// them back (from the page cache, usually): the catch-up for chunks that
     /// arrived before the ones in front of them.
-    pub async fn hash_until(
+    async fn hash_until(
         &self,
         id: Uuid,
         mut state: HashState,
@@ -298,34 +290,9 @@ impl Storage {
         .await
     }
 
-    /// Runs `job` on the blocking pool once a hashing slot is free. Hashing is
-    /// CPU-bound: more of it at once than there are slots only adds threads
-    /// and read buffers, not speed.
-    async fn hashing<T: Send + 'static>(
-        &self,
-        job: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-    ) -> Result<T, StorageError> {
-        let permit = self
-            .hash_slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        blocking(move || {
-            let _permit = permit;
-            job()
-        })
-        .await
-    }
-
     /// The SHA-256 of `len` bytes of an upload's part file from `start`: what
     /// was stored for a chunk, to compare a resend with.
-    pub async fn hash_range(
-        &self,
-        id: Uuid,
-        start: u64,
-        len: u64,
-    ) -> Result<[u8; 32], StorageError> {
+    async fn hash_range(&self, id: Uuid, start: u64, len: u64) -> Result<[u8; 32], StorageError> {
         let path = self.part_path(id);
         self.hashing(move || {
             let file = match File::open(&path) {
@@ -341,13 +308,13 @@ impl Storage {
 
     /// Moves a fully received part file to its final place (idempotent: done
     /// already if the part is gone and the final file is there).
-    pub async fn publish(&self, id: Uuid) -> Result<PathBuf, StorageError> {
+    async fn publish(&self, id: Uuid) -> Result<(), StorageError> {
         let part = self.part_path(id);
         let dest = self.file_path(id);
         let sync = self.sync;
         blocking(move || {
             if !part.exists() && dest.exists() {
-                return Ok(dest);
+                return Ok(());
             }
             let dir = dest.parent().expect("files live in a directory");
             std::fs::create_dir_all(dir)?;
@@ -360,39 +327,50 @@ impl Storage {
                 sync_dir(dir)?;
                 sync_dir(part.parent().expect("part files live in a directory"))?;
             }
-            Ok(dest)
+            Ok(())
         })
         .await
     }
 
     /// Part files with their modification time, for the janitor's orphan sweep.
-    pub async fn list_parts(&self) -> io::Result<Vec<(Uuid, PathBuf, SystemTime)>> {
+    async fn list_parts(&self) -> io::Result<Vec<PartEntry>> {
         let dir = self.root.join("uploads");
         blocking(move || {
             let mut out = Vec::new();
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                let id = name
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let upload = name
                     .strip_suffix(".part")
                     .and_then(|s| Uuid::try_parse(s).ok());
                 let modified = entry.metadata()?.modified()?;
-                match id {
-                    Some(id) => out.push((id, entry.path(), modified)),
-                    // Not ours by name (an editor's backup, a stray temp file):
-                    // reported with the nil id so the janitor can still age it out.
-                    None => out.push((Uuid::nil(), entry.path(), modified)),
-                }
+                out.push(PartEntry {
+                    upload,
+                    name,
+                    modified,
+                });
             }
             Ok(out)
         })
         .await
     }
 
+    async fn remove_orphan(&self, entry: &PartEntry) -> io::Result<u64> {
+        // A name from list_parts; one that would reach out of the directory
+        // never came from there.
+        if entry.name.contains('/') || entry.name == ".." || entry.name == "." {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "not an entry of the uploads directory",
+            ));
+        }
+        let path = self.root.join("uploads").join(&entry.name);
+        blocking(move || remove_counting(&path)).await
+    }
+
     /// Bytes promised to unfinished uploads: part files are preallocated to
     /// their upload's full size, so this is the sum of their lengths.
-    pub async fn pending_bytes(&self) -> io::Result<u64> {
+    async fn pending_bytes(&self) -> io::Result<u64> {
         let dir = self.root.join("uploads");
         blocking(move || {
             let mut total = 0u64;
@@ -407,17 +385,43 @@ impl Storage {
         .await
     }
 
-    /// Removes a file the janitor found orphaned; returns the bytes freed.
-    pub async fn remove_path(&self, path: PathBuf) -> io::Result<u64> {
-        blocking(move || remove_counting(&path)).await
+    async fn file_meta(&self, id: Uuid) -> Result<FileMeta, StorageError> {
+        match tokio::fs::metadata(self.file_path(id)).await {
+            Ok(meta) => Ok(FileMeta {
+                len: meta.len(),
+                modified: meta.modified().ok(),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::FileMissing),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    pub fn available_space(&self) -> io::Result<u64> {
+    async fn read_file(
+        &self,
+        id: Uuid,
+        start: u64,
+        count: u64,
+    ) -> Result<ByteStream, StorageError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = match tokio::fs::File::open(self.file_path(id)).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::FileMissing),
+            other => other?,
+        };
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start)).await?;
+        }
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            file.take(count),
+            READ_SIZE,
+        )))
+    }
+
+    fn free_space(&self) -> io::Result<u64> {
         fs4::available_space(&self.root)
     }
 
     /// Proves the data directory takes writes (for `/readyz`).
-    pub async fn check_writable(&self) -> io::Result<()> {
+    async fn check_writable(&self) -> io::Result<()> {
         let probe = self.root.join(".readyz-probe");
         blocking(move || {
             std::fs::write(&probe, b"ok")?;

@@ -71,6 +71,14 @@ impl UploadRecord {
         self.hash.len() / self.chunk_size.max(1)
     }
 
+    /// How many bytes from the start of the file have arrived with no gap:
+    /// where a client that sends the file in order (a tus client) goes on.
+    pub fn received_offset(&self) -> u64 {
+        (0..self.chunk_count())
+            .find(|&i| !self.received.contains(i))
+            .map_or(self.size, |i| self.chunk_range(i).0)
+    }
+
     pub fn is_expired(&self, now_ms: i64) -> bool {
         matches!(self.status, Status::Uploading | Status::Failed) && self.expires_at <= now_ms
     }
@@ -169,6 +177,33 @@ mod tests {
         assert_eq!(chunk_count(8, 8), 1);
         assert_eq!(chunk_count(9, 8), 2);
         assert_eq!(chunk_count(20971520, 8388608), 3);
+    }
+
+    #[test]
+    fn the_received_offset_ends_at_the_first_gap() {
+        let mut rec: UploadRecord = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(), "filename": "f", "size": 20, "content_type": "x/y",
+            "expected_sha256": null, "chunk_size": 8, "metadata": {},
+            "status": "uploading", "received": "", "bytes_received": 0,
+            "hash": HashState::default(), "created_at": 0, "expires_at": 0,
+            "file": null, "failure": null, "idempotency_key": null
+        }))
+        .unwrap();
+        assert_eq!(rec.received_offset(), 0);
+        rec.received.insert(1);
+        assert_eq!(
+            rec.received_offset(),
+            0,
+            "a chunk after a gap does not count"
+        );
+        rec.received.insert(0);
+        assert_eq!(rec.received_offset(), 16);
+        rec.received.insert(2);
+        assert_eq!(
+            rec.received_offset(),
+            20,
+            "the short last chunk ends the file"
+        );
     }
 
     #[test]

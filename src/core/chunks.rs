@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use uuid::Uuid;
 
 use crate::blobs::{ByteStore, StorageError, WriteError};
@@ -15,9 +15,9 @@ use crate::config::ChunkDigest;
 use crate::context::AppContext;
 use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
 use crate::core::lease::LeaseGuard;
-use crate::core::live::{check_live, load_live, status_conflict, store_error};
+use crate::core::live::{check_live, status_conflict, store_error};
+use crate::core::write::{gone_meanwhile, write_range};
 use crate::core::{Error, LEASE_TTL};
-use crate::limits::content::{self, SNIFF_LEN};
 use crate::limits::{idle_limited, BodyError};
 use crate::store::{ChunkMark, StateStore, Update};
 use crate::upload::{now_ms, Status, UploadRecord};
@@ -159,73 +159,29 @@ where
         return Ok(chunk_answer(&rec, index, expected, chunk_sha));
     }
 
-    // Chunk 0 of a type with a known signature must start like one; the
-    // bytes looked at are handed on to the write unchanged.
-    let mut body = body;
-    let mut head = Vec::new();
-    if index == 0 && ctx.settings.limits.sniffs() && content::sniffable(&rec.content_type) {
-        let mut seen = 0usize;
-        while seen < SNIFF_LEN.min(expected as usize) {
-            match body.next().await {
-                Some(Ok(bytes)) => {
-                    seen += bytes.len();
-                    head.push(Ok(bytes));
-                }
-                Some(Err(e)) => {
-                    head.push(Err(e));
-                    break;
-                }
-                None => break,
-            }
-        }
-        let mut prefix = Vec::with_capacity(seen.min(SNIFF_LEN));
-        for bytes in head.iter().flatten() {
-            prefix.extend_from_slice(&bytes[..bytes.len().min(SNIFF_LEN - prefix.len())]);
-            if prefix.len() == SNIFF_LEN {
-                break;
-            }
-        }
-        if !head.iter().any(|h| h.is_err()) {
-            if let Err(e) = content::check_signature(&rec.content_type, &prefix) {
-                tracing::info!(upload_id = %id, declared = %rec.content_type, "chunk 0 refused: signature mismatch");
-                return Err(e);
-            }
-        }
-    }
-    let body = futures::stream::iter(head).chain(body);
-
-    // The whole file's running hash is not computed here but by a background
-    // task once the chunk is recorded (see `spawn_catch_up`): hashed inline,
-    // SHA-256 (~1.1 GB/s on one core) set the pace of every chunk request;
-    // in the background it overlaps with the next chunk's transfer.
     let started = Instant::now();
-    let write = ctx
-        .storage
-        .write_at(id, start, expected, body, want_chunk_hash);
-    let written = match guard.hold_while(write).await? {
-        Ok(w) => w,
-        Err(WriteError::TooLong { expected }) => {
-            return Err(Error::ChunkTooLong { index, expected })
-        }
-        Err(WriteError::TooShort { received, expected }) => {
-            return Err(Error::ChunkTooShort {
-                index,
-                expected,
-                actual: received,
-            })
-        }
-        Err(WriteError::Incomplete { received, expected }) => {
-            return Err(Error::BodyIncomplete {
-                index,
-                received,
-                expected,
-            })
-        }
-        Err(WriteError::Storage(StorageError::PartMissing)) => {
-            return Err(gone_meanwhile(ctx, id).await)
-        }
-        Err(WriteError::Storage(e)) => return Err(e.into()),
-    };
+    let written =
+        match write_range(ctx, &rec, start, expected, body, want_chunk_hash, guard).await? {
+            Ok(w) => w,
+            Err(WriteError::TooLong { expected }) => {
+                return Err(Error::ChunkTooLong { index, expected })
+            }
+            Err(WriteError::TooShort { received, expected }) => {
+                return Err(Error::ChunkTooShort {
+                    index,
+                    expected,
+                    actual: received,
+                })
+            }
+            Err(WriteError::Incomplete { received, expected }) => {
+                return Err(Error::BodyIncomplete {
+                    index,
+                    received,
+                    expected,
+                })
+            }
+            Err(WriteError::Storage(e)) => return Err(e.into()),
+        };
     let chunk_sha = check_digest(digest.sha256, written.chunk_sha256)?;
     let now = now_ms();
     let mark = ChunkMark {
@@ -258,20 +214,6 @@ where
         spawn_catch_up(ctx, id);
     }
     Ok(chunk_answer(&rec, index, expected, chunk_sha))
-}
-
-/// The error for an upload whose part file vanished under a request.
-async fn gone_meanwhile(ctx: &AppContext, id: Uuid) -> Error {
-    // Aborted or expired while we were at it: say so. Otherwise the bytes
-    // were removed behind the server's back (by an operator, say), and the
-    // upload cannot be finished.
-    match load_live(ctx, id).await {
-        Ok(rec) if rec.status == Status::Uploading => Error::Internal(anyhow::anyhow!(
-            "the part file of upload {id} is missing from the data directory"
-        )),
-        Ok(rec) => status_conflict(&rec),
-        Err(e) => e,
-    }
 }
 
 fn chunk_answer(rec: &UploadRecord, index: u64, size: u64, sha: Option<[u8; 32]>) -> ChunkAnswer {

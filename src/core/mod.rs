@@ -17,6 +17,7 @@ mod idempotency;
 mod lease;
 mod live;
 mod quota;
+mod write;
 
 use std::time::Duration;
 

@@ -11,7 +11,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+mod auth;
+mod cors;
+mod limits;
 mod proxies;
+
+pub use auth::AuthSettings;
+pub use cors::CorsSettings;
+pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;
 
 /// Upper bound on chunks per upload. It keeps the received-chunk bitmap small
@@ -78,52 +85,6 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
 }
 
-/// CORS: which other origins' pages may call the API from a browser.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsSettings {
-    /// Origins such as `https://app.example.com`; `["*"]` for any origin;
-    /// empty: no CORS headers at all, so browsers allow same-origin pages only.
-    pub allowed_origins: Vec<String>,
-    /// Request headers a cross-origin page may send.
-    pub allowed_headers: Vec<String>,
-    /// Response headers a cross-origin page may read.
-    pub exposed_headers: Vec<String>,
-    /// How long a browser may cache a preflight answer.
-    #[serde(with = "humantime_serde")]
-    pub max_age: Duration,
-}
-
-impl Default for CorsSettings {
-    fn default() -> Self {
-        let owned = |names: &[&str]| names.iter().map(|n| n.to_string()).collect();
-        CorsSettings {
-            allowed_origins: Vec::new(),
-            allowed_headers: owned(&[
-                "Authorization",
-                "Content-Type",
-                "Content-Digest",
-                "Idempotency-Key",
-                "Range",
-                "If-Range",
-                "If-Match",
-                "If-None-Match",
-            ]),
-            exposed_headers: owned(&[
-                "Location",
-                "Retry-After",
-                "ETag",
-                "Content-Disposition",
-                "Content-Range",
-                "Accept-Ranges",
-                "Repr-Digest",
-                "Digest",
-            ]),
-            max_age: Duration::from_secs(3600),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
@@ -156,196 +117,6 @@ pub enum StoreSettings {
 
 fn default_key_prefix() -> String {
     "tranche:".into()
-}
-
-/// `[auth]`: who may use the API. Off by default for a local quick start;
-/// `tranche serve` refuses a non-loopback address with it off unless told
-/// `allow_anonymous` (or `--insecure`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSettings {
-    pub enabled: bool,
-    /// Full-access keys for the application's backend: the key itself or
-    /// `sha256:<hex>` of it. Only hashes are kept in memory.
-    #[serde(serialize_with = "redact_list")]
-    pub api_keys: Vec<String>,
-    /// A file with one key (or `sha256:<hex>`) per line; `#` starts a comment.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_keys_file: Option<PathBuf>,
-    /// HS256 secret that signs and checks upload tokens (at least 32 bytes).
-    #[serde(
-        serialize_with = "redact_option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub jwt_secret: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_secret_file: Option<PathBuf>,
-    /// Lifetime of the `upload_token` in a create answer; unset means `upload_ttl`.
-    #[serde(
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none",
-        default
-    )]
-    pub upload_token_ttl: Option<Duration>,
-    /// Tolerated clock difference when checking a token's `exp`.
-    #[serde(with = "humantime_serde")]
-    pub clock_leeway: Duration,
-    /// Serve without authentication on a non-loopback address (say, behind a
-    /// proxy that authenticates).
-    pub allow_anonymous: bool,
-    /// Completed files may be downloaded without credentials.
-    pub public_downloads: bool,
-    /// `/metrics` is open; otherwise it needs an API key while auth is on.
-    pub public_metrics: bool,
-}
-
-impl AuthSettings {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                problem: problem.to_string(),
-            })
-        };
-        if self.jwt_secret.is_some() && self.jwt_secret_file.is_some() {
-            return invalid(
-                "auth.jwt_secret",
-                "and auth.jwt_secret_file are both set; keep one",
-            );
-        }
-        if self.enabled && self.jwt_secret.is_none() && self.jwt_secret_file.is_none() {
-            return invalid(
-                "auth.jwt_secret",
-                "is needed when auth is enabled (it signs upload tokens); \
-                 generate one with `openssl rand -hex 32`",
-            );
-        }
-        if self.clock_leeway > Duration::from_secs(300) {
-            return invalid("auth.clock_leeway", "must be at most 5m");
-        }
-        Ok(())
-    }
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        AuthSettings {
-            enabled: false,
-            api_keys: Vec::new(),
-            api_keys_file: None,
-            jwt_secret: None,
-            jwt_secret_file: None,
-            upload_token_ttl: None,
-            clock_leeway: Duration::from_secs(30),
-            allow_anonymous: false,
-            public_downloads: false,
-            public_metrics: false,
-        }
-    }
-}
-
-/// `[limits]`: what a single client may ask of the server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitSettings {
-    /// Content types an upload may declare (`video/*`, `image/png`); empty
-    /// allows any. A missing type counts as `application/octet-stream`.
-    pub allowed_content_types: Vec<String>,
-    /// Whether the first chunk's leading bytes must match the declared type
-    /// (for types whose signature the server knows). `auto`: only when
-    /// `allowed_content_types` restricts types.
-    pub sniff_content: SniffContent,
-    /// Free space on the data directory that uploads may never take.
-    pub reserve_free_bytes: ByteSize,
-    /// Upper bound on bytes of unfinished uploads in the data directory
-    /// (0: only the disk's free space counts).
-    pub max_pending_bytes: ByteSize,
-    /// Largest JSON body on control endpoints.
-    pub max_json_bytes: ByteSize,
-    /// A chunk body that sends nothing for this long is dropped (slowloris).
-    #[serde(with = "humantime_serde")]
-    pub body_idle_timeout: Duration,
-    /// A client must send its request head within this time.
-    #[serde(with = "humantime_serde")]
-    pub header_timeout: Duration,
-    /// Chunk requests in progress at once, over all uploads of this instance.
-    pub max_chunk_requests: usize,
-    /// Chunk requests in progress at once for one upload.
-    pub max_chunk_requests_per_upload: usize,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            allowed_content_types: Vec::new(),
-            sniff_content: SniffContent::Auto,
-            reserve_free_bytes: ByteSize::mib(256),
-            max_pending_bytes: ByteSize::b(0),
-            max_json_bytes: ByteSize::kib(64),
-            body_idle_timeout: Duration::from_secs(30),
-            header_timeout: Duration::from_secs(10),
-            max_chunk_requests: 512,
-            max_chunk_requests_per_upload: 32,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SniffContent {
-    Auto,
-    Always,
-    Never,
-}
-
-impl LimitSettings {
-    /// Are chunk 0's leading bytes checked against the declared type?
-    pub fn sniffs(&self) -> bool {
-        match self.sniff_content {
-            SniffContent::Auto => !self.allowed_content_types.is_empty(),
-            SniffContent::Always => true,
-            SniffContent::Never => false,
-        }
-    }
-}
-
-/// `[rate_limit]`: token buckets per caller (API key, token subject, or client
-/// address). With the Redis store the buckets live in Redis, shared by every
-/// instance; with the embedded store, in memory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitSettings {
-    pub enabled: bool,
-    /// Creates per second a caller may sustain, and the burst above it.
-    pub create_per_second: f64,
-    pub create_burst: u32,
-    /// Chunk requests per second a caller may sustain, and the burst above it.
-    pub chunk_per_second: f64,
-    pub chunk_burst: u32,
-}
-
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        // Generous: they stop floods, not busy but honest clients.
-        RateLimitSettings {
-            enabled: true,
-            create_per_second: 100.0,
-            create_burst: 1000,
-            chunk_per_second: 5000.0,
-            chunk_burst: 10000,
-        }
-    }
-}
-
-fn redact_list<S: serde::Serializer>(list: &[String], ser: S) -> Result<S::Ok, S::Error> {
-    ser.collect_seq(list.iter().map(|_| "<redacted>"))
-}
-
-fn redact_option<S: serde::Serializer>(value: &Option<String>, ser: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(_) => ser.serialize_str("<redacted>"),
-        None => ser.serialize_none(),
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -551,32 +322,6 @@ impl Settings {
             StoreSettings::Embedded { path: Some(p) } => p.clone(),
             _ => self.data_dir.join("state.redb"),
         }
-    }
-}
-
-impl CorsSettings {
-    /// A browser sends `Origin` as `scheme://host[:port]` and CORS compares it
-    /// as a string, so an entry with a path or a trailing slash would never
-    /// match: refuse it at start rather than fail silently in the browser.
-    fn validate_origins(&self) -> Result<(), String> {
-        let wildcard = self.allowed_origins.iter().any(|o| o == "*");
-        if wildcard && self.allowed_origins.len() > 1 {
-            return Err("\"*\" allows every origin and must be the only entry".into());
-        }
-        for origin in self.allowed_origins.iter().filter(|o| *o != "*") {
-            let rest = origin
-                .strip_prefix("https://")
-                .or_else(|| origin.strip_prefix("http://"));
-            match rest {
-                Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => {}
-                _ => {
-                    return Err(format!(
-                        "has {origin:?}; write origins as scheme://host[:port] (no path, no trailing slash)"
-                    ))
-                }
-            }
-        }
-        Ok(())
     }
 }
 

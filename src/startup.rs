@@ -1,6 +1,8 @@
 //! Building and running the application: bind a listener (port 0 in tests),
 //! open the store and the data directory, start the HTTP server and the
-//! janitor, and stop both cleanly on SIGTERM/ctrl-c.
+//! janitor, and stop both cleanly: the first SIGTERM or ctrl-c (SIGINT) stops
+//! accepting and lets requests in flight finish within `shutdown_timeout`; a
+//! second one stops at once, cutting what is still running.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -181,6 +183,9 @@ impl Application {
         // A client must finish its request head in this time (slow headers).
         .client_request_timeout(header_timeout)
         .shutdown_timeout(ctx.settings.shutdown_timeout.as_secs())
+        // actix would treat SIGINT as a forced stop, SIGTERM as a graceful
+        // one; `run_until_stopped` handles both signals itself, alike.
+        .disable_signals()
         .listen(listener)?
         .run();
         Ok(Application { port, server, ctx })
@@ -201,7 +206,7 @@ impl Application {
 
     /// Serves until SIGTERM/ctrl-c (or [`Application::handle`]'s stop), then
     /// lets in-flight requests finish within `shutdown_timeout` and stops the
-    /// janitor.
+    /// janitor. A second SIGTERM/ctrl-c meanwhile stops at once.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = CancellationToken::new();
         let janitor = tokio::spawn(janitor::run(
@@ -209,18 +214,122 @@ impl Application {
             self.ctx.settings.janitor_interval,
             shutdown.clone(),
         ));
+        let forced = CancellationToken::new();
+        let signals = tokio::spawn(stop_on_signals(
+            self.server.handle(),
+            self.ctx.settings.shutdown_timeout,
+            forced.clone(),
+        ));
+        let settings = &self.ctx.settings;
         tracing::info!(
             port = self.port,
-            data_dir = %self.ctx.settings.data_dir.display(),
-            durability = ?self.ctx.settings.durability,
+            store = %store_description(settings),
+            data_dir = %settings.data_dir.display(),
+            durability = ?settings.durability,
+            auth = %auth_description(&settings.auth),
             "tranche is listening"
         );
-        let result = self.server.await;
+        let server = self.server;
+        let result = tokio::select! {
+            result = server => result,
+            // Dropping the server mid-way through a graceful stop stops its
+            // workers at once (actix-server's documented drop behaviour); a
+            // second stop command would wait behind the first.
+            () = forced.cancelled() => Ok(()),
+        };
+        signals.abort();
         shutdown.cancel();
         let _ = janitor.await;
         tracing::info!("tranche stopped");
         result
     }
+}
+
+/// The first SIGTERM or SIGINT stops the server gracefully (no new
+/// connections; requests in flight finish, for at most `timeout`); a second
+/// one, from a person pressing ctrl-c again, cancels `forced`, on which the
+/// server is stopped at once.
+async fn stop_on_signals(
+    server: actix_web::dev::ServerHandle,
+    timeout: std::time::Duration,
+    forced: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT: stop tranche with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = name,
+        "stopping: no new connections; requests in flight may finish within {} s \
+         (ctrl-c or SIGTERM again to stop at once)",
+        timeout.as_secs()
+    );
+    // The command is sent at once; completion is seen when the server returns.
+    drop(server.stop(true));
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::warn!(
+        signal = name,
+        "stopping at once: requests still in flight are cut"
+    );
+    forced.cancel();
+}
+
+/// Which state store is in use and where, for the start-up line; a Redis
+/// password is not written out.
+fn store_description(settings: &Settings) -> String {
+    match &settings.store {
+        StoreSettings::Embedded { .. } => {
+            format!("embedded {}", settings.embedded_store_path().display())
+        }
+        StoreSettings::Redis { url, key_prefix } => {
+            let shown = match reqwest::Url::parse(url) {
+                Ok(mut u) if u.password().is_some() => {
+                    let _ = u.set_password(Some("***"));
+                    u.to_string()
+                }
+                Ok(u) => u.to_string(),
+                Err(_) => "(unparsable URL)".to_owned(),
+            };
+            format!("redis {shown} prefix {key_prefix:?}")
+        }
+    }
+}
+
+/// The authentication mode for the start-up line: off, or on with the
+/// credentials it takes.
+fn auth_description(auth: &crate::config::AuthSettings) -> String {
+    if !auth.enabled {
+        return if auth.allow_anonymous {
+            "off (allow_anonymous)".to_owned()
+        } else {
+            "off".to_owned()
+        };
+    }
+    let mut takes = Vec::new();
+    if !auth.api_keys.is_empty() || auth.api_keys_file.is_some() {
+        takes.push("API keys");
+    }
+    if auth.jwt_secret.is_some() || auth.jwt_secret_file.is_some() {
+        takes.push("tokens");
+    }
+    if auth.public_downloads {
+        takes.push("public downloads");
+    }
+    if auth.public_metrics {
+        takes.push("public metrics");
+    }
+    format!("on ({})", takes.join(", "))
 }
 
 /// How long start-up waits for Redis: services often start together (systemd,
@@ -278,4 +387,36 @@ pub fn check_exposure(settings: &Settings) -> anyhow::Result<()> {
          (auth.allow_anonymous = true) if something in front of tranche authenticates",
         settings.bind
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_up_line_hides_a_redis_password() {
+        let settings = Settings {
+            store: StoreSettings::Redis {
+                url: "redis://user:s3cret@127.0.0.1:6379/2".into(),
+                key_prefix: "tranche".into(),
+            },
+            ..Settings::default()
+        };
+        let shown = store_description(&settings);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.starts_with("redis redis://user:***@127.0.0.1:6379/2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_start_up_line_names_the_auth_mode() {
+        let mut auth = crate::config::AuthSettings::default();
+        assert_eq!(auth_description(&auth), "off");
+        auth.enabled = true;
+        auth.api_keys = vec!["k".into()];
+        auth.jwt_secret = Some("s".into());
+        assert_eq!(auth_description(&auth), "on (API keys, tokens)");
+    }
 }

@@ -30,7 +30,7 @@ pub fn init(log: &LogSettings) {
 /// The root span of every request, and one log line per request when it ends
 /// (`method`, `path`, `status`, `duration_ms`): the access log. The span
 /// carries `client_ip` (behind trusted proxies, the address they forwarded;
-/// see [`crate::forwarded`]), `request_id`, and what handlers record on it:
+/// see [`crate::http::forwarded`]), `request_id`, and what handlers record on it:
 /// `upload_id`, `chunk` (index) and `bytes` (the chunk's stored length).
 ///
 /// Built by hand rather than with `tracing_actix_web::root_span!`, whose

@@ -4,7 +4,7 @@
 // be able to send someone's files elsewhere. Query parameters tune it:
 // ?chunkSize=1048576&parallel=2&digest=off&token=<jwt>
 
-import { Upload, formatBytes, formatDuration } from './tranche-upload.js';
+import { Estimate, Upload, canRetryLater, formatBytes, formatDuration } from './tranche-upload.js';
 
 const params = new URLSearchParams(location.search);
 const options = {
@@ -15,17 +15,8 @@ const options = {
   contentDigest: params.get('digest') !== 'off',
 };
 
-/** Failures that the same file cannot get past, whatever is tried again. */
-const HOPELESS = new Set([
-  'file_too_large',
-  'unsupported_content_type',
-  'content_mismatch',
-  'forbidden',
-  'invalid_request',
-  'upload_failed',
-  'chunk_conflict',
-  'idempotency_key_reused',
-]);
+/** Whether the same file can get past this failure if tried again (docs/API.md's retry table). */
+const retryHelps = (err) => canRetryLater(err?.status ?? 0, err?.code);
 const FINISHED = ['completed', 'failed', 'aborted'];
 
 const list = document.getElementById('uploads');
@@ -113,7 +104,10 @@ function addRow(file, place) {
   const retry = $('.retry');
   const dismiss = $('.dismiss');
   const link = $('.link');
+  const copy = $('.copy');
   const status = $('.status');
+  const warnings = $('.warnings');
+  const estimate = new Estimate();
   $('.name').textContent = file.name;
   $('.size').textContent = formatBytes(file.size);
   row.setAttribute('aria-label', file.name);
@@ -125,6 +119,7 @@ function addRow(file, place) {
   retry.setAttribute('aria-label', `Retry ${file.name}`);
   dismiss.setAttribute('aria-label', `Dismiss ${file.name}`);
   link.setAttribute('aria-label', `Download ${file.name}`);
+  copy.setAttribute('aria-label', `Copy the link to ${file.name}`);
   list.prepend(row);
 
   const say = (text, { announced = false } = {}) => {
@@ -135,18 +130,28 @@ function addRow(file, place) {
   const upload = new Upload(file, {
     ...options,
     onProgress(acked, total, p) {
-      // One decimal, rounded down. The bar moves with bytes in flight too, but
-      // shows 100 only when the server has confirmed every byte.
-      const confirmed = total === 0 ? p.fraction === 1 : acked === total;
-      const percent = confirmed ? 100 : Math.min(99.9, Math.floor(p.fraction * 1000) / 10);
-      bar.style.setProperty('--fraction', percent / 100);
+      // Two shades: what the server has saved, and beyond it what is on its
+      // way (lost if the tab closes now). The percentage is what is saved:
+      // one decimal, rounded down, 100 only when every byte is confirmed.
+      const confirmed = total === 0 ? p.savedFraction === 1 : acked === total;
+      const percent = confirmed ? 100 : Math.min(99.9, Math.floor(p.savedFraction * 1000) / 10);
+      const sending = total === 0 ? 0 : Math.min(1, (acked + p.bytesInFlight) / total);
+      bar.style.setProperty('--saved', percent / 100);
+      bar.style.setProperty('--fraction', confirmed ? 1 : sending);
       bar.setAttribute('aria-valuenow', String(percent));
-      bar.setAttribute('aria-valuetext', `${percent} %, ${formatBytes(acked)} of ${formatBytes(total)} confirmed`);
-      $('.percent').textContent = `${percent} %`;
+      const moving = p.bytesInFlight > 0 ? `, ${formatBytes(p.bytesInFlight)} more on its way` : '';
+      bar.setAttribute('aria-valuetext', `${percent} % saved: ${formatBytes(acked)} of ${formatBytes(total)}${moving}`);
+      $('.percent').textContent = confirmed ? '100 %' : `${percent} % saved`;
       if (upload.state === 'uploading') {
-        $('.speed').textContent = p.speed > 0 ? `${formatBytes(p.speed)}/s` : '';
-        $('.eta').textContent = p.eta != null ? `${formatDuration(p.eta)} left` : '';
+        // Nothing until the figures mean something (see Estimate), then smoothed.
+        const shown = estimate.update(p.speed, total - p.bytesShown);
+        $('.speed').textContent = shown.speed != null ? `${formatBytes(shown.speed)}/s` : '';
+        $('.eta').textContent = shown.eta != null ? `${formatDuration(shown.eta)} left` : '';
       }
+    },
+    onWarnings(list) {
+      warnings.textContent = list.map((w) => `The server warns: ${sentence(w)}`).join(' ');
+      warnings.hidden = false;
     },
     onRetry({ delay, error }) {
       say(`${sentence(error.message)} Trying again in ${formatDuration(delay / 1000)}…`);
@@ -160,12 +165,14 @@ function addRow(file, place) {
       pause.hidden = !running;
       pause.disabled = state === 'idle';
       cancel.hidden = !running;
-      retry.hidden = state !== 'failed' || HOPELESS.has(upload.error?.code);
+      retry.hidden = state !== 'failed' || !retryHelps(upload.error);
       dismiss.hidden = running;
       if (state !== 'uploading') {
         $('.speed').textContent = '';
         $('.eta').textContent = '';
       }
+      // Each (re)start measures afresh.
+      estimate.restart();
       if (running) {
         status.classList.remove('error');
       } else {
@@ -173,7 +180,11 @@ function addRow(file, place) {
       }
       const messages = {
         starting: 'Starting…',
-        uploading: upload.resumed ? 'Uploading (continuing an earlier upload)…' : 'Uploading…',
+        uploading: !upload.resumed
+          ? 'Uploading…'
+          : upload.progress.acked > 0
+            ? `Uploading (continuing an earlier upload: ${formatBytes(upload.progress.acked)} already saved)…`
+            : 'Uploading from the start: the earlier upload had nothing saved on the server yet…',
         paused: 'Paused.',
         completing: 'Checking the file…',
         aborted: 'Cancelled.',
@@ -191,11 +202,14 @@ function addRow(file, place) {
       if (result.url) {
         link.href = upload.token ? `${result.url}?access_token=${encodeURIComponent(upload.token)}` : result.url;
         link.hidden = false;
+        // The file's URL, absolute, for a chat or a ticket.
+        copy.dataset.url = link.href;
+        copy.hidden = false;
       }
       say(`Done. SHA-256 ${result.sha256}`, { announced: true });
     },
     onError(err) {
-      const hint = HOPELESS.has(err.code) ? '' : ' Retry, or choose the file again later, to continue.';
+      const hint = retryHelps(err) ? ' Retry, or choose the file again later, to continue.' : '';
       say(`Failed: ${err.message} (${err.code}).${hint}`, { announced: true });
       status.classList.add('error');
     },
@@ -203,6 +217,18 @@ function addRow(file, place) {
 
   pause.addEventListener('click', () => (upload.state === 'paused' ? upload.resume() : upload.pause()));
   cancel.addEventListener('click', () => upload.abort());
+  copy.addEventListener('click', async () => {
+    const url = copy.dataset.url;
+    try {
+      await navigator.clipboard.writeText(url);
+      copy.textContent = 'Copied';
+    } catch {
+      // No clipboard (permission refused, no secure context): show the URL
+      // selected, for the person to copy.
+      window.prompt('Copy the link:', url);
+    }
+    announce(file.name, 'link copied.');
+  });
   retry.addEventListener('click', () => {
     // Another row may have started the same file since this one failed.
     if (!place.take(row)) return;

@@ -67,18 +67,58 @@ export function parseRetryAfter(value, now = Date.now()) {
 }
 
 /**
+ * Which failures to retry: the table "Which failures to retry" in
+ * docs/API.md, row for row (the unit tests read that table and compare).
+ * Rows are read from the top; the first whose `status` and `code` match
+ * decides. `status`: a list of statuses (0: no HTTP answer at all), `'5xx'`
+ * for any other of that class, or null for any; `code`: a list, or null for
+ * any. `retry`: `outage` (retried, waited out for `retry.maxElapsed`),
+ * `yes` (retried up to `retry.retries` times), `no`, or `gone` (the upload
+ * no longer exists: start afresh). `later`: whether trying the same file
+ * again later (the page's Retry) can succeed.
+ */
+export const FAILURES = Object.freeze([
+  { status: [0], code: null, retry: 'outage', later: true },
+  { status: [408, 429, 502, 503, 504], code: null, retry: 'outage', later: true },
+  { status: [409], code: ['chunk_in_progress', 'create_in_progress'], retry: 'yes', later: true },
+  // 507 (disk full) and 501 will not heal within a retry.
+  { status: [501, 507], code: null, retry: 'no', later: true },
+  { status: [500, '5xx'], code: null, retry: 'yes', later: true },
+  { status: [404, 410], code: null, retry: 'gone', later: true },
+  {
+    status: null,
+    code: [
+      'file_too_large',
+      'unsupported_content_type',
+      'content_mismatch',
+      'forbidden',
+      'invalid_request',
+      'upload_failed',
+      'chunk_conflict',
+      'idempotency_key_reused',
+    ],
+    retry: 'no',
+    later: false,
+  },
+  { status: null, code: null, retry: 'no', later: true },
+].map(Object.freeze));
+
+/** The row of `FAILURES` for a failure with HTTP `status` (0: no answer) and error `code`. */
+export function failureRule(status, code) {
+  const statusMatches = (list) =>
+    list == null || list.some((s) => s === status || (typeof s === 'string' && Math.floor(status / 100) === Number(s[0])));
+  return FAILURES.find((r) => statusMatches(r.status) && (r.code == null || r.code.includes(code)));
+}
+
+/**
  * What to do after a failed request: `retry` (the network, a server in
  * trouble, a lock held by another request), `gone` (the upload no longer
  * exists: start afresh) or `fatal` (sending the same request again cannot
  * succeed). `status` 0 means no HTTP answer at all.
  */
 export function classifyFailure(status, code) {
-  if (status === 0 || status === 408 || status === 429) return 'retry';
-  if (status === 409 && (code === 'chunk_in_progress' || code === 'create_in_progress')) return 'retry';
-  if (status === 404 || status === 410) return 'gone';
-  // 507 (disk full) and 501 will not heal by themselves within a retry.
-  if (status >= 500 && status !== 501 && status !== 507) return 'retry';
-  return 'fatal';
+  const { retry } = failureRule(status, code);
+  return retry === 'outage' || retry === 'yes' ? 'retry' : retry === 'gone' ? 'gone' : 'fatal';
 }
 
 /**
@@ -86,8 +126,13 @@ export function classifyFailure(status, code) {
  * proxy in front of the server is down, or the server asks to wait. They are
  * waited out for `retry.maxElapsed`, not counted against `retry.retries`.
  */
-export function isOutage(status) {
-  return [0, 408, 429, 502, 503, 504].includes(status);
+export function isOutage(status, code) {
+  return failureRule(status, code).retry === 'outage';
+}
+
+/** Whether trying the same file again later (a Retry button) can succeed after this failure. */
+export function canRetryLater(status, code) {
+  return failureRule(status, code).later;
 }
 
 /**
@@ -140,12 +185,19 @@ export function toHex(bytes) {
  * `acked + inFlight`, and the bar waits for the resend to catch up instead of
  * jumping back.
  *
- * Speed is the growth of `shown` over the last `window` ms, measured from the
- * moment sending (re)started. Not an average of instant rates: the first
- * progress events of a request report what went into the socket's buffer, not
- * onto the wire, and a rate over a few milliseconds overstates the speed
- * several times. So the speed stays unknown (0, no ETA) for `warmup` ms, and
- * a burst is averaged over the whole window.
+ * `acked` is what is saved on the server; `inFlight` what is on its way and
+ * lost if the page closes now. A bar shows them apart (`savedFraction`,
+ * `fraction`).
+ *
+ * Speed is the growth of the bytes moved (sent in chunk requests, counted
+ * once each, resends too) over the last `window` ms, measured from the moment
+ * sending (re)started. Not `shown`: after a pause the resent bytes catch up
+ * with the bar before they move it, and would read as a stalled transfer.
+ * Not an average of instant rates: the first progress events of a request
+ * report what went into the socket's buffer, not onto the wire, and a rate
+ * over a few milliseconds overstates the speed several times. So the speed
+ * stays unknown (0, no ETA) for `warmup` ms, and a burst is averaged over the
+ * whole window.
  */
 export class Progress {
   constructor(total, { now = () => Date.now(), window = 5000, warmup = 1000 } = {}) {
@@ -158,8 +210,16 @@ export class Progress {
     this.window = window;
     this.warmup = warmup;
     this.inFlight = new Map();
-    /** `{t, bytes}` of `shown`, oldest first; the first one is at or before the window's start. */
+    /** Bytes moved by this page's requests, counted once each (a resend again). */
+    this.moved = 0;
+    /** `{t, bytes}` of `moved`, oldest first; the first one is at or before the window's start. */
     this.samples = [];
+  }
+
+  /** Bytes the server holds (saved), as a fraction of the file; see `fraction` for the bar with bytes in flight. */
+  get savedFraction() {
+    if (this.total === 0) return this.done ? 1 : 0;
+    return Math.min(1, this.acked / this.total);
   }
 
   get bytesInFlight() {
@@ -176,12 +236,14 @@ export class Progress {
 
   /** The network layer moved `loaded` bytes of chunk `index` so far. */
   sending(index, loaded) {
+    this.moved += Math.max(0, loaded - (this.inFlight.get(index) ?? 0));
     this.inFlight.set(index, loaded);
     this.update();
   }
 
   /** The server confirmed chunk `index` of `size` bytes. */
   acknowledged(index, size) {
+    this.moved += Math.max(0, size - (this.inFlight.get(index) ?? 0));
     this.inFlight.delete(index);
     this.acked += size;
     this.update();
@@ -206,22 +268,22 @@ export class Progress {
    */
   restartClock() {
     this.speed = 0;
-    this.samples = [{ t: this.now(), bytes: this.shown }];
+    this.samples = [{ t: this.now(), bytes: this.moved }];
   }
 
   update() {
     const moved = this.acked + this.bytesInFlight;
     this.shown = Math.min(this.total, Math.max(this.shown, moved));
     const t = this.now();
-    if (this.samples.length === 0) this.samples.push({ t, bytes: this.shown });
+    if (this.samples.length === 0) this.samples.push({ t, bytes: this.moved });
     const last = this.samples.at(-1);
-    if (t > last.t) this.samples.push({ t, bytes: this.shown });
-    else last.bytes = this.shown;
+    if (t > last.t) this.samples.push({ t, bytes: this.moved });
+    else last.bytes = this.moved;
     // Keep one sample at or before the window's start, so the window is full.
     while (this.samples.length > 2 && this.samples[1].t <= t - this.window) this.samples.shift();
     const first = this.samples[0];
     const span = t - first.t;
-    this.speed = span >= this.warmup ? ((this.shown - first.bytes) * 1000) / span : 0;
+    this.speed = span >= this.warmup ? ((this.moved - first.bytes) * 1000) / span : 0;
   }
 
   /** Seconds left at the current speed, or null while the speed is unknown. */
@@ -237,16 +299,64 @@ export class Progress {
   }
 }
 
-const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
+/**
+ * Speed and time left as a page shows them: nothing until the speed has been
+ * known for `settle` ms since sending (re)started (right after a resume the
+ * first seconds measure connection set-up and socket buffers, not the
+ * network), then the speed smoothed over about `smoothing` ms, so that the
+ * figures do not jump with every chunk's answer.
+ */
+export class Estimate {
+  constructor({ now = () => Date.now(), settle = 3000, smoothing = 3000 } = {}) {
+    this.now = now;
+    this.settle = settle;
+    this.smoothing = smoothing;
+    this.restart();
+  }
 
-/** 1536000 -> "1.5 MB" (decimal units, as file managers show sizes). */
+  /** Sending starts or starts again (a resume, a reconnect): forget the old figures. */
+  restart() {
+    this.knownSince = null;
+    this.smoothed = 0;
+    this.last = null;
+  }
+
+  /**
+   * Feeds the current `speed` (bytes/s, 0 while unknown) and the bytes still
+   * to send; returns `{speed, eta}` to show, both null until they mean something.
+   */
+  update(speed, remaining) {
+    const t = this.now();
+    if (!(speed > 0)) {
+      this.restart();
+      return { speed: null, eta: null };
+    }
+    if (this.knownSince == null) {
+      this.knownSince = t;
+      this.smoothed = speed;
+    } else {
+      const alpha = 1 - Math.exp(-Math.max(0, t - this.last) / this.smoothing);
+      this.smoothed += alpha * (speed - this.smoothed);
+    }
+    this.last = t;
+    if (t - this.knownSince < this.settle) return { speed: null, eta: null };
+    return { speed: this.smoothed, eta: Math.max(0, remaining) / this.smoothed };
+  }
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+
+/**
+ * 1536000 -> "1.5 MiB": binary units, as the server's messages, its
+ * configuration and the command-line client write sizes.
+ */
 export function formatBytes(n) {
   let i = 0;
   let v = Math.max(0, Number(n) || 0);
-  // 999.6 B would read "1000 B": round first, then pick the unit.
-  if (v < 1000) v = Math.round(v);
+  // 1023.6 B would read "1024 B": round first, then pick the unit.
+  if (v < 1024) v = Math.round(v);
   while (v >= 1000 && i < UNITS.length - 1) {
-    v /= 1000;
+    v /= 1024;
     i++;
   }
   return `${i === 0 ? Math.round(v) : v.toFixed(v < 10 ? 1 : 0)} ${UNITS[i]}`;

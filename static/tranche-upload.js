@@ -25,7 +25,7 @@ import {
   toHex,
 } from './tranche-core.js';
 
-export { formatBytes, formatDuration } from './tranche-core.js';
+export { Estimate, canRetryLater, formatBytes, formatDuration } from './tranche-core.js';
 
 /** A failure the uploader gave up on, with the server's code when it sent one. */
 export class UploadError extends Error {
@@ -76,6 +76,8 @@ const DEFAULTS = {
   onStateChange: undefined,
   onSuccess: undefined,
   onError: undefined,
+  /** The create answer carried `warnings` (an array of strings). */
+  onWarnings: undefined,
 };
 
 // Why a drive's requests were cancelled: the user paused (or aborted), a
@@ -120,6 +122,8 @@ export class Upload {
     this.chunkCount = null;
     /** True when this upload continued one that a previous page had started. */
     this.resumed = false;
+    /** The create answer's `warnings` (strings), if it had any. */
+    this.warnings = [];
     this.progress = new Progress(file.size);
     this.storage = this.options.storage ?? safeLocalStorage();
     this.key = fingerprint(file, absoluteUrl(this.endpoint));
@@ -298,6 +302,11 @@ export class Upload {
         // (and abort) must know the upload exists.
         this.id = status.id;
         this.token = status.upload_token ?? null;
+        // What the server had to say about the request (a field it ignored, say).
+        if (Array.isArray(status.warnings) && status.warnings.length > 0) {
+          this.warnings = status.warnings.map(String);
+          this.options.onWarnings?.(this.warnings, this);
+        }
         return status;
       },
     );
@@ -367,50 +376,66 @@ export class Upload {
     if (this.options.contentDigest && globalThis.crypto?.subtle) {
       digest = await crypto.subtle.digest('SHA-256', await body.arrayBuffer());
     }
-    let firstFailure = null;
-    for (let attempt = 1; ; attempt++) {
+    let attempts = 0;
+    const answer = await this.#withRetries(range.index, signal, async (attempt) => {
+      attempts = attempt;
       try {
-        const answer = await this.#put(range.index, size, body, digest, signal);
-        this.#todo.delete(range.index);
-        this.progress.acknowledged(range.index, size);
-        this.options.onChunk?.(
-          {
-            index: range.index,
-            size,
-            attempts: attempt,
-            sha256: answer.sha256 ?? (digest && toHex(digest)),
-            receivedChunks: answer.received_chunks,
-            chunkCount: answer.chunk_count,
-          },
-          this,
-        );
-        this.#emitProgress();
-        return;
+        return await this.#put(range.index, size, body, digest, signal);
       } catch (err) {
         this.progress.dropped(range.index);
-        if (signal.aborted) throw err;
-        if (err.status === 401) {
+        if (!signal.aborted && err.status === 401) {
           throw new UploadError(`The upload's token has expired or is not valid. (${err.message})`, {
             status: 401,
             code: err.code,
             body: err.body,
           });
         }
-        if (classifyFailure(err.status, err.code) !== 'retry') throw err;
-        firstFailure ??= Date.now();
-        const delay = this.#retryDelay(attempt, err, firstFailure);
-        if (delay == null) throw err;
-        this.options.onRetry?.({ index: range.index, attempt, delay, error: err }, this);
-        await this.#sleep(delay, signal);
+        throw err;
       }
-    }
+    });
+    this.#todo.delete(range.index);
+    this.progress.acknowledged(range.index, size);
+    this.options.onChunk?.(
+      {
+        index: range.index,
+        size,
+        attempts,
+        sha256: answer.sha256 ?? (digest && toHex(digest)),
+        receivedChunks: answer.received_chunks,
+        chunkCount: answer.chunk_count,
+      },
+      this,
+    );
+    this.#emitProgress();
   }
 
-  #retryDelay(attempt, err, firstFailure) {
-    return retryDelay(attempt, err.retryAfter, this.options.retry, Math.random, {
-      outage: isOutage(err.status),
-      elapsed: Date.now() - firstFailure,
-    });
+  /**
+   * The one retry loop of chunks and control requests alike: runs
+   * `attempt(n)` (one request) until it succeeds, fails in a way the table of
+   * docs/API.md does not retry, or the retries run out (`retry.retries`, or
+   * `retry.maxElapsed` for an outage), waiting the backoff or the server's
+   * Retry-After in between. `index` (the chunk's, or null) goes to onRetry.
+   */
+  async #withRetries(index, signal, attempt) {
+    let firstFailure = null;
+    for (let n = 1; ; n++) {
+      let err;
+      try {
+        return await attempt(n);
+      } catch (e) {
+        if (signal.aborted) throw e;
+        err = e;
+      }
+      if (classifyFailure(err.status, err.code) !== 'retry') throw err;
+      firstFailure ??= Date.now();
+      const delay = retryDelay(n, err.retryAfter, this.options.retry, Math.random, {
+        outage: isOutage(err.status, err.code),
+        elapsed: Date.now() - firstFailure,
+      });
+      if (delay == null) throw err;
+      this.options.onRetry?.({ index, attempt: n, delay, error: err }, this);
+      await this.#sleep(delay, signal);
+    }
   }
 
   async #put(index, size, body, digest, signal) {
@@ -481,31 +506,25 @@ export class Upload {
    * run to its answer when `signal` fires (its retries still stop).
    */
   async #control(method, path, body, signal, extraHeaders = {}, expected = [], { cancellable = true } = {}) {
-    let firstFailure = null;
-    for (let attempt = 1; ; attempt++) {
-      let err;
+    return this.#withRetries(null, signal, async () => {
+      let res;
+      let parsed;
       try {
         if (signal.aborted) throw signal.reason;
-        const res = await fetch(this.#url(path), {
+        res = await fetch(this.#url(path), {
           method,
           signal: cancellable ? signal : undefined,
           headers: { ...(await this.#headers()), ...(body ? { 'Content-Type': 'application/json' } : {}), ...extraHeaders },
           body: body ? JSON.stringify(body) : undefined,
         });
-        const parsed = parseJson(await res.text());
-        if (res.ok || expected.includes(res.status)) return { status: res.status, body: parsed ?? {} };
-        err = errorFromAnswer(res.status, parsed, res.headers.get('Retry-After'));
+        parsed = parseJson(await res.text());
       } catch (e) {
         if (signal.aborted) throw signal.reason;
-        err = e instanceof UploadError ? e : networkError();
+        throw e instanceof UploadError ? e : networkError();
       }
-      if (classifyFailure(err.status, err.code) !== 'retry') throw err;
-      firstFailure ??= Date.now();
-      const delay = this.#retryDelay(attempt, err, firstFailure);
-      if (delay == null) throw err;
-      this.options.onRetry?.({ index: null, attempt, delay, error: err }, this);
-      await this.#sleep(delay, signal);
-    }
+      if (res.ok || expected.includes(res.status)) return { status: res.status, body: parsed ?? {} };
+      throw errorFromAnswer(res.status, parsed, res.headers.get('Retry-After'));
+    });
   }
 
   #succeed(file) {
@@ -527,6 +546,8 @@ export class Upload {
     this.options.onProgress?.(p.acked, p.total, {
       bytesShown: p.shown,
       bytesInFlight: p.bytesInFlight,
+      bytesSaved: p.acked,
+      savedFraction: p.savedFraction,
       fraction: p.fraction,
       speed: p.speed,
       eta: p.eta,

@@ -326,7 +326,43 @@ async fn interrupted_upload_resumes(signal: &str) {
         // --json keeps its promise of one document, interrupted or not.
         assert_eq!(first.json()["interrupted"], true, "{first}");
         assert_eq!(first.json()["files"], serde_json::json!([]), "{first}");
+        // ... and says where the file stands and how to go on.
+        let report = first.json();
+        let unfinished = &report["unfinished"][0];
+        assert_eq!(unfinished["upload_id"], done["upload_id"], "{first}");
+        assert_eq!(unfinished["size"], RESUME_SIZE as u64, "{first}");
+        let acked = unfinished["bytes_acknowledged"].as_u64().unwrap();
+        // One chunk at a time: the server may have stored one more chunk than
+        // it could acknowledge before the interruption.
+        assert!(
+            acked <= sent_first && sent_first - acked <= 16 * 1024,
+            "acknowledged {acked}, the server received {sent_first}: {first}"
+        );
+        let command = unfinished["resume_command"].as_str().unwrap();
+        assert_eq!(report["resume_command"], command, "{first}");
+        let expected: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_tranche"))
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(shell_words(command), expected, "{command}");
     }
+}
+
+/// The words a POSIX shell makes of `line` (via `sh`, which the test
+/// assumes anyway for `kill`).
+fn shell_words(line: &str) -> Vec<String> {
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("for w in {line}; do printf '%s\\0' \"$w\"; done"),
+        ])
+        .output()
+        .expect("sh runs");
+    String::from_utf8_lossy(&out.stdout)
+        .split('\0')
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
@@ -351,6 +387,12 @@ async fn a_refused_upload_shows_the_servers_error_and_exits_3() {
         assert_eq!(run.code, 3, "{run}");
         assert!(run.stderr.contains("413 file_too_large"), "{run}");
         assert!(run.stderr.contains("too-big.bin"), "{run}");
+        // Sizes in bytes, and in binary units beside them.
+        assert!(
+            run.stderr.contains("204800 bytes (200.0 KiB)")
+                && run.stderr.contains("102400 (100.0 KiB)"),
+            "{run}"
+        );
 
         let run = tranche(&upload_args(&app, &file, &state, &["--json"])).await;
         assert_eq!(run.code, 3, "{run}");
@@ -394,6 +436,9 @@ async fn local_problems_exit_1_and_an_unreachable_server_4() {
         .await;
         assert_eq!(run.code, 4, "{run}");
         assert!(run.stderr.contains("cannot reach the server"), "{run}");
+        // The server's address, not the URL of whichever request found it gone.
+        assert!(run.stderr.contains(&nobody), "{run}");
+        assert!(!run.stderr.contains("/api/v1"), "{run}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "gives up after its retries"
@@ -840,6 +885,98 @@ async fn an_unusable_state_dir_or_credential_stops_before_any_upload() {
             .with_label_values(&["created"])
             .get();
         assert_eq!(created, 0, "no upload was started");
+    })
+    .await
+}
+
+/// A proxy in front of `target` that records the requests it passes on and
+/// adds `warnings` to the create answer, as a server does for a field it
+/// ignored. Returns its base URL and the record ("METHOD path").
+async fn warning_proxy(target: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (target, record) = (target.to_owned(), seen.clone());
+    let server = HttpServer::new(move || {
+        let (target, record) = (target.clone(), record.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (target, record) = (target.clone(), record.clone());
+            async move {
+                record
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.path()));
+                let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).unwrap();
+                let mut forward =
+                    reqwest::Client::new().request(method, format!("{target}{}", req.uri()));
+                for (name, value) in req.headers() {
+                    if name != "host" {
+                        forward = forward.header(name.as_str(), value.as_bytes());
+                    }
+                }
+                let answer = forward.body(body.to_vec()).send().await.unwrap();
+                let status = answer.status().as_u16();
+                let mut bytes = answer.bytes().await.unwrap().to_vec();
+                if req.method() == "POST" && req.path() == "/api/v1/uploads" && status == 201 {
+                    let mut created: Value = serde_json::from_slice(&bytes).unwrap();
+                    created["warnings"] = serde_json::json!(["unknown field sha_256 ignored"]);
+                    bytes = serde_json::to_vec(&created).unwrap();
+                }
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+                    .content_type("application/json")
+                    .body(bytes)
+            }
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+/// The create answer's `warnings` reach the person (stderr) and the script
+/// (`--json`); and the client's first request is the service document, not
+/// a probe that shows in the server's logs as a 404.
+#[tokio::test]
+async fn the_servers_warnings_are_shown_and_the_probe_is_the_service_document() {
+    bounded(async {
+        let app = spawn_app().await;
+        let (proxy, seen) = warning_proxy(&app.address).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "warned.bin", 5000, 13);
+        let run = tranche(&[
+            "upload",
+            file.to_str().unwrap(),
+            "--server",
+            &proxy,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        let done = &run.json()["files"][0];
+        assert_eq!(
+            done["warnings"],
+            serde_json::json!(["unknown field sha_256 ignored"]),
+            "{run}"
+        );
+        assert!(
+            run.stderr.contains("warns: unknown field sha_256 ignored"),
+            "{run}"
+        );
+        assert_eq!(fetch(&app, done["url"].as_str().unwrap()).await, data);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0], "GET /api/v1", "{seen:?}");
+        assert!(
+            !seen.iter().any(|r| r.contains("00000000-0000")),
+            "{seen:?}"
+        );
     })
     .await
 }

@@ -3,7 +3,8 @@
 //! three, an upload completed through another instance than the one that
 //! created it, downloads through nginx, an instance killed mid-chunk, the
 //! 413s for an oversized chunk and an oversized control request, and proof
-//! that nginx streams chunk bodies instead of spooling them.
+//! that nginx streams chunk bodies instead of spooling them. Each test ends by
+//! stopping nginx and checking that none of its processes outlived it.
 //!
 //! Needs `nginx` (Debian package; /usr/sbin/nginx) and `redis-server`.
 //! nginx runs unprivileged-style from a temp prefix with its own temp paths;
@@ -17,6 +18,7 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
 mod helpers;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,11 +38,14 @@ const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// What the client claims to be; nginx appends the real address after it.
 const SPOOFED_IP: &str = "203.0.113.66";
 
-/// nginx as a child process, from a temp prefix, killed and reaped on drop.
+/// nginx as a child process in a process group of its own, from a temp
+/// prefix. [`Nginx::stop`] shuts it down and reports any process of its group
+/// (a worker) still alive; drop stops it too, for a test that failed first.
 struct Nginx {
     child: Child,
     port: u16,
     prefix: tempfile::TempDir,
+    stopped: bool,
 }
 
 fn nginx_binary() -> PathBuf {
@@ -129,12 +134,15 @@ impl Nginx {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
+                // Its workers join this group: stopping checks the group is empty.
+                .process_group(0)
                 .spawn()
                 .expect("start nginx");
             let mut nginx = Nginx {
                 child,
                 port,
                 prefix,
+                stopped: false,
             };
             match nginx.wait_ready(client).await {
                 Ok(()) => return nginx,
@@ -190,11 +198,89 @@ impl Nginx {
     }
 }
 
+impl Nginx {
+    /// Shuts nginx down as its manual says (SIGQUIT: the master tells its
+    /// workers to finish and waits for them; SIGTERM if that takes more than
+    /// 5 s), reaps the master, and returns the processes of its group still
+    /// alive after that, SIGKILLed. Killing only the master, as this test once
+    /// did, orphans the workers to PID 1, still listening on their port.
+    fn stop(&mut self) -> Vec<String> {
+        if self.stopped {
+            return Vec::new();
+        }
+        self.stopped = true;
+        let pid = self.child.id();
+        // A master already reaped (it failed to start) has a pid that may now
+        // be another process's: no signal to it, only the check of its group.
+        let exited = self.child.try_wait().ok().flatten().is_some();
+        let signals: &[(&str, u64)] = if exited {
+            &[]
+        } else {
+            &[("QUIT", 5), ("TERM", 5)]
+        };
+        for &(signal, wait) in signals {
+            signal_process(pid, signal);
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            while Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+        }
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // The master waits for its workers before it exits; anything left in
+        // its group now outlived it.
+        let left = processes_in_group(pid);
+        if !left.is_empty() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+        left
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let left = self.stop();
+        if !left.is_empty() && !std::thread::panicking() {
+            panic!("nginx processes outlived their master: {left:?}");
+        }
     }
+}
+
+/// `kill -SIGNAL pid` (the shell's kill: no libc in the tests).
+fn signal_process(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
+}
+
+/// The live processes (not zombies) whose process group is `pgid`, as
+/// "pid (name)", read from /proc.
+fn processes_in_group(pgid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string() {
+            found.push(format!("{head})"));
+        }
+    }
+    found
 }
 
 /// Three tranche processes on one Redis and one data directory, nginx in front.
@@ -251,6 +337,21 @@ impl Cluster {
             client,
             _dir: dir,
         }
+    }
+
+    /// Stops nginx and checks that none of its processes is left, nor
+    /// anything listening on its port.
+    fn stop_nginx(&mut self) {
+        let left = self.nginx.stop();
+        assert!(
+            left.is_empty(),
+            "nginx processes outlived the test: {left:?}"
+        );
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.nginx.port)).is_err(),
+            "something still listens on nginx's port {}",
+            self.nginx.port
+        );
     }
 
     async fn metric(&self, instance: usize, name: &str, labels: Option<&str>) -> f64 {
@@ -363,7 +464,7 @@ fn access_log(path: &Path) -> Vec<Value> {
 #[tokio::test]
 async fn three_instances_behind_nginx_share_one_upload() {
     bounded_for(NGINX_TEST_TIMEOUT, async {
-        let c = Cluster::start().await;
+        let mut c = Cluster::start().await;
         let cs = 64 * 1024;
         let data = test_data(9 * cs + 100, 501);
         let chunks = chunks_of(&data, cs);
@@ -495,6 +596,7 @@ async fn three_instances_behind_nginx_share_one_upload() {
         let r = limited.expect("80 status requests in a burst were never limited");
         assert_eq!(r.headers()["retry-after"], "1");
         assert_error(r, 429, "rate_limited").await;
+        c.stop_nginx();
     })
     .await
 }
@@ -637,6 +739,7 @@ async fn nginx_streams_chunks_survives_a_killed_instance_and_refuses_oversized_o
             let body = refused_with(c.nginx.port, &head, 400).await;
             assert_eq!(body["error"], "bad_request", "{body}");
         }
+        c.stop_nginx();
     })
     .await
 }

@@ -228,7 +228,9 @@ impl Access {
                 if let Some(max) = claims.max_size {
                     if size > max {
                         return Err(Error::Forbidden(format!(
-                            "this token allows files of at most {max} bytes, not {size}"
+                            "this token allows files of at most {max} bytes ({}), not {size} ({})",
+                            bytesize::ByteSize(max),
+                            bytesize::ByteSize(size)
                         )));
                     }
                 }

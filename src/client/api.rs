@@ -37,6 +37,28 @@ pub struct NewUpload {
     pub chunk_size: Option<u64>,
 }
 
+/// `GET /api/v1`, the parts the client reads.
+#[derive(Debug, Deserialize)]
+pub struct ServiceDocument {
+    #[serde(default)]
+    pub version: String,
+    pub auth: ServiceAuth,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ServiceAuth {
+    pub required: bool,
+    /// `none`, `not_needed`, `api_key`, `upload_token` or `create_token`.
+    pub credential: String,
+}
+
+/// The create answer: the upload, and what the server had to say about the
+/// request (`warnings`, say an unknown field it ignored).
+pub struct Created {
+    pub view: UploadView,
+    pub warnings: Vec<String>,
+}
+
 /// What `complete` answered.
 pub enum Completion {
     Done(Box<UploadView>),
@@ -133,7 +155,7 @@ impl Api {
         new: &NewUpload,
         idempotency_key: &str,
         on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
-    ) -> Result<UploadView, ClientError> {
+    ) -> Result<Created, ClientError> {
         let resp = self
             .send(
                 || {
@@ -143,6 +165,41 @@ impl Api {
                         // first upload instead of starting a second one.
                         .header("Idempotency-Key", idempotency_key)
                         .json(new)
+                },
+                on_retry,
+            )
+            .await?;
+        let mut answer: serde_json::Value = json(resp).await?;
+        let warnings = match answer.get_mut("warnings").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .map(|w| match w {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let view = serde_json::from_value(answer).map_err(|e| ClientError::Server {
+            status: 201,
+            code: "invalid_answer".into(),
+            message: format!("the create answer is not an upload: {e}"),
+            retry_after: None,
+        })?;
+        Ok(Created { view, warnings })
+    }
+
+    /// `GET /api/v1`: the service document (version, limits, whether a
+    /// credential is needed and what the one sent is).
+    pub async fn service(
+        &self,
+        on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+    ) -> Result<ServiceDocument, ClientError> {
+        let resp = self
+            .send(
+                || {
+                    self.request(Method::GET, &["api", "v1"], None)
+                        .timeout(CONTROL_TIMEOUT)
                 },
                 on_retry,
             )
@@ -331,8 +388,15 @@ async fn checked(resp: Response) -> Result<Response, ClientError> {
 }
 
 pub(crate) fn network(e: reqwest::Error) -> ClientError {
+    // The server's origin, not the request's whole URL: which endpoint the
+    // request was for says nothing about why the server cannot be reached.
+    let origin = e
+        .url()
+        .map(|u| format!("{}: ", u.origin().ascii_serialization()))
+        .unwrap_or_default();
+    let e = e.without_url();
     // The chain holds the useful part ("Connection refused").
-    let mut text = e.to_string();
+    let mut text = format!("{origin}{e}");
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         text = format!("{text}: {s}");

@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::api::{Api, Completion, NewUpload};
+use super::api::{Api, Completion, Created, NewUpload};
 use super::progress::{phase, Progress};
 use super::resume::{FileKey, ResumeState, StateDir};
 use super::{describe, ClientError};
@@ -52,6 +52,28 @@ pub struct Uploaded {
     pub bytes_sent: u64,
     /// Whether this run continued an upload that a previous run started.
     pub resumed: bool,
+    /// What the server said about the create request (an ignored field, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Where the file being uploaded stands, kept outside [`upload_file`] so that
+/// an interrupted run can still say it (`--json`).
+#[derive(Debug, Default)]
+pub struct Progressed {
+    /// The upload on the server, once created or found.
+    pub upload_id: Option<String>,
+    pub size: u64,
+    /// Bytes the server has acknowledged (held before this run, or sent by it).
+    pub bytes_acknowledged: u64,
+}
+
+type Live = std::sync::Mutex<Progressed>;
+
+fn record(live: &Live, update: impl FnOnce(&mut Progressed)) {
+    if let Ok(mut p) = live.lock() {
+        update(&mut p);
+    }
 }
 
 /// Uploads one file; see the module doc.
@@ -61,8 +83,10 @@ pub async fn upload_file(
     progress: &Progress,
     path: &Path,
     opts: &UploadOptions,
+    live: &Live,
 ) -> Result<Uploaded, ClientError> {
     let key = FileKey::of(path)?;
+    record(live, |p| p.size = key.size);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -77,16 +101,24 @@ pub async fn upload_file(
         ))
     };
 
-    let (state, view, resumed) = match resume(api, states, &server, &key, &on_retry).await? {
-        Some((state, view)) => (state, view, true),
-        None => {
-            let (state, view) = start(
-                api, states, &server, &key, &name, path, opts, &bar, &on_retry,
-            )
-            .await?;
-            (state, view, false)
-        }
-    };
+    let (state, view, resumed, warnings) =
+        match resume(api, states, &server, &key, &on_retry).await? {
+            Some((state, view)) => (state, view, true, Vec::new()),
+            None => {
+                let (state, created) = start(
+                    api, states, &server, &key, &name, path, opts, &bar, &on_retry,
+                )
+                .await?;
+                for warning in &created.warnings {
+                    progress.note(&format!("{name}: the server warns: {warning}"));
+                }
+                (state, created.view, false, created.warnings)
+            }
+        };
+    record(live, |p| {
+        p.upload_id = Some(view.id.to_string());
+        p.bytes_acknowledged = view.bytes_received;
+    });
     let token = state.upload_token.as_deref();
     let id = view.id.to_string();
     let sent = Sent::default();
@@ -109,6 +141,7 @@ pub async fn upload_file(
                     opts.parallel,
                     &bar,
                     &sent,
+                    live,
                     &on_retry,
                 )
                 .await?;
@@ -189,6 +222,7 @@ pub async fn upload_file(
         chunks_sent: sent.chunks.load(Ordering::Relaxed),
         bytes_sent: sent.bytes.load(Ordering::Relaxed),
         resumed,
+        warnings,
     })
 }
 
@@ -261,7 +295,7 @@ async fn start(
     opts: &UploadOptions,
     bar: &ProgressBar,
     on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
-) -> Result<(ResumeState, UploadView), ClientError> {
+) -> Result<(ResumeState, Created), ClientError> {
     phase(bar, "hashing", key.size, 0);
     let sha256 = file_sha256(path, bar.clone()).await?;
     let new = NewUpload {
@@ -275,7 +309,8 @@ async fn start(
         chunk_size: opts.chunk_size,
     };
     let idempotency_key = uuid::Uuid::new_v4().to_string();
-    let view = api.create(&new, &idempotency_key, on_retry).await?;
+    let created = api.create(&new, &idempotency_key, on_retry).await?;
+    let view = &created.view;
     let state = ResumeState {
         server: server.to_owned(),
         path: key.canonical.clone(),
@@ -286,7 +321,7 @@ async fn start(
         upload_token: view.upload_token.clone(),
     };
     states.save(key, &state)?;
-    Ok((state, view))
+    Ok((state, created))
 }
 
 /// Counts of what this run sent, shared by the parallel chunk senders.
@@ -307,9 +342,11 @@ async fn send_missing(
     parallel: usize,
     bar: &ProgressBar,
     sent: &Sent,
+    live: &Live,
     on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
 ) -> Result<(), ClientError> {
     phase(bar, "uploading", view.size, view.bytes_received);
+    record(live, |p| p.bytes_acknowledged = view.bytes_received);
     if view.missing_chunks.is_empty() {
         return Ok(());
     }
@@ -327,6 +364,7 @@ async fn send_missing(
                 api.put_chunk(id, index, body, digest, token, on_retry)
                     .await?;
                 bar.inc(len);
+                record(live, |p| p.bytes_acknowledged += len);
                 sent.chunks.fetch_add(1, Ordering::Relaxed);
                 sent.bytes.fetch_add(len, Ordering::Relaxed);
                 Ok::<(), ClientError>(())
@@ -400,8 +438,9 @@ async fn wait_assembled(
 
 /// Reaches the server once before any file is hashed (which takes a while
 /// for a big one): an unreachable server or a credential it refuses is
-/// reported at once. The probe asks for an upload that cannot exist, so any
-/// answer but 401 means the server is there and the credential is known.
+/// reported at once. It reads the service document, `GET /api/v1`, which
+/// checks a credential sent along (401 when it is not valid) and says
+/// whether one is needed.
 async fn preflight(api: &Api, progress: &Progress) -> Result<(), ClientError> {
     let on_retry = |e: &ClientError, delay: Duration| {
         progress.note(&format!(
@@ -410,12 +449,61 @@ async fn preflight(api: &Api, progress: &Progress) -> Result<(), ClientError> {
             delay.as_secs_f64()
         ))
     };
-    let nil = uuid::Uuid::nil().to_string();
-    match api.get_upload(&nil, None, &on_retry).await {
+    match api.service(&on_retry).await {
+        Ok(doc) if doc.auth.required && doc.auth.credential == "none" => Err(ClientError::Server {
+            status: 401,
+            code: "unauthorized".into(),
+            message: "this server needs a credential: --token or TRANCHE_TOKEN (an API key \
+                          or a create token)"
+                .into(),
+            retry_after: None,
+        }),
+        Ok(_) => Ok(()),
         Err(e @ ClientError::Server { status: 401, .. }) => Err(e),
         Err(e @ ClientError::Server { status: 500.., .. }) => Err(e),
         Err(e @ ClientError::Network(_)) => Err(e),
-        _ => Ok(()),
+        // A server from before the service document: the uploads will tell.
+        Err(_) => Ok(()),
+    }
+}
+
+/// The command line that resumes this run, for a script to keep: this
+/// process's arguments, quoted for a POSIX shell, with a `--token` given on
+/// the command line replaced by `"$TRANCHE_TOKEN"` (a secret does not belong
+/// in a report).
+pub fn resume_command() -> String {
+    let mut out = Vec::new();
+    let mut args = std::env::args();
+    let mut hide_next = false;
+    if let Some(program) = args.next() {
+        out.push(shell_quote(&program));
+    }
+    for arg in args {
+        if hide_next {
+            out.push("\"$TRANCHE_TOKEN\"".to_owned());
+            hide_next = false;
+        } else if arg == "--token" {
+            out.push(arg);
+            hide_next = true;
+        } else if arg.starts_with("--token=") {
+            out.push("--token=\"$TRANCHE_TOKEN\"".to_owned());
+        } else {
+            out.push(shell_quote(&arg));
+        }
+    }
+    out.join(" ")
+}
+
+/// `arg` as one word for a POSIX shell.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
     }
 }
 
@@ -451,9 +539,11 @@ pub async fn run(args: UploadArgs) -> u8 {
     };
     let mut exit = 0;
     let mut report = Vec::new();
-    for path in &args.files {
+    for (n, path) in args.files.iter().enumerate() {
+        let live = Live::default();
         let outcome =
-            super::until_interrupted(upload_file(&api, &states, &progress, path, &opts)).await;
+            super::until_interrupted(upload_file(&api, &states, &progress, path, &opts, &live))
+                .await;
         match outcome {
             Ok(done) => {
                 if !args.client.json {
@@ -480,10 +570,36 @@ pub async fn run(args: UploadArgs) -> u8 {
                         )
                     });
                     if args.client.json {
-                        // Still one document: what finished, and that the rest did not.
+                        // Still one document: what finished, where the file
+                        // in progress stands, what was not started, and the
+                        // command that goes on.
+                        let resume = resume_command();
+                        let current = live.into_inner().unwrap_or_default();
+                        let unfinished: Vec<_> = std::iter::once(serde_json::json!({
+                            "path": path,
+                            "upload_id": current.upload_id,
+                            "size": current.size,
+                            "bytes_acknowledged": current.bytes_acknowledged,
+                            "resume_command": resume,
+                        }))
+                        .chain(args.files[n + 1..].iter().map(|p| {
+                            serde_json::json!({
+                                "path": p,
+                                "upload_id": null,
+                                "size": FileKey::of(p).map(|k| k.size).ok(),
+                                "bytes_acknowledged": 0,
+                                "resume_command": resume,
+                            })
+                        }))
+                        .collect();
                         println!(
                             "{}",
-                            serde_json::json!({ "files": report, "interrupted": true })
+                            serde_json::json!({
+                                "files": report,
+                                "unfinished": unfinished,
+                                "interrupted": true,
+                                "resume_command": resume,
+                            })
                         );
                     }
                     return exit;

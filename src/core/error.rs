@@ -38,9 +38,9 @@ pub enum Error {
     },
     #[error("{} chunk(s) are missing; send them, then complete again", missing.len())]
     UploadIncomplete { missing: Vec<u64> },
-    #[error("the file is {size} bytes; this server accepts at most {max}")]
+    #[error("the file is {size} bytes ({}); this server accepts at most {max} ({})", bytesize::ByteSize(*size), bytesize::ByteSize(*max))]
     FileTooLarge { size: u64, max: u64 },
-    #[error("not enough free disk space for {needed} bytes; try later or ask the operator")]
+    #[error("not enough free disk space for {needed} bytes ({}); try later or ask the operator", bytesize::ByteSize(*needed))]
     InsufficientStorage { needed: u64 },
     #[error("upload {0} expired; start a new upload")]
     UploadExpired(String),

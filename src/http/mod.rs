@@ -25,6 +25,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::scope("/api/v1")
             .service(
+                web::resource(["", "/"])
+                    .route(web::get().to(service::document))
+                    .route(web::head().to(service::document))
+                    .default_service(allowed_only("GET, HEAD")),
+            )
+            .service(
                 web::resource("/uploads")
                     .route(web::post().to(uploads::create))
                     .default_service(allowed_only("POST")),

@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz`, `/metrics`: for load balancers and monitoring.
+//! `/healthz`, `/readyz`, `/metrics`: for load balancers and monitoring; and
+//! `GET /api/v1`, the service document clients read before they start.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -16,6 +17,34 @@ const MIN_FREE_BYTES: u64 = 64 << 20;
 /// The process is up and serving HTTP.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /api/v1`: what this server is and what it takes, for clients to
+/// check before they hash or send anything (the CLI's first request, the
+/// page's limits). Open, like `/healthz`; a credential sent along is checked
+/// (an invalid one gets the usual 401), and `auth.credential` says what it is.
+pub async fn document(ctx: web::Data<AppContext>, access: Access) -> HttpResponse {
+    let s = &ctx.settings;
+    let credential = match access {
+        Access::Open => "not_needed",
+        Access::Anonymous => "none",
+        Access::Admin { .. } => "api_key",
+        Access::Upload { .. } => "upload_token",
+        Access::Create { .. } => "create_token",
+    };
+    HttpResponse::Ok().json(json!({
+        "service": "tranche",
+        "api": "v1",
+        "version": env!("CARGO_PKG_VERSION"),
+        "limits": {
+            "chunk_size": s.chunk_size.0,
+            "min_chunk_size": s.min_chunk_size.0,
+            "max_chunk_size": s.max_chunk_size.0,
+            "max_chunk_count": crate::config::MAX_CHUNKS,
+            "max_file_size": s.max_file_size.0,
+        },
+        "auth": { "required": ctx.auth.enabled(), "credential": credential },
+    }))
 }
 
 /// Ready to take uploads: the state store answers, the data directory takes

@@ -364,3 +364,111 @@ test('after Retry on a failed row, choosing the same file again flashes that row
   const upload = await completedUpload(page, server, f.name);
   assert.equal(upload.file.sha256, f.sha256);
 });
+
+/** The bar's two shades as the page paints them: saved, and sent (saved or on its way). */
+async function shades(page, name) {
+  return row(page, name).evaluate((li) => {
+    const bar = li.querySelector('.bar');
+    return {
+      saved: Number(bar.style.getPropertyValue('--saved')),
+      sent: Number(bar.style.getPropertyValue('--fraction')),
+      percent: Number(bar.getAttribute('aria-valuenow')),
+      text: li.querySelector('.percent').textContent,
+    };
+  });
+}
+
+test('the bar shows what the server saved apart from what is on its way; Done offers a link to copy; warnings are shown', { timeout: 60_000 }, async (t) => {
+  const CHUNK = 64 * 1024;
+  // Chunks 4 and 5: the browser sends them whole, the server gets nothing.
+  const { server, proxy, browser } = await setup(t, { proxy: { fault: (index, attempt) => (attempt === 1 && (index === 4 || index === 5) ? 'hold' : null) } });
+  const f = file(t, 'two-shades.bin', 8 * CHUNK);
+  const page = await openDemo(browser.context, `${proxy.origin}/?chunkSize=${CHUNK}&parallel=2`);
+  await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: proxy.origin });
+  // The create answer carries warnings, as for a field the server ignored.
+  await page.route('**/api/v1/uploads', async (route) => {
+    if (route.request().method() !== 'POST') return route.continue();
+    const response = await route.fetch();
+    const json = { ...(await response.json()), warnings: ['unknown field sha_256 ignored'] };
+    await route.fulfill({ response, json });
+  });
+  await page.setInputFiles('#file-input', f.path);
+  await page.waitForFunction(
+    (n) => {
+      const li = [...document.querySelectorAll('li.upload')].find((l) => l.querySelector('.name').textContent === n);
+      const bar = li?.querySelector('.bar');
+      return bar && Number(bar.style.getPropertyValue('--fraction')) === 0.75 && Number(bar.style.getPropertyValue('--saved')) === 0.5;
+    },
+    f.name,
+    { timeout: 20_000, polling: 20 },
+  );
+  const stalled = await shades(page, f.name);
+  const id = await page.evaluate(() => Object.values(localStorage).map((v) => JSON.parse(v).id)[0]);
+  const onServer = await server.json(`/api/v1/uploads/${id}`);
+  assert.equal(onServer.bytes_received, 4 * CHUNK, 'the server holds four chunks');
+  // The percentage is what the server holds, not what left the browser.
+  assert.equal(stalled.percent, 50);
+  assert.equal(stalled.text, '50 % saved');
+  const label = await row(page, f.name).locator('.bar').getAttribute('aria-valuetext');
+  assert.match(label, /^50 % saved: 256 KiB of 512 KiB, 128 KiB more on its way$/);
+  // Painted (once the bar's transition ends): the full shade over half the
+  // bar, the light one over three quarters.
+  await page.waitForFunction(
+    (n) => {
+      const li = [...document.querySelectorAll('li.upload')].find((l) => l.querySelector('.name').textContent === n);
+      const width = (sel) => li.querySelector(sel).getBoundingClientRect().width;
+      const bar = width('.bar');
+      return Math.abs(width('.fill') - bar * 0.5) < 2 && Math.abs(width('.sending') - bar * 0.75) < 2;
+    },
+    f.name,
+    { timeout: 5_000, polling: 20 },
+  );
+  assert.equal(
+    await row(page, f.name).locator('.warnings').textContent(),
+    'The server warns: unknown field sha_256 ignored.',
+  );
+
+  proxy.release();
+  await waitForState(page, f.name, 'completed');
+  assert.equal((await shades(page, f.name)).text, '100 %');
+  const copy = row(page, f.name).locator('button.copy');
+  assert.equal(await copy.isVisible(), true, 'Done offers a copy button');
+  await copy.click();
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  const href = await row(page, f.name).locator('a.link').getAttribute('href');
+  assert.equal(copied, new URL(href, proxy.origin).href);
+  assert.match(copied, /^http:\/\/127\.0\.0\.1:\d+\/api\/v1\/files\//);
+  assert.equal(await sha256OfUrl(copied), f.sha256, 'the copied link serves the file');
+  assertNeverBackwards(await progressLog(page, f.name), f.name);
+});
+
+test('a resumed upload of which the server kept nothing says it starts from 0', { timeout: 60_000 }, async (t) => {
+  const CHUNK = 64 * 1024;
+  const { server, proxy, browser } = await setup(t, { proxy: { fault: (index, attempt) => (attempt === 1 && index < 2 ? 'hold' : null) } });
+  const f = file(t, 'nothing-kept.bin', 4 * CHUNK);
+  const url = `${proxy.origin}/?chunkSize=${CHUNK}&parallel=2`;
+  let page = await openDemo(browser.context, url);
+  await page.setInputFiles('#file-input', f.path);
+  // Two chunks sent whole from the browser's side, none saved.
+  await page.waitForFunction(
+    (n) => {
+      const li = [...document.querySelectorAll('li.upload')].find((l) => l.querySelector('.name').textContent === n);
+      return Number(li?.querySelector('.bar').style.getPropertyValue('--fraction')) === 0.5;
+    },
+    f.name,
+    { timeout: 20_000, polling: 20 },
+  );
+  assert.equal((await shades(page, f.name)).text, '0 % saved');
+  // The held requests stay held (released, Chromium would silently send them
+  // again on a new connection, and the server would have them after all).
+  await page.close();
+
+  page = await openDemo(browser.context, url);
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed');
+  const said = await statusLog(page, f.name);
+  assert.ok(said.some((m) => /from the start/.test(m)), `said: ${said.join(' | ')}`);
+  assert.ok(!said.some((m) => /continuing/.test(m)), `said: ${said.join(' | ')}`);
+  const upload = await completedUpload(page, server, f.name);
+  assert.equal(upload.file.sha256, f.sha256);
+});

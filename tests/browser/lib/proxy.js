@@ -9,7 +9,10 @@ export class Proxy {
   /**
    * `target`: the server's origin. `chunkDelay`: ms to hold each chunk's
    * answer (so an upload lasts long enough to interrupt). `fault(index,
-   * attempt)`: null to pass the chunk on, or `'503'`, `'507'`, `'drop'`, `'corrupt'`.
+   * attempt)`: null to pass the chunk on, or `'503'`, `'507'`, `'drop'`, `'corrupt'`,
+   * or `'hold'`: read the whole body but pass none of it on and answer nothing,
+   * until `release()` breaks the connection (the browser then counts the
+   * chunk as sent while the server has none of it).
    */
   static async start(target, { chunkDelay = 0, fault = () => null } = {}) {
     const proxy = new Proxy(new URL(target), chunkDelay, fault);
@@ -27,6 +30,8 @@ export class Proxy {
     /** Chunk requests seen, per index. */
     this.attempts = new Map();
     this.chunkRequests = 0;
+    /** Requests held by the `'hold'` fault, until release(). */
+    this.held = [];
     this.sockets = new Set();
     this.server = createServer((req, res) => this.#handle(req, res));
     this.server.on('connection', (s) => {
@@ -54,6 +59,11 @@ export class Proxy {
         res.writeHead(Number(fault), { 'Content-Type': 'application/json', 'Retry-After': '1' });
         res.end(JSON.stringify({ error: injected, message: 'injected by the test proxy' }));
       });
+      return;
+    }
+    if (fault === 'hold') {
+      req.resume();
+      this.held.push(req);
       return;
     }
     if (fault === 'drop') {
@@ -109,6 +119,11 @@ export class Proxy {
     });
     req.on('end', () => upstream.end());
     req.on('error', () => upstream.destroy());
+  }
+
+  /** Breaks the connections of the held requests: the browser sees a network error. */
+  release() {
+    for (const req of this.held.splice(0)) req.socket.destroy();
   }
 
   async stop() {

@@ -2,11 +2,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 import {
   DEFAULT_RETRY,
+  Estimate,
+  FAILURES,
   Progress,
   backoffDelay,
+  canRetryLater,
   chunkCount,
   chunkPlan,
   classifyFailure,
@@ -262,13 +266,105 @@ test('options: undefined and null mean the default, numbers are clamped, nonsens
 test('sizes and durations read well', () => {
   assert.equal(formatBytes(0), '0 B');
   assert.equal(formatBytes(999), '999 B');
-  assert.equal(formatBytes(1536000), '1.5 MB');
-  assert.equal(formatBytes(52428800), '52 MB');
-  assert.equal(formatBytes(1e12), '1.0 TB');
+  // Binary units, as the server's messages and the command-line client write them.
+  assert.equal(formatBytes(1536000), '1.5 MiB');
+  assert.equal(formatBytes(52428800), '50 MiB');
+  assert.equal(formatBytes(104857600), '100 MiB');
+  assert.equal(formatBytes(2 ** 40), '1.0 TiB');
   assert.equal(formatBytes(512.3456), '512 B', 'a speed in bytes per second is rounded');
-  assert.equal(formatBytes(999.6), '1.0 KB');
+  assert.equal(formatBytes(999.6), '1.0 KiB');
   assert.equal(formatDuration(9.4), '9 s');
   assert.equal(formatDuration(75), '1 min 15 s');
   assert.equal(formatDuration(3725), '1 h 2 min');
   assert.equal(formatDuration(null), '–');
+});
+
+/** docs/API.md's table "Which failures to retry", as rows of cells. */
+function apiRetryTable() {
+  const doc = readFileSync(new URL('../../../docs/API.md', import.meta.url), 'utf8');
+  const section = doc.split('### Which failures to retry')[1];
+  assert.ok(section, 'docs/API.md has the retry table');
+  const lines = section.split('\n');
+  const start = lines.findIndex((l) => l.startsWith('| status'));
+  const rows = [];
+  for (const line of lines.slice(start + 2)) {
+    if (!line.startsWith('|')) break;
+    rows.push(line.replace(/^\||\|$/g, '').split('|').map((c) => c.trim()));
+  }
+  return rows.map(([status, code, retry, retryAfter, later]) => ({
+    status:
+      status === 'any' || status === 'anything else'
+        ? null
+        : status.split(', ').map((s) => (s.startsWith('none') ? 0 : s.startsWith('other ') ? s.slice(6) : Number(s))),
+    code: code === 'any' ? null : code.split(', ').map((c) => c.replaceAll('`', '')),
+    retry: retry.replaceAll('`', ''),
+    retryAfter: retryAfter === 'yes',
+    later: later === 'yes',
+  }));
+}
+
+test('the retry table in docs/API.md is the one the uploader uses', () => {
+  const table = apiRetryTable();
+  assert.deepEqual(
+    FAILURES.map(({ status, code, retry, later }) => ({ status, code, retry, later })),
+    table.map(({ status, code, retry, later }) => ({ status, code, retry, later })),
+  );
+  // Retry-After is honoured on every retried answer (retryDelay), never
+  // without an answer; the table says so row by row.
+  for (const row of table) {
+    const retried = row.retry === 'outage' || row.retry === 'yes';
+    assert.equal(row.retryAfter, retried && !(row.status?.length === 1 && row.status[0] === 0), JSON.stringify(row));
+  }
+  assert.equal(classifyFailure(505, 'x'), 'retry');
+  assert.equal(isOutage(503), true);
+  assert.equal(isOutage(500), false);
+  assert.equal(canRetryLater(413, 'file_too_large'), false);
+  assert.equal(canRetryLater(200, 'upload_failed'), false);
+  assert.equal(canRetryLater(507, 'insufficient_storage'), true);
+  assert.equal(canRetryLater(401, 'unauthorized'), true);
+});
+
+test('saved and in-flight bytes are told apart, and resent bytes after a pause count as speed', () => {
+  let t = 0;
+  const p = new Progress(1000, { now: () => t });
+  p.setAcked(100);
+  p.restartClock();
+  t = 500;
+  p.sending(1, 200);
+  p.sending(2, 200);
+  assert.equal(p.savedFraction, 0.1);
+  assert.equal(p.fraction, 0.5);
+  // Paused: both chunks are dropped; nothing more is saved.
+  p.dropped(1);
+  p.dropped(2);
+  p.restartClock();
+  assert.equal(p.savedFraction, 0.1);
+  // Resumed: the resends move 100 bytes per 100 ms while the bar's high-water
+  // mark (500) is not yet passed; the speed says so all the same.
+  for (let i = 1; i <= 12; i++) {
+    t = 10_000 + i * 100;
+    p.sending(1, Math.min(200, i * 50));
+    p.sending(2, Math.min(200, i * 50));
+  }
+  assert.ok(p.speed > 0, `speed after a resume: ${p.speed}`);
+});
+
+test('the estimate shows nothing until the speed has settled, then smooths it', () => {
+  let t = 0;
+  const e = new Estimate({ now: () => t, settle: 3000, smoothing: 3000 });
+  assert.deepEqual(e.update(0, 1000), { speed: null, eta: null });
+  t = 1000;
+  assert.deepEqual(e.update(5000, 100_000), { speed: null, eta: null }, 'a first reading is not shown');
+  const shown = [];
+  for (t = 1500; t <= 10_000; t += 500) {
+    // The first seconds after a resume overstate the speed (socket buffers).
+    const speed = t < 3000 ? 5000 : 1000;
+    shown.push(e.update(speed, 20_000).eta);
+  }
+  assert.ok(shown.slice(0, 3).every((eta) => eta === null), `nothing for 3 s: ${shown}`);
+  const last = shown.at(-1);
+  assert.ok(last > 15 && last < 25, `settles near 20 s left: ${last}`);
+  e.restart();
+  t += 100;
+  assert.deepEqual(e.update(1000, 1000), { speed: null, eta: null }, 'a restart hides the figures again');
 });

@@ -12,6 +12,7 @@ pub mod context;
 pub mod download;
 pub mod error;
 pub mod forwarded;
+pub mod framing;
 pub mod hashing;
 pub mod janitor;
 pub mod limits;

@@ -11,7 +11,7 @@ use actix_cors::{Cors, CorsError};
 use actix_web::dev::{Server, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::{Condition, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::blobs::LocalDisk;
 use crate::config::{CorsSettings, Durability, Settings, StoreSettings};
 use crate::context::AppContext;
+use crate::http::framing::FramingServer;
 use crate::limits::disk::DiskGuard;
 use crate::limits::inflight::ChunkSlots;
 use crate::metrics::Metrics;
@@ -147,7 +148,7 @@ impl Application {
             n => n,
         };
         let cors_settings = ctx.settings.cors.clone();
-        let server = HttpServer::new(move || {
+        let server = FramingServer::new(move || {
             let app = App::new()
                 .wrap(Condition::new(
                     !cors_settings.allowed_origins.is_empty(),

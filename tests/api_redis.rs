@@ -24,6 +24,8 @@ mod create;
 mod curl;
 #[path = "api/download.rs"]
 mod download;
+#[path = "api/framing.rs"]
+mod framing;
 #[path = "api/helpers.rs"]
 mod helpers;
 #[path = "api/janitor.rs"]

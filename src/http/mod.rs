@@ -7,6 +7,7 @@ pub mod conditional;
 pub mod error;
 pub mod extract;
 pub mod forwarded;
+pub mod framing;
 pub mod service;
 pub mod v1;
 

@@ -13,6 +13,7 @@ mod create;
 mod curl;
 mod download;
 mod forwarded;
+mod framing;
 mod helpers;
 mod hostile;
 mod janitor;

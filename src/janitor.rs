@@ -4,13 +4,13 @@
 //! starts again assemblies that died with their process, and forgets the use
 //! counts of `max_uploads` tokens that expired.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::context::AppContext;
 use crate::store::StateStore;
-use crate::upload::{now_ms, Status};
+use crate::upload::Status;
 use crate::uploads;
 
 /// Uploads deleted per store query; a sweep repeats until none are left.
@@ -51,10 +51,12 @@ pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToke
     tracing::debug!("janitor stopped");
 }
 
-/// One pass over expired uploads and orphaned part files.
+/// One pass over expired uploads and orphaned part files, at the time
+/// `ctx.clock` reads: a test that advances the clock and then sweeps sees
+/// what a janitor would do that much later.
 pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
     let mut report = SweepReport::default();
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     loop {
         let ids = ctx.store.expired(now, BATCH).await?;
         let mut deleted_any = false;
@@ -99,9 +101,10 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
             }
             continue;
         }
-        let age = SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or_default();
+        let modified_ms = modified
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let age = Duration::from_millis(now.saturating_sub(modified_ms).max(0) as u64);
         if age < grace {
             continue;
         }

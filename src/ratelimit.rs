@@ -154,6 +154,7 @@ mod tests {
             crate::store::embedded::EmbeddedStore::open(
                 &dir.path().join("s.redb"),
                 crate::config::Durability::Relaxed,
+                crate::clock::Clock::system(),
             )
             .unwrap(),
         );

@@ -20,7 +20,7 @@ use crate::limits::content::{self, SNIFF_LEN};
 use crate::limits::{idle_limited, BodyError};
 use crate::storage::{StorageError, WriteError};
 use crate::store::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
-use crate::upload::{now_ms, ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
+use crate::upload::{ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
 /// this while they work, so a holder that died (or lost the store) frees it
@@ -232,7 +232,7 @@ pub async fn create(
     };
     content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
     let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     let record = UploadRecord {
         id: Uuid::new_v4(),
         filename,
@@ -469,15 +469,15 @@ async fn load_live(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError>
         .get_upload(id)
         .await
         .map_err(|e| store_error(ctx, e))?;
-    check_live(id, rec)
+    check_live(id, rec, ctx.clock.now_ms())
 }
 
-fn check_live(id: Uuid, rec: Option<UploadRecord>) -> Result<UploadRecord, ApiError> {
+fn check_live(id: Uuid, rec: Option<UploadRecord>, now_ms: i64) -> Result<UploadRecord, ApiError> {
     let rec = rec.ok_or_else(|| ApiError::UploadNotFound(id.to_string()))?;
     if rec.status == Status::Aborted {
         return Err(ApiError::UploadAborted(id.to_string()));
     }
-    if rec.is_expired(now_ms()) {
+    if rec.is_expired(now_ms) {
         return Err(ApiError::UploadExpired(id.to_string()));
     }
     Ok(rec)
@@ -638,7 +638,7 @@ async fn put_chunk_leased<S>(
 where
     S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
 {
-    let rec = check_live(id, rec)?;
+    let rec = check_live(id, rec, ctx.clock.now_ms())?;
     if rec.status != Status::Uploading {
         return Err(status_conflict(&rec));
     }
@@ -750,7 +750,7 @@ where
         Err(WriteError::Storage(e)) => return Err(e.into()),
     };
     let chunk_sha = check_digest(digest.sha256, written.chunk_sha256)?;
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     let mark = ChunkMark {
         index,
         len: expected,
@@ -1103,7 +1103,7 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, ApiError> 
         .finish_assembly(
             id,
             outcome,
-            now_ms() + ctx.settings.upload_ttl.as_millis() as i64,
+            ctx.clock.now_ms() + ctx.settings.upload_ttl.as_millis() as i64,
         )
         .await
         .map_err(|e| store_error(ctx, e))?;
@@ -1143,7 +1143,7 @@ pub fn file_url(ctx: &AppContext, id: Uuid) -> String {
 /// Aborts an upload: its bytes go at once, a tombstone stays for one TTL so
 /// that later requests get 410 instead of 404. Aborting twice is fine.
 pub async fn abort(ctx: &AppContext, id: Uuid) -> Result<(), ApiError> {
-    let tombstone_until = now_ms() + ctx.settings.upload_ttl.as_millis() as i64;
+    let tombstone_until = ctx.clock.now_ms() + ctx.settings.upload_ttl.as_millis() as i64;
     match ctx
         .store
         .abort(id, tombstone_until)

@@ -17,13 +17,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{rules, ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use crate::clock::Clock;
 use crate::config::Durability;
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
@@ -45,8 +46,8 @@ type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
 
-/// Leases held in this process: (upload, name) → (token, until).
-type LeaseMap = HashMap<(Uuid, String), (u64, Instant)>;
+/// Leases held in this process: (upload, name) → (token, until ms on the clock).
+type LeaseMap = HashMap<(Uuid, String), (u64, i64)>;
 
 /// One change for the writer thread.
 struct Job {
@@ -63,12 +64,15 @@ pub struct EmbeddedStore {
     jobs: mpsc::Sender<Job>,
     leases: Arc<Mutex<LeaseMap>>,
     next_token: Arc<AtomicU64>,
+    /// When leases and use counts lapse.
+    clock: Clock,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the database at `path` and starts the writer thread,
-    /// which ends when the last handle is dropped.
-    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+    /// which ends when the last handle is dropped. Leases and use counts lapse
+    /// by `clock`.
+    pub fn open(path: &Path, durability: Durability, clock: Clock) -> Result<Self, StoreError> {
         let db = Database::builder()
             .set_cache_size(16 << 20)
             .create(path)
@@ -94,6 +98,7 @@ impl EmbeddedStore {
             jobs,
             leases: Arc::default(),
             next_token: Arc::new(AtomicU64::new(1)),
+            clock,
         })
     }
 
@@ -302,7 +307,7 @@ impl StateStore for EmbeddedStore {
 
     async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError> {
         let name = name.to_owned();
-        let now = crate::upload::now_ms();
+        let now = self.clock.now_ms();
         self.write(true, move |txn| {
             let mut table = txn.open_table(USES).map_err(unavailable)?;
             let (count, until) = match table.get(name.as_str()).map_err(unavailable)? {
@@ -433,15 +438,16 @@ impl StateStore for EmbeddedStore {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
         // One process owns the database, so leases need not outlive it: a map
-        // in memory is enough, and a crash releases every lease with it.
+        // in memory is enough, and a crash releases every lease with it. They
+        // lapse by the store's clock, so a test can make them lapse at once.
         let key = (id, name.to_owned());
         let mut leases = self.leases.lock().expect("lease map poisoned");
-        let now = Instant::now();
+        let now = self.clock.now_ms();
         if leases.get(&key).is_some_and(|(_, until)| *until > now) {
             return Ok(None);
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        leases.insert(key, (token, now + ttl));
+        leases.insert(key, (token, now + ttl.as_millis() as i64));
         Ok(Some(Lease {
             upload: id,
             name: name.to_owned(),
@@ -454,7 +460,7 @@ impl StateStore for EmbeddedStore {
         let mut leases = self.leases.lock().expect("lease map poisoned");
         match leases.get_mut(&key) {
             Some((token, until)) if token.to_string() == lease.token => {
-                *until = Instant::now() + ttl;
+                *until = self.clock.now_ms() + ttl.as_millis() as i64;
                 Ok(true)
             }
             _ => Ok(false),
@@ -481,11 +487,11 @@ mod tests {
     /// Opens the store at `path`, waiting for a previous handle's writer
     /// thread to let go of the file.
     async fn reopen(path: &Path) -> EmbeddedStore {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            match EmbeddedStore::open(path, Durability::Full) {
+            match EmbeddedStore::open(path, Durability::Full, Clock::system()) {
                 Ok(store) => return store,
-                Err(e) if Instant::now() > deadline => panic!("cannot reopen: {e}"),
+                Err(e) if std::time::Instant::now() > deadline => panic!("cannot reopen: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -495,7 +501,7 @@ mod tests {
     async fn token_uses_are_counted_durably_and_lapse() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        let now = crate::upload::now_ms();
+        let now = Clock::system().now_ms();
         let later = now + 60_000;
         let store = reopen(&path).await;
         assert_eq!(store.add_use("t", 1, later).await.unwrap(), 1);

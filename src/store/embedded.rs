@@ -23,7 +23,7 @@ use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{rules, ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use super::{rules, ChunkMark, Insert, Lease, Rate, StateStore, StoreError, Update};
 use crate::clock::Clock;
 use crate::config::Durability;
 use crate::hashing::HashState;
@@ -49,6 +49,20 @@ type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + S
 /// Leases held in this process: (upload, name) → (token, until ms on the clock).
 type LeaseMap = HashMap<(Uuid, String), (u64, i64)>;
 
+/// Rate buckets: name → theoretical arrival time (µs on the clock), see
+/// [`rules::take_token`]. In memory: a bucket is worth no commit per request,
+/// and a restart that forgets them only lets callers burst once more.
+#[derive(Default)]
+struct Buckets {
+    tat: HashMap<String, i64>,
+    /// Takes since the last time full buckets were forgotten.
+    takes: u32,
+}
+
+/// Full buckets are forgotten every this many takes, so memory stays bounded
+/// by the callers of the last moments.
+const BUCKET_PRUNE_EVERY: u32 = 4096;
+
 /// One change for the writer thread.
 struct Job {
     /// Must the change survive a crash once answered? The running hash need
@@ -64,14 +78,15 @@ pub struct EmbeddedStore {
     jobs: mpsc::Sender<Job>,
     leases: Arc<Mutex<LeaseMap>>,
     next_token: Arc<AtomicU64>,
-    /// When leases and use counts lapse.
+    buckets: Arc<Mutex<Buckets>>,
+    /// When leases and use counts lapse and buckets refill.
     clock: Clock,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the database at `path` and starts the writer thread,
-    /// which ends when the last handle is dropped. Leases and use counts lapse
-    /// by `clock`.
+    /// which ends when the last handle is dropped. Leases and use counts lapse,
+    /// and rate buckets refill, by `clock`.
     pub fn open(path: &Path, durability: Durability, clock: Clock) -> Result<Self, StoreError> {
         let db = Database::builder()
             .set_cache_size(16 << 20)
@@ -98,6 +113,7 @@ impl EmbeddedStore {
             jobs,
             leases: Arc::default(),
             next_token: Arc::new(AtomicU64::new(1)),
+            buckets: Arc::default(),
             clock,
         })
     }
@@ -464,6 +480,26 @@ impl StateStore for EmbeddedStore {
                 Ok(true)
             }
             _ => Ok(false),
+        }
+    }
+
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        let now = self.clock.now_us();
+        let mut buckets = self.buckets.lock().expect("rate buckets poisoned");
+        buckets.takes += 1;
+        if buckets.takes >= BUCKET_PRUNE_EVERY {
+            // A bucket whose arrival time has passed is full: as if unknown.
+            buckets.takes = 0;
+            buckets.tat.retain(|_, tat| *tat > now);
+            buckets.tat.shrink_to_fit();
+        }
+        let tat = buckets.tat.get(bucket).copied();
+        match rules::take_token(tat, now, rate) {
+            Ok(tat) => {
+                buckets.tat.insert(bucket.to_owned(), tat);
+                Ok(None)
+            }
+            Err(wait_us) => Ok(Some(Duration::from_micros(wait_us as u64))),
         }
     }
 

@@ -73,6 +73,36 @@ pub struct Lease {
     pub token: String,
 }
 
+/// A token bucket's rate: `burst` requests at once, refilled at one per
+/// `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `per_second` sustained (at least one a million seconds), `burst` at once.
+    pub fn per_second(per_second: f64, burst: u32) -> Rate {
+        let interval = Duration::from_secs_f64(1.0 / per_second.max(1e-6));
+        Rate {
+            interval: interval.max(Duration::from_micros(1)),
+            burst: burst.max(1),
+        }
+    }
+
+    /// The GCRA's emission interval: µs per request.
+    fn interval_us(self) -> i64 {
+        (self.interval.as_micros() as i64).max(1)
+    }
+
+    /// The GCRA's burst tolerance: how far ahead of now (µs) the bucket's
+    /// theoretical arrival time may run.
+    fn tolerance_us(self) -> i64 {
+        self.interval_us() * i64::from(self.burst.max(1) - 1)
+    }
+}
+
 /// What every state backend must guarantee. "Atomic" means: applied entirely
 /// or not at all, and serialised with every other update of the same upload.
 /// "Durable" means: when the call returns Ok, the change survives a crash of
@@ -169,6 +199,15 @@ pub trait StateStore {
     /// Extends a lease the caller still holds to `ttl` from now. Returns false
     /// if it lapsed and someone else holds it now.
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Takes one request from the token bucket `bucket` at `rate`: `None` if
+    /// it may go, else how long until it may. Atomic: two takers never both
+    /// get the last token. A bucket nobody drew from is full; one left alone
+    /// refills and may then be forgotten. Time is the backend's: the embedded
+    /// store's clock, or Redis's own (`TIME`), so that every instance sharing
+    /// a bucket agrees on it. Buckets need not be durable: a restart that
+    /// forgets them lets a caller burst once more, nothing worse.
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError>;
 
     /// [`StateStore::try_lease`], then (only if the lease was taken) the
     /// record as it stands after it: what every chunk request starts with, in
@@ -295,6 +334,9 @@ impl StateStore for Store {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
         dispatch!(self, s => s.renew(lease, ttl).await)
     }
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        dispatch!(self, s => s.take_token(bucket, rate).await)
+    }
     async fn lease_and_get(
         &self,
         id: Uuid,
@@ -392,5 +434,21 @@ pub mod rules {
     /// Whether the record belongs in the expiry index.
     pub fn expires(rec: &UploadRecord) -> bool {
         rec.status != Status::Completed
+    }
+
+    /// One take from a token bucket as GCRA (the generic cell rate
+    /// algorithm): the bucket is its "theoretical arrival time" `tat` (µs; a
+    /// bucket never drawn from has none), which each request pushes one
+    /// interval further; a request may go while `tat` runs no more than the
+    /// burst tolerance ahead of now. Returns the new `tat` to keep, or the µs
+    /// to wait (and the bucket is left alone). Redis runs the same rule as
+    /// Lua (`RATE_LIMIT` in `redis.rs`).
+    pub fn take_token(tat: Option<i64>, now_us: i64, rate: Rate) -> Result<i64, i64> {
+        let tat = tat.unwrap_or(now_us).max(now_us);
+        let allow_at = tat - rate.tolerance_us();
+        if allow_at > now_us {
+            return Err(allow_at - now_us);
+        }
+        Ok(tat + rate.interval_us())
     }
 }

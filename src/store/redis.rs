@@ -10,6 +10,8 @@
 //! - `P{<id>}:lease:<name>`: leases (`SET NX PX`, released by token).
 //! - `Pexpiry`: a sorted set of upload ids by `expires_at`, the janitor's index.
 //! - `Pidem:<key>`: the first answer for an `Idempotency-Key`.
+//! - `Prate:<bucket>`: a rate bucket (GCRA), see `RATE_LIMIT`.
+//! - `Puses:<token>`: the use count of a token with `max_uploads`.
 //!
 //! The keys of one upload share a hash tag, so each state transition is one
 //! Lua script over keys of one slot (atomic, and valid on Redis Cluster). The
@@ -28,7 +30,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, Pipeline, RedisError};
 use uuid::Uuid;
 
-use super::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use super::{ChunkMark, Insert, Lease, Rate, StateStore, StoreError, Update};
 use crate::hashing::HashState;
 use crate::upload::{ChunkSet, Failure, FileInfo, UploadRecord};
 
@@ -184,10 +186,11 @@ impl Scripts {
     }
 }
 
-/// A token bucket as GCRA: the key holds the bucket's "theoretical arrival
-/// time" in microseconds of Redis's own clock (so every instance agrees).
-/// ARGV: emission interval (µs per request), burst tolerance (µs).
-/// Returns 0 when the request may go, else the µs to wait.
+/// A token bucket as GCRA, the rule of `rules::take_token`: the key holds the
+/// bucket's "theoretical arrival time" in microseconds of Redis's own clock
+/// (so every instance agrees). ARGV: emission interval (µs per request),
+/// burst tolerance (µs). Returns 0 when the request may go, else the µs to
+/// wait. The key lapses once the bucket is full again.
 const RATE_LIMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -324,29 +327,6 @@ impl RedisStore {
             .arg(self.meta(id))
             .cmd("GET")
             .arg(self.chunks(id));
-    }
-
-    /// Takes one request from bucket `name` (GCRA, see [`RATE_LIMIT`]):
-    /// `None` if it may go, else how long to wait. Shared by every instance.
-    pub async fn take_from_bucket(
-        &self,
-        name: &str,
-        interval: Duration,
-        burst: u32,
-    ) -> Result<Option<Duration>, StoreError> {
-        let key = format!("{}rate:{name}", self.prefix);
-        let interval_us = (interval.as_micros() as u64).max(1);
-        let tolerance_us = interval_us * u64::from(burst.saturating_sub(1));
-        let (wait_us,): (u64,) = self
-            .query(|| {
-                let mut pipe = redis::pipe();
-                self.scripts
-                    .rate_limit
-                    .add(&mut pipe, &[&key], &[&interval_us, &tolerance_us]);
-                pipe
-            })
-            .await?;
-        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
     }
 
     async fn get_after(&self, id: Uuid, code: i64) -> Result<Update, StoreError> {
@@ -717,6 +697,21 @@ impl StateStore for RedisStore {
             })
             .await?;
         Ok(set.map(|_| lease))
+    }
+
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        let key = format!("{}rate:{bucket}", self.prefix);
+        let (interval_us, tolerance_us) = (rate.interval_us(), rate.tolerance_us());
+        let (wait_us,): (u64,) = self
+            .query(|| {
+                let mut pipe = redis::pipe();
+                self.scripts
+                    .rate_limit
+                    .add(&mut pipe, &[&key], &[&interval_us, &tolerance_us]);
+                pipe
+            })
+            .await?;
+        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {

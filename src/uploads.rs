@@ -19,7 +19,7 @@ use crate::hashing::HashState;
 use crate::limits::content::{self, SNIFF_LEN};
 use crate::limits::{idle_limited, BodyError};
 use crate::storage::{StorageError, WriteError};
-use crate::store::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use crate::store::{ChunkMark, Insert, Lease, LeaseOf, StateStore, StoreError, Update};
 use crate::upload::{ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
@@ -308,16 +308,12 @@ async fn start(
 /// Takes the lease that lets one create request with this Idempotency-Key
 /// proceed at a time, waiting a little for another holder to finish.
 async fn hold_key(ctx: &AppContext, key: &str) -> Result<LeaseGuard, ApiError> {
-    use sha2::{Digest, Sha256};
-    // Leases are named by upload id; a key gets an id of its own, derived.
-    let digest = Sha256::digest(format!("idempotency-key|{key}"));
-    let id = Uuid::from_slice(&digest[..16]).expect("16 bytes");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut pause = Duration::from_millis(10);
     loop {
         let lease = ctx
             .store
-            .try_lease(id, "create", LEASE_TTL)
+            .try_lease(LeaseOf::Create(key.to_owned()), LEASE_TTL)
             .await
             .map_err(|e| store_error(ctx, e))?;
         if let Some(lease) = lease {
@@ -546,7 +542,7 @@ pub async fn status(ctx: &AppContext, id: Uuid) -> Result<UploadView, ApiError> 
 /// its completion lease (the assembly died with its process). Called by a
 /// client's poll and by the janitor. Returns whether it started one.
 pub async fn resume_assembly(ctx: &AppContext, id: Uuid) -> bool {
-    match ctx.store.try_lease(id, "complete", LEASE_TTL).await {
+    match ctx.store.try_lease(LeaseOf::Complete(id), LEASE_TTL).await {
         Ok(Some(lease)) => {
             tracing::info!(upload_id = %id, "resuming an interrupted assembly");
             drop(spawn_assembly(ctx, id, lease));
@@ -602,7 +598,7 @@ where
     // written again.
     let (lease, rec) = ctx
         .store
-        .lease_and_get(id, &format!("chunk:{index}"), LEASE_TTL)
+        .lease_and_get(id, index, LEASE_TTL)
         .await
         .map_err(|e| store_error(ctx, e))?
         .ok_or(ApiError::ChunkInProgress { index })?;
@@ -895,11 +891,11 @@ impl LeaseGuard {
         tokio::select! {
             out = work => Ok(out),
             () = renew => {
-                tracing::warn!(upload_id = %lease.upload, lease = %lease.name, "lease lost; stopping");
-                Err(match lease.name.strip_prefix("chunk:").and_then(|i| i.parse().ok()) {
-                    Some(index) => ApiError::ChunkInProgress { index },
-                    None if lease.name == "create" => ApiError::CreateInProgress,
-                    None => ApiError::UploadAssembling(lease.upload.to_string()),
+                tracing::warn!(lease = %lease.of, "lease lost; stopping");
+                Err(match &lease.of {
+                    LeaseOf::Chunk { index, .. } => ApiError::ChunkInProgress { index: *index },
+                    LeaseOf::Create(_) => ApiError::CreateInProgress,
+                    LeaseOf::Complete(upload) => ApiError::UploadAssembling(upload.to_string()),
                 })
             }
         }
@@ -913,7 +909,7 @@ impl LeaseGuard {
     async fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             if let Err(e) = self.ctx.store.release(&lease).await {
-                tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
+                tracing::warn!(error = %e, lease = %lease.of, "could not release lease; it will lapse");
             }
         }
     }
@@ -925,7 +921,7 @@ impl Drop for LeaseGuard {
             let store = self.ctx.store.clone();
             tokio::spawn(async move {
                 if let Err(e) = store.release(&lease).await {
-                    tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
+                    tracing::warn!(error = %e, lease = %lease.of, "could not release lease; it will lapse");
                 }
             });
         }
@@ -1014,7 +1010,7 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, ApiError
         }
         let lease = ctx
             .store
-            .try_lease(id, "complete", LEASE_TTL)
+            .try_lease(LeaseOf::Complete(id), LEASE_TTL)
             .await
             .map_err(|e| store_error(ctx, e))?;
         if let Some(lease) = lease {

@@ -23,7 +23,7 @@ use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{rules, ChunkMark, Insert, Lease, Rate, StateStore, StoreError, Update};
+use super::{rules, ChunkMark, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update};
 use crate::clock::Clock;
 use crate::config::Durability;
 use crate::hashing::HashState;
@@ -46,8 +46,8 @@ type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
 
-/// Leases held in this process: (upload, name) → (token, until ms on the clock).
-type LeaseMap = HashMap<(Uuid, String), (u64, i64)>;
+/// Leases held in this process: what each guards → (token, until ms on the clock).
+type LeaseMap = HashMap<LeaseOf, (u64, i64)>;
 
 /// Rate buckets: name → theoretical arrival time (µs on the clock), see
 /// [`rules::take_token`]. In memory: a bucket is worth no commit per request,
@@ -447,34 +447,26 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {
         // One process owns the database, so leases need not outlive it: a map
         // in memory is enough, and a crash releases every lease with it. They
         // lapse by the store's clock, so a test can make them lapse at once.
-        let key = (id, name.to_owned());
         let mut leases = self.leases.lock().expect("lease map poisoned");
         let now = self.clock.now_ms();
-        if leases.get(&key).is_some_and(|(_, until)| *until > now) {
+        if leases.get(&of).is_some_and(|(_, until)| *until > now) {
             return Ok(None);
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        leases.insert(key, (token, now + ttl.as_millis() as i64));
+        leases.insert(of.clone(), (token, now + ttl.as_millis() as i64));
         Ok(Some(Lease {
-            upload: id,
-            name: name.to_owned(),
+            of,
             token: token.to_string(),
         }))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let key = (lease.upload, lease.name.clone());
         let mut leases = self.leases.lock().expect("lease map poisoned");
-        match leases.get_mut(&key) {
+        match leases.get_mut(&lease.of) {
             Some((token, until)) if token.to_string() == lease.token => {
                 *until = self.clock.now_ms() + ttl.as_millis() as i64;
                 Ok(true)
@@ -504,13 +496,12 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let key = (lease.upload, lease.name.clone());
         let mut leases = self.leases.lock().expect("lease map poisoned");
         if leases
-            .get(&key)
+            .get(&lease.of)
             .is_some_and(|(token, _)| token.to_string() == lease.token)
         {
-            leases.remove(&key);
+            leases.remove(&lease.of);
         }
         Ok(())
     }

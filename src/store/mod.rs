@@ -62,12 +62,33 @@ pub struct ChunkMark {
     pub expires_at: i64,
 }
 
-/// An acquired lease on one upload; hand it back to [`StateStore::release`].
+/// What a lease guards: one writer at a time for each. The store derives
+/// its key names from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LeaseOf {
+    /// Writing chunk `index` of an upload.
+    Chunk { upload: Uuid, index: u64 },
+    /// Assembling an upload.
+    Complete(Uuid),
+    /// Creating the upload of an Idempotency-Key (as scoped to its caller),
+    /// so that a retry racing its first attempt waits for its answer.
+    Create(String),
+}
+
+impl std::fmt::Display for LeaseOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseOf::Chunk { upload, index } => write!(f, "chunk {index} of {upload}"),
+            LeaseOf::Complete(upload) => write!(f, "completion of {upload}"),
+            LeaseOf::Create(key) => write!(f, "create with key {key}"),
+        }
+    }
+}
+
+/// An acquired lease; hand it back to [`StateStore::release`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    pub upload: Uuid,
-    /// What it guards within the upload, e.g. `chunk:3` or `complete`.
-    pub name: String,
+    pub of: LeaseOf,
     /// Proves the holder: releasing needs it, so a lease that lapsed and was
     /// taken by someone else is not released by its first holder.
     pub token: String,
@@ -183,14 +204,10 @@ pub trait StateStore {
         now_ms: i64,
     ) -> Result<Option<UploadRecord>, StoreError>;
 
-    /// Takes the lease `name` of upload `id` for `ttl` if nobody holds it. A
-    /// lease whose holder died lapses after `ttl`.
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError>;
+    /// Takes the lease `of` for `ttl` if nobody holds it. A lease whose holder
+    /// died lapses after `ttl`. Leases need not be durable: the embedded
+    /// store's die with its process, which is their only holder.
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError>;
 
     /// Gives a lease back; a lease that lapsed and was taken by another holder
     /// is left alone.
@@ -209,16 +226,17 @@ pub trait StateStore {
     /// forgets them lets a caller burst once more, nothing worse.
     async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError>;
 
-    /// [`StateStore::try_lease`], then (only if the lease was taken) the
-    /// record as it stands after it: what every chunk request starts with, in
-    /// one round trip where the backend can.
+    /// [`StateStore::try_lease`] of chunk `index` of upload `id`, then (only
+    /// if the lease was taken) the record as it stands after it: what every
+    /// chunk request starts with, in one round trip where the backend can.
     async fn lease_and_get(
         &self,
         id: Uuid,
-        name: &str,
+        index: u64,
         ttl: Duration,
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
-        let Some(lease) = self.try_lease(id, name, ttl).await? else {
+        let chunk = LeaseOf::Chunk { upload: id, index };
+        let Some(lease) = self.try_lease(chunk, ttl).await? else {
             return Ok(None);
         };
         match self.get_upload(id).await {
@@ -320,13 +338,8 @@ impl StateStore for Store {
     ) -> Result<Option<UploadRecord>, StoreError> {
         dispatch!(self, s => s.delete_expired(id, now_ms).await)
     }
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        dispatch!(self, s => s.try_lease(id, name, ttl).await)
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        dispatch!(self, s => s.try_lease(of, ttl).await)
     }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         dispatch!(self, s => s.release(lease).await)
@@ -340,10 +353,10 @@ impl StateStore for Store {
     async fn lease_and_get(
         &self,
         id: Uuid,
-        name: &str,
+        index: u64,
         ttl: Duration,
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
-        dispatch!(self, s => s.lease_and_get(id, name, ttl).await)
+        dispatch!(self, s => s.lease_and_get(id, index, ttl).await)
     }
     async fn record_chunk_and_release(
         &self,

@@ -7,7 +7,9 @@
 //!   `expires`, `hash`, `hash_len`, `file`, `failure`) are kept beside it so that
 //!   Lua scripts update them without decoding JSON.
 //! - `P{<id>}:chunks`: the received-chunk bitmap (`SETBIT`/`BITCOUNT`).
-//! - `P{<id>}:lease:<name>`: leases (`SET NX PX`, released by token).
+//! - `P{<id>}:lease:chunk:<index>`, `P{<id>}:lease:complete`: the leases of
+//!   one upload (`SET NX PX`, released by token); `Please:create:<key>`: the
+//!   lease of a create with an `Idempotency-Key`.
 //! - `Pexpiry`: a sorted set of upload ids by `expires_at`, the janitor's index.
 //! - `Pidem:<key>`: the first answer for an `Idempotency-Key`.
 //! - `Prate:<bucket>`: a rate bucket (GCRA), see `RATE_LIMIT`.
@@ -30,7 +32,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, Pipeline, RedisError};
 use uuid::Uuid;
 
-use super::{ChunkMark, Insert, Lease, Rate, StateStore, StoreError, Update};
+use super::{ChunkMark, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update};
 use crate::hashing::HashState;
 use crate::upload::{ChunkSet, Failure, FileInfo, UploadRecord};
 
@@ -299,8 +301,13 @@ impl RedisStore {
         format!("{}{{{id}}}:chunks", self.prefix)
     }
 
-    fn lease_key(&self, id: Uuid, name: &str) -> String {
-        format!("{}{{{id}}}:lease:{name}", self.prefix)
+    fn lease_key(&self, of: &LeaseOf) -> String {
+        let prefix = &self.prefix;
+        match of {
+            LeaseOf::Chunk { upload, index } => format!("{prefix}{{{upload}}}:lease:chunk:{index}"),
+            LeaseOf::Complete(upload) => format!("{prefix}{{{upload}}}:lease:complete"),
+            LeaseOf::Create(key) => format!("{prefix}lease:create:{key}"),
+        }
     }
 
     fn index(&self) -> String {
@@ -314,7 +321,7 @@ impl RedisStore {
     /// Adds the taking of `lease` (`SET NX PX`; answers nil if it is held).
     fn add_lease(&self, pipe: &mut Pipeline, lease: &Lease, ttl: Duration) {
         pipe.cmd("SET")
-            .arg(self.lease_key(lease.upload, &lease.name))
+            .arg(self.lease_key(&lease.of))
             .arg(&lease.token)
             .arg("NX")
             .arg("PX")
@@ -335,10 +342,9 @@ impl RedisStore {
 }
 
 /// A lease to try for, with a fresh random token.
-fn new_lease(id: Uuid, name: &str) -> Lease {
+fn new_lease(of: LeaseOf) -> Lease {
     Lease {
-        upload: id,
-        name: name.to_owned(),
+        of,
         token: Uuid::new_v4().simple().to_string(),
     }
 }
@@ -682,13 +688,8 @@ impl StateStore for RedisStore {
         Ok(rec)
     }
 
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        let lease = new_lease(id, name);
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let lease = new_lease(of);
         let (set,): (Option<String>,) = self
             .query(|| {
                 let mut p = redis::pipe();
@@ -717,11 +718,9 @@ impl StateStore for RedisStore {
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.query::<(i64,)>(|| {
             let mut p = redis::pipe();
-            self.scripts.release.add(
-                &mut p,
-                &[&self.lease_key(lease.upload, &lease.name)],
-                &[&lease.token],
-            );
+            self.scripts
+                .release
+                .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
             p
         })
         .await
@@ -734,7 +733,7 @@ impl StateStore for RedisStore {
                 let mut p = redis::pipe();
                 self.scripts.renew.add(
                     &mut p,
-                    &[&self.lease_key(lease.upload, &lease.name)],
+                    &[&self.lease_key(&lease.of)],
                     &[&lease.token, &ttl.as_millis()],
                 );
                 p
@@ -746,12 +745,12 @@ impl StateStore for RedisStore {
     async fn lease_and_get(
         &self,
         id: Uuid,
-        name: &str,
+        index: u64,
         ttl: Duration,
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
         // One round trip: the read runs after the SET in Redis's order, so it
         // sees everything the lease's previous holder recorded.
-        let lease = new_lease(id, name);
+        let lease = new_lease(LeaseOf::Chunk { upload: id, index });
         let (set, fields, bitmap): (Option<String>, Fields, Option<Vec<u8>>) = self
             .query(|| {
                 let mut p = redis::pipe();
@@ -813,11 +812,9 @@ impl RedisStore {
                 .ignore();
             self.add_read(&mut p, id);
             if let Some(lease) = lease {
-                self.scripts.release.add(
-                    &mut p,
-                    &[&self.lease_key(lease.upload, &lease.name)],
-                    &[&lease.token],
-                );
+                self.scripts
+                    .release
+                    .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
                 p.ignore();
             }
             p

@@ -19,7 +19,9 @@ use crate::hashing::HashState;
 use crate::limits::content::{self, SNIFF_LEN};
 use crate::limits::{idle_limited, BodyError};
 use crate::storage::{StorageError, WriteError};
-use crate::store::{ChunkMark, Insert, Lease, LeaseOf, StateStore, StoreError, Update};
+use crate::store::{
+    ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, StateStore, StoreError, Update,
+};
 use crate::upload::{ChunkSet, Failure, FileInfo, Status, UploadRecord, UploadView};
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
@@ -261,8 +263,8 @@ pub async fn create(
     // Renewed while it lasts: a create queued behind others at the disk
     // guard may take longer than one lease.
     let work = async {
-        match ctx.store.idempotent_answer(&key).await {
-            Ok(Some(answer)) => replay(answer, &request_digest),
+        match ctx.store.idempotency_record(&key).await {
+            Ok(Some(first)) => replay(&first, &request_digest),
             Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
             Err(e) => Err(store_error(ctx, e)),
         }
@@ -301,7 +303,7 @@ async fn start(
             Ok(answer)
         }
         // Only without the key's lease (an older instance racing): still the first answer.
-        Insert::Existing(first) => replay(first, idempotency.map_or("", |(_, r)| r)),
+        Insert::Existing(first) => replay(&first, idempotency.map_or("", |(_, r)| r)),
     }
 }
 
@@ -338,13 +340,11 @@ fn request_digest(req: &CreateRequest) -> String {
 /// The answer kept under an Idempotency-Key, for a retry of the same request;
 /// another request with that key gets 422 rather than an upload of another
 /// file (as the IETF Idempotency-Key draft advises).
-fn replay(entry: serde_json::Value, request_digest: &str) -> Result<serde_json::Value, ApiError> {
-    match entry.get("answer") {
-        Some(answer) if entry["request"] == request_digest => Ok(answer.clone()),
-        Some(_) => Err(ApiError::IdempotencyKeyReused),
-        // Kept by a version that stored the answer alone.
-        None => Ok(entry),
-    }
+fn replay(first: &IdempotencyRecord, request_digest: &str) -> Result<serde_json::Value, ApiError> {
+    first
+        .replay(request_digest)
+        .cloned()
+        .ok_or(ApiError::IdempotencyKeyReused)
 }
 
 /// Reserves the new upload's place on disk, then records it (with its
@@ -363,7 +363,7 @@ async fn insert(
     let entry = idempotency.map(|(key, request)| {
         (
             key,
-            serde_json::json!({"request": request, "answer": answer}),
+            IdempotencyRecord::new(record.id, request, answer.clone()),
         )
     });
     let inserted = ctx

@@ -23,7 +23,10 @@ use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{rules, ChunkMark, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update};
+use super::{
+    rules, ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, Rate, StateStore, StoreError,
+    Update,
+};
 use crate::clock::Clock;
 use crate::config::Durability;
 use crate::hashing::HashState;
@@ -33,7 +36,7 @@ use crate::upload::{Failure, FileInfo, UploadRecord};
 const UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("uploads");
 /// (expires_at ms, upload id) → (): the janitor's index, in expiry order.
 const EXPIRY: TableDefinition<(i64, u128), ()> = TableDefinition::new("expiry");
-/// Idempotency-Key → {"id", "answer"} (JSON).
+/// Idempotency-Key → [`IdempotencyRecord::to_json`].
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 
 /// Token name → (uses, lapses at ms): the counts behind `max_uploads`.
@@ -274,24 +277,18 @@ impl StateStore for EmbeddedStore {
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError> {
         let rec = record.clone();
-        let idem = idempotency
-            .map(|(k, v)| (k.to_owned(), serde_json::json!({"id": rec.id, "answer": v})));
+        let idem = idempotency.map(|(key, first)| (key.to_owned(), first.to_json()));
         self.write(true, move |txn| {
             if let Some((key, value)) = &idem {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
                 if let Some(existing) = table.get(key.as_str()).map_err(unavailable)? {
-                    let stored: serde_json::Value = serde_json::from_slice(existing.value())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    return Ok(Insert::Existing(stored["answer"].clone()));
+                    return IdempotencyRecord::from_json(existing.value()).map(Insert::Existing);
                 }
                 table
-                    .insert(
-                        key.as_str(),
-                        serde_json::to_vec(value).unwrap_or_default().as_slice(),
-                    )
+                    .insert(key.as_str(), value.as_bytes())
                     .map_err(unavailable)?;
             }
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
@@ -307,16 +304,14 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let key = key.to_owned();
         self.read(move |txn| {
             let table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-            let Some(v) = table.get(key.as_str()).map_err(unavailable)? else {
-                return Ok(None);
-            };
-            let stored: serde_json::Value = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok(Some(stored["answer"].clone()))
+            match table.get(key.as_str()).map_err(unavailable)? {
+                None => Ok(None),
+                Some(v) => IdempotencyRecord::from_json(v.value()).map(Some),
+            }
         })
         .await
     }

@@ -48,8 +48,97 @@ pub enum Update {
 #[derive(Debug)]
 pub enum Insert {
     Created,
-    /// The idempotency key was already used: the first create's answer.
-    Existing(serde_json::Value),
+    /// The idempotency key was already used: what the first create kept.
+    Existing(IdempotencyRecord),
+}
+
+/// What an `Idempotency-Key` keeps: the first create's answer, and a digest
+/// of its request so that the key reused for another request is told apart
+/// from a retry. Every backend stores it as [`IdempotencyRecord::to_json`]
+/// gives it, and reads it back with [`IdempotencyRecord::from_json`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    /// The upload the first create started.
+    pub upload: Uuid,
+    /// The digest of the first create's request; `None` in a record kept by
+    /// a version that stored the answer alone.
+    pub request: Option<String>,
+    /// The first create's answer (the upload object).
+    pub answer: serde_json::Value,
+}
+
+/// An [`IdempotencyRecord`] as stored: `{"id", "answer": {"request",
+/// "answer"}}`, the very form earlier versions wrote and read (instances of
+/// two versions may share one Redis during an upgrade). The oldest form has
+/// the answer alone in place of the inner object.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredIdempotency {
+    #[serde(default)]
+    id: Option<Uuid>,
+    answer: serde_json::Value,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RequestAndAnswer {
+    request: String,
+    answer: serde_json::Value,
+}
+
+impl IdempotencyRecord {
+    pub fn new(upload: Uuid, request: &str, answer: serde_json::Value) -> Self {
+        IdempotencyRecord {
+            upload,
+            request: Some(request.to_owned()),
+            answer,
+        }
+    }
+
+    /// The answer for a create whose request has the digest `request`: the
+    /// first answer if it is a retry of the same request (or the record
+    /// predates digests), `None` if the key was used for another request.
+    pub fn replay(&self, request: &str) -> Option<&serde_json::Value> {
+        match &self.request {
+            Some(first) if first != request => None,
+            _ => Some(&self.answer),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let answer = match &self.request {
+            Some(request) => serde_json::json!({"request": request, "answer": self.answer}),
+            None => self.answer.clone(),
+        };
+        let stored = StoredIdempotency {
+            id: Some(self.upload),
+            answer,
+        };
+        serde_json::to_string(&stored).expect("JSON values always serialise")
+    }
+
+    pub fn from_json(json: &[u8]) -> Result<Self, StoreError> {
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt(format!("idempotency record: {e}"));
+        let stored: StoredIdempotency = serde_json::from_slice(json).map_err(corrupt)?;
+        let (request, answer) = if stored.answer.get("answer").is_some() {
+            let both: RequestAndAnswer = serde_json::from_value(stored.answer).map_err(corrupt)?;
+            (Some(both.request), both.answer)
+        } else {
+            (None, stored.answer)
+        };
+        let upload = stored
+            .id
+            .or_else(|| {
+                answer["id"]
+                    .as_str()
+                    .and_then(|id| Uuid::try_parse(id).ok())
+            })
+            .unwrap_or_default();
+        Ok(IdempotencyRecord {
+            upload,
+            request,
+            answer,
+        })
+    }
 }
 
 /// One chunk whose bytes are durable on disk, to be counted.
@@ -134,16 +223,18 @@ pub trait StateStore {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Atomically and durably inserts a new upload. With an idempotency key,
-    /// inserts only if the key is unused, remembering `answer` for it; if the key
-    /// is taken, inserts nothing and returns the stored answer.
+    /// inserts only if the key is unused, keeping `first` under it; if the
+    /// key is taken, inserts nothing and returns what it keeps. Of two
+    /// inserts racing with one key, exactly one creates. The key is deleted
+    /// with the upload ([`StateStore::delete_expired`]).
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError>;
 
-    /// The answer stored for an idempotency key, if it was used.
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// What an idempotency key keeps, if it was used.
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Adds `delta` (1 to count a use, -1 to give one back) to the uses of a
     /// token with `max_uploads`, named `name`, and returns the new count.
@@ -287,12 +378,12 @@ impl StateStore for Store {
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError> {
         dispatch!(self, s => s.insert_upload(record, idempotency).await)
     }
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        dispatch!(self, s => s.idempotent_answer(key).await)
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        dispatch!(self, s => s.idempotency_record(key).await)
     }
     async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError> {
         dispatch!(self, s => s.add_use(name, delta, until_ms).await)
@@ -463,5 +554,40 @@ pub mod rules {
             return Err(allow_at - now_us);
         }
         Ok(tat + rate.interval_us())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn idempotency_records_keep_the_form_earlier_versions_read() {
+        let id = Uuid::new_v4();
+        let first = IdempotencyRecord::new(id, "d1", json!({"id": id, "size": 3}));
+        let stored: serde_json::Value = serde_json::from_str(&first.to_json()).unwrap();
+        assert_eq!(
+            stored,
+            json!({"id": id, "answer": {"request": "d1", "answer": {"id": id, "size": 3}}})
+        );
+        let read = IdempotencyRecord::from_json(first.to_json().as_bytes()).unwrap();
+        assert_eq!(read, first);
+        assert_eq!(read.replay("d1"), Some(&json!({"id": id, "size": 3})));
+        assert_eq!(read.replay("d2"), None, "another request with the key");
+    }
+
+    #[test]
+    fn an_idempotency_record_with_the_answer_alone_replays_for_any_request() {
+        let id = Uuid::new_v4();
+        let old = json!({"id": id, "answer": {"id": id, "size": 3}}).to_string();
+        let read = IdempotencyRecord::from_json(old.as_bytes()).unwrap();
+        assert_eq!(read.upload, id);
+        assert_eq!(read.request, None);
+        assert_eq!(read.replay("anything"), Some(&json!({"id": id, "size": 3})));
+        assert!(matches!(
+            IdempotencyRecord::from_json(b"not json"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

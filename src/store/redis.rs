@@ -11,7 +11,7 @@
 //!   one upload (`SET NX PX`, released by token); `Please:create:<key>`: the
 //!   lease of a create with an `Idempotency-Key`.
 //! - `Pexpiry`: a sorted set of upload ids by `expires_at`, the janitor's index.
-//! - `Pidem:<key>`: the first answer for an `Idempotency-Key`.
+//! - `Pidem:<key>`: what an `Idempotency-Key` keeps ([`IdempotencyRecord`]).
 //! - `Prate:<bucket>`: a rate bucket (GCRA), see `RATE_LIMIT`.
 //! - `Puses:<token>`: the use count of a token with `max_uploads`.
 //!
@@ -32,7 +32,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, Pipeline, RedisError};
 use uuid::Uuid;
 
-use super::{ChunkMark, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update};
+use super::{
+    ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update,
+};
 use crate::hashing::HashState;
 use crate::upload::{ChunkSet, Failure, FileInfo, UploadRecord};
 
@@ -401,12 +403,12 @@ impl StateStore for RedisStore {
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError> {
         let id = record.id;
         let ttl_ms = (record.expires_at - record.created_at).max(1000) + KEY_GRACE_MS;
-        if let Some((key, answer)) = idempotency {
-            let value = serde_json::json!({"id": id, "answer": answer}).to_string();
+        if let Some((key, first)) = idempotency {
+            let value = first.to_json();
             let (set, existing): (Option<String>, Option<String>) = self
                 .query(|| {
                     let mut p = redis::pipe();
@@ -421,9 +423,12 @@ impl StateStore for RedisStore {
                 })
                 .await?;
             if set.is_none() {
-                let stored: serde_json::Value =
-                    serde_json::from_str(&existing.unwrap_or_default()).map_err(corrupt)?;
-                return Ok(Insert::Existing(stored["answer"].clone()));
+                // Taken: what the key keeps, unless the janitor deleted it in
+                // between (then a retry creates afresh).
+                let existing = existing.ok_or_else(|| {
+                    StoreError::Unavailable("idempotency key deleted meanwhile; retry".into())
+                })?;
+                return IdempotencyRecord::from_json(existing.as_bytes()).map(Insert::Existing);
             }
         }
         let rec_json = serde_json::to_string(record).map_err(corrupt)?;
@@ -495,7 +500,7 @@ impl StateStore for RedisStore {
         Ok(0)
     }
 
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (stored,): (Option<String>,) = self
             .query(|| {
                 let mut p = redis::pipe();
@@ -503,13 +508,9 @@ impl StateStore for RedisStore {
                 p
             })
             .await?;
-        match stored {
-            None => Ok(None),
-            Some(s) => {
-                let v: serde_json::Value = serde_json::from_str(&s).map_err(corrupt)?;
-                Ok(Some(v["answer"].clone()))
-            }
-        }
+        stored
+            .map(|s| IdempotencyRecord::from_json(s.as_bytes()))
+            .transpose()
     }
 
     async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {

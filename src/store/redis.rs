@@ -83,9 +83,14 @@ redis.call('PEXPIREAT', KEYS[2], until_ms)
 return 1
 "#;
 
-/// Compare-and-set of the running hash. Returns 1 if it was replaced.
+/// Compare-and-set of the running hash, `rules::advance_hash`: from ARGV[1]
+/// bytes to ARGV[2] (forward, never past the file's size). Returns 1 if it
+/// was replaced.
 const ADVANCE_HASH: &str = r#"
 if redis.call('HGET', KEYS[1], 'hash_len') ~= ARGV[1] then return 0 end
+local to = tonumber(ARGV[2])
+if to <= tonumber(ARGV[1]) then return 0 end
+if to > cjson.decode(redis.call('HGET', KEYS[1], 'rec')).size then return 0 end
 redis.call('HSET', KEYS[1], 'hash', ARGV[3], 'hash_len', ARGV[2])
 return 1
 "#;

@@ -7,6 +7,12 @@
 //! requests (or two processes sharing Redis) can never lose each other's update:
 //! there is no read-modify-write across calls. Callers read a record to decide
 //! what to do, then ask for a transition that the store re-checks atomically.
+//!
+//! Time: a rule about an upload's expiry takes `now_ms` from the caller, who
+//! reads [`crate::clock::Clock`]. Leases, use counts and rate buckets lapse by
+//! the backend's own time: the embedded store's clock (the same `Clock`), or
+//! Redis's (`PX`, `PEXPIREAT`, `TIME`), on which every instance agrees.
+//! `tests/state_store.rs` checks every guarantee below on both backends.
 
 pub mod embedded;
 pub mod redis;

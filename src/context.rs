@@ -1,5 +1,5 @@
-//! What every request handler and background task shares: settings, the state
-//! store, the bytes on disk, the metrics, and the gates a request passes
+//! What every request handler and background task shares: settings, the clock,
+//! the state store, the bytes on disk, the metrics, and the gates a request passes
 //! (credentials, rates, disk space, chunk slots). Cheap to clone.
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::auth::Authenticator;
 use crate::blobs::LocalDisk;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::limits::disk::DiskGuard;
 use crate::limits::inflight::ChunkSlots;
@@ -19,6 +20,8 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppContext {
     pub settings: Arc<Settings>,
+    /// What every time-dependent rule reads; tests move it forward.
+    pub clock: Clock,
     pub store: Store,
     pub storage: LocalDisk,
     pub metrics: Metrics,

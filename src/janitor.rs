@@ -4,7 +4,7 @@
 //! starts again assemblies that died with their process, and forgets the use
 //! counts of `max_uploads` tokens that expired.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +12,7 @@ use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core;
 use crate::store::StateStore;
-use crate::upload::{now_ms, Status};
+use crate::upload::Status;
 
 /// Uploads deleted per store query; a sweep repeats until none are left.
 const BATCH: usize = 500;
@@ -52,10 +52,12 @@ pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToke
     tracing::debug!("janitor stopped");
 }
 
-/// One pass over expired uploads and orphaned part files.
+/// One pass over expired uploads and orphaned part files, at the time
+/// `ctx.clock` reads: a test that advances the clock and then sweeps sees
+/// what a janitor would do that much later.
 pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
     let mut report = SweepReport::default();
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     loop {
         let ids = ctx.store.expired(now, BATCH).await?;
         let mut deleted_any = false;
@@ -100,9 +102,11 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
             }
             continue;
         }
-        let age = SystemTime::now()
-            .duration_since(part.modified)
-            .unwrap_or_default();
+        let modified_ms = part
+            .modified
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let age = Duration::from_millis(now.saturating_sub(modified_ms).max(0) as u64);
         if age < grace {
             continue;
         }

@@ -1,21 +1,14 @@
 //! Rate limits per caller: a token bucket for creates and one for chunk
 //! requests, keyed by API key, token subject or client address
-//! ([`crate::auth::Access::bucket`]). With the Redis store the buckets live in
-//! Redis so that every instance draws from the same ones; with the embedded
-//! store they live in memory (`governor`).
+//! ([`crate::auth::Access::bucket`]). The buckets are the state store's
+//! ([`StateStore::take_token`]): in Redis every instance draws from the same
+//! ones; the embedded store keeps them in memory.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::RateLimitSettings;
 use crate::core::Error;
-use crate::store::redis::RedisStore;
-use crate::store::Store;
+use crate::store::{Rate, StateStore, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
@@ -38,88 +31,42 @@ pub struct RateLimiter {
 }
 
 struct Inner {
-    settings: RateLimitSettings,
-    backend: Backend,
-    checks: AtomicU64,
-}
-
-enum Backend {
-    Memory {
-        create: DefaultKeyedRateLimiter<String>,
-        chunk: DefaultKeyedRateLimiter<String>,
-    },
-    Redis(RedisStore),
-}
-
-fn quota(per_second: f64, burst: u32) -> Quota {
-    let period = Duration::from_secs_f64(1.0 / per_second.max(1e-6));
-    Quota::with_period(period.max(Duration::from_nanos(1)))
-        .expect("period is above zero")
-        .allow_burst(NonZeroU32::new(burst.max(1)).expect("burst is above zero"))
+    enabled: bool,
+    create: Rate,
+    chunk: Rate,
+    store: Store,
 }
 
 impl RateLimiter {
     pub fn new(settings: &RateLimitSettings, store: &Store) -> RateLimiter {
-        let backend = match store {
-            Store::Redis(redis) => Backend::Redis(redis.clone()),
-            Store::Embedded(_) => Backend::Memory {
-                create: governor::RateLimiter::keyed(quota(
-                    settings.create_per_second,
-                    settings.create_burst,
-                )),
-                chunk: governor::RateLimiter::keyed(quota(
-                    settings.chunk_per_second,
-                    settings.chunk_burst,
-                )),
-            },
-        };
         RateLimiter {
             inner: Arc::new(Inner {
-                settings: settings.clone(),
-                backend,
-                checks: AtomicU64::new(0),
+                enabled: settings.enabled,
+                create: Rate::per_second(settings.create_per_second, settings.create_burst),
+                chunk: Rate::per_second(settings.chunk_per_second, settings.chunk_burst),
+                store: store.clone(),
             }),
         }
     }
 
     /// Takes one request from `caller`'s bucket, or answers 429 with how long
-    /// to wait. If Redis cannot be asked, the request goes: the request itself
-    /// will meet the same outage and say so.
+    /// to wait. If the store cannot be asked, the request goes: the request
+    /// itself will meet the same outage and say so.
     pub async fn check(&self, bucket: Bucket, caller: &str) -> Result<(), Error> {
-        let s = &self.inner.settings;
-        if !s.enabled {
+        let inner = &self.inner;
+        if !inner.enabled {
             return Ok(());
         }
-        let wait = match &self.inner.backend {
-            Backend::Memory { create, chunk } => {
-                let limiter = match bucket {
-                    Bucket::Create => create,
-                    Bucket::Chunk => chunk,
-                };
-                // Forget idle callers now and then, so memory stays bounded.
-                if self.inner.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
-                    limiter.retain_recent();
-                    limiter.shrink_to_fit();
-                }
-                match limiter.check_key(&caller.to_string()) {
-                    Ok(()) => None,
-                    Err(not_until) => Some(not_until.wait_time_from(DefaultClock::default().now())),
-                }
-            }
-            Backend::Redis(redis) => {
-                let (per_second, burst) = match bucket {
-                    Bucket::Create => (s.create_per_second, s.create_burst),
-                    Bucket::Chunk => (s.chunk_per_second, s.chunk_burst),
-                };
-                let interval = Duration::from_secs_f64(1.0 / per_second);
-                let name = format!("{}:{caller}", bucket.name());
-                match redis.take_from_bucket(&name, interval, burst).await {
-                    Ok(wait) => wait,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "rate limit not checked: store unavailable");
-                        None
-                    }
-                }
+        let rate = match bucket {
+            Bucket::Create => inner.create,
+            Bucket::Chunk => inner.chunk,
+        };
+        let name = format!("{}:{caller}", bucket.name());
+        let wait = match inner.store.take_token(&name, rate).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limit not checked: store unavailable");
+                None
             }
         };
         match wait {
@@ -139,6 +86,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn memory_buckets_allow_the_burst_then_refuse_with_a_wait() {
@@ -154,6 +102,7 @@ mod tests {
             crate::store::embedded::EmbeddedStore::open(
                 &dir.path().join("s.redb"),
                 crate::config::Durability::Relaxed,
+                crate::clock::Clock::system(),
             )
             .unwrap(),
         );

@@ -18,6 +18,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::Authenticator;
 use crate::blobs::LocalDisk;
+use crate::clock::Clock;
 use crate::config::{CorsSettings, Durability, Settings, StoreSettings};
 use crate::context::AppContext;
 use crate::http::framing::FramingServer;
@@ -85,6 +86,12 @@ impl Application {
     /// Opens everything and binds `settings.bind`; the server does not accept
     /// requests until [`Application::run_until_stopped`].
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// [`Application::build`] on another clock: tests pass an adjustable one
+    /// and move it forward (see [`AppContext::clock`]).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Application> {
         let auth = preflight(&settings)?;
         let sync = settings.durability == Durability::Full;
         let storage = LocalDisk::open(&settings.data_dir, sync).with_context(|| {
@@ -92,8 +99,12 @@ impl Application {
         })?;
         let store = match &settings.store {
             StoreSettings::Embedded { .. } => Store::Embedded(
-                EmbeddedStore::open(&settings.embedded_store_path(), settings.durability)
-                    .context("cannot open the embedded state store")?,
+                EmbeddedStore::open(
+                    &settings.embedded_store_path(),
+                    settings.durability,
+                    clock.clone(),
+                )
+                .context("cannot open the embedded state store")?,
             ),
             StoreSettings::Redis { url, key_prefix } => {
                 Store::Redis(connect_redis(url, key_prefix).await?)
@@ -122,6 +133,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let ctx = AppContext {
             settings: Arc::new(settings),
+            clock,
             store,
             storage,
             metrics: Metrics::new(),

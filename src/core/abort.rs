@@ -8,12 +8,11 @@ use crate::context::AppContext;
 use crate::core::live::{status_conflict, store_error};
 use crate::core::Error;
 use crate::store::{StateStore, Update};
-use crate::upload::now_ms;
 
 /// Aborts an upload: its bytes go at once, a tombstone stays for one TTL so
 /// that later requests get 410 instead of 404. Aborting twice is fine.
 pub async fn abort(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
-    let tombstone_until = now_ms() + ctx.settings.upload_ttl.as_millis() as i64;
+    let tombstone_until = ctx.clock.now_ms() + ctx.settings.upload_ttl.as_millis() as i64;
     match ctx
         .store
         .abort(id, tombstone_until)

@@ -20,7 +20,7 @@ use crate::core::write::{gone_meanwhile, write_range};
 use crate::core::{Error, LEASE_TTL};
 use crate::limits::{idle_limited, BodyError};
 use crate::store::{ChunkMark, StateStore, Update};
-use crate::upload::{now_ms, Status, UploadRecord};
+use crate::upload::{Status, UploadRecord};
 use crate::wire::ChunkAnswer;
 
 /// What a chunk request's `Content-Digest` asks of the server.
@@ -79,7 +79,7 @@ where
     // written again.
     let (lease, rec) = ctx
         .store
-        .lease_and_get(id, &format!("chunk:{index}"), LEASE_TTL)
+        .lease_and_get(id, index, LEASE_TTL)
         .await
         .map_err(|e| store_error(ctx, e))?
         .ok_or(Error::ChunkInProgress { index })?;
@@ -115,7 +115,7 @@ async fn put_chunk_leased<S>(
 where
     S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
 {
-    let rec = check_live(id, rec)?;
+    let rec = check_live(id, rec, ctx.clock.now_ms())?;
     if rec.status != Status::Uploading {
         return Err(status_conflict(&rec));
     }
@@ -183,7 +183,7 @@ where
             Err(WriteError::Storage(e)) => return Err(e.into()),
         };
     let chunk_sha = check_digest(digest.sha256, written.chunk_sha256)?;
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     let mark = ChunkMark {
         index,
         len: expected,

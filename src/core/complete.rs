@@ -11,8 +11,8 @@ use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{failed_completion, load_live, status_conflict, store_error};
 use crate::core::{Error, LEASE_TTL};
-use crate::store::{Lease, StateStore, Update};
-use crate::upload::{now_ms, Failure, FileInfo, Status, UploadRecord};
+use crate::store::{Lease, LeaseOf, StateStore, Update};
+use crate::upload::{Failure, FileInfo, Status, UploadRecord};
 
 /// What `complete` ended with.
 pub enum Completion {
@@ -35,7 +35,7 @@ pub async fn status(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
 /// its completion lease (the assembly died with its process). Called by a
 /// client's poll and by the janitor. Returns whether it started one.
 pub async fn resume_assembly(ctx: &AppContext, id: Uuid) -> bool {
-    match ctx.store.try_lease(id, "complete", LEASE_TTL).await {
+    match ctx.store.try_lease(LeaseOf::Complete(id), LEASE_TTL).await {
         Ok(Some(lease)) => {
             tracing::info!(upload_id = %id, "resuming an interrupted assembly");
             drop(spawn_assembly(ctx, id, lease));
@@ -65,7 +65,7 @@ pub async fn complete(ctx: &AppContext, id: Uuid) -> Result<Completion, Error> {
         }
         let lease = ctx
             .store
-            .try_lease(id, "complete", LEASE_TTL)
+            .try_lease(LeaseOf::Complete(id), LEASE_TTL)
             .await
             .map_err(|e| store_error(ctx, e))?;
         if let Some(lease) = lease {
@@ -151,7 +151,7 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         .finish_assembly(
             id,
             outcome,
-            now_ms() + ctx.settings.upload_ttl.as_millis() as i64,
+            ctx.clock.now_ms() + ctx.settings.upload_ttl.as_millis() as i64,
         )
         .await
         .map_err(|e| store_error(ctx, e))?;

@@ -10,8 +10,8 @@ use crate::core::quota::UseLimit;
 use crate::core::Error;
 use crate::hashing::HashState;
 use crate::limits::content;
-use crate::store::{Insert, StateStore};
-use crate::upload::{now_ms, ChunkSet, Status, UploadRecord};
+use crate::store::{IdempotencyRecord, Insert, StateStore};
+use crate::upload::{ChunkSet, Status, UploadRecord};
 use crate::wire::{CreateRequest, UploadView};
 use uuid::Uuid;
 
@@ -53,7 +53,7 @@ async fn create_answer(
     };
     content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
     let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
-    let now = now_ms();
+    let now = ctx.clock.now_ms();
     let record = UploadRecord {
         id: Uuid::new_v4(),
         filename,
@@ -82,8 +82,8 @@ async fn create_answer(
     // Renewed while it lasts: a create queued behind others at the disk
     // guard may take longer than one lease.
     let work = async {
-        match ctx.store.idempotent_answer(&key).await {
-            Ok(Some(answer)) => replay(answer, &request_digest),
+        match ctx.store.idempotency_record(&key).await {
+            Ok(Some(first)) => replay(&first, &request_digest),
             Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
             Err(e) => Err(store_error(ctx, e)),
         }
@@ -123,7 +123,7 @@ async fn start(
             Ok(answer)
         }
         // Only without the key's lease (an older instance racing): still the first answer.
-        Insert::Existing(first) => replay(first, idempotency.map_or("", |(_, r)| r)),
+        Insert::Existing(first) => replay(&first, idempotency.map_or("", |(_, r)| r)),
     }
 }
 
@@ -143,7 +143,7 @@ async fn insert(
     let entry = idempotency.map(|(key, request)| {
         (
             key,
-            serde_json::json!({"request": request, "answer": answer}),
+            IdempotencyRecord::new(record.id, request, answer.clone()),
         )
     });
     let inserted = ctx

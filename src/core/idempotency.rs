@@ -4,13 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
-
 use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::store_error;
 use crate::core::{Error, LEASE_TTL};
-use crate::store::StateStore;
+use crate::store::{IdempotencyRecord, LeaseOf, StateStore};
 use crate::wire::CreateRequest;
 
 /// Checks an `Idempotency-Key` header and scopes it to the caller, so that
@@ -53,16 +51,12 @@ fn scope_encoding(caller: Option<&str>, key: &str) -> Vec<u8> {
 /// Takes the lease that lets one create request with this Idempotency-Key
 /// proceed at a time, waiting a little for another holder to finish.
 pub(super) async fn hold_key(ctx: &AppContext, key: &str) -> Result<LeaseGuard, Error> {
-    use sha2::{Digest, Sha256};
-    // Leases are named by upload id; a key gets an id of its own, derived.
-    let digest = Sha256::digest(format!("idempotency-key|{key}"));
-    let id = Uuid::from_slice(&digest[..16]).expect("16 bytes");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut pause = Duration::from_millis(10);
     loop {
         let lease = ctx
             .store
-            .try_lease(id, "create", LEASE_TTL)
+            .try_lease(LeaseOf::Create(key.to_owned()), LEASE_TTL)
             .await
             .map_err(|e| store_error(ctx, e))?;
         if let Some(lease) = lease {
@@ -88,15 +82,13 @@ pub(super) fn request_digest(req: &CreateRequest) -> String {
 /// another request with that key gets 422 rather than an upload of another
 /// file (as the IETF Idempotency-Key draft advises).
 pub(super) fn replay(
-    entry: serde_json::Value,
+    first: &IdempotencyRecord,
     request_digest: &str,
 ) -> Result<serde_json::Value, Error> {
-    match entry.get("answer") {
-        Some(answer) if entry["request"] == request_digest => Ok(answer.clone()),
-        Some(_) => Err(Error::IdempotencyKeyReused),
-        // Kept by a version that stored the answer alone.
-        None => Ok(entry),
-    }
+    first
+        .replay(request_digest)
+        .cloned()
+        .ok_or(Error::IdempotencyKeyReused)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use crate::context::AppContext;
 use crate::core::{Error, LEASE_TTL};
-use crate::store::{Lease, StateStore};
+use crate::store::{Lease, LeaseOf, StateStore};
 
 /// Holds a lease: [`LeaseGuard::release`] gives it back; if the holder is
 /// dropped first (a cancelled request), the lease is given back in the
@@ -44,11 +44,11 @@ impl LeaseGuard {
         tokio::select! {
             out = work => Ok(out),
             () = renew => {
-                tracing::warn!(upload_id = %lease.upload, lease = %lease.name, "lease lost; stopping");
-                Err(match lease.name.strip_prefix("chunk:").and_then(|i| i.parse().ok()) {
-                    Some(index) => Error::ChunkInProgress { index },
-                    None if lease.name == "create" => Error::CreateInProgress,
-                    None => Error::UploadAssembling(lease.upload.to_string()),
+                tracing::warn!(lease = %lease.of, "lease lost; stopping");
+                Err(match &lease.of {
+                    LeaseOf::Chunk { index, .. } => Error::ChunkInProgress { index: *index },
+                    LeaseOf::Create(_) => Error::CreateInProgress,
+                    LeaseOf::Complete(upload) => Error::UploadAssembling(upload.to_string()),
                 })
             }
         }
@@ -62,7 +62,7 @@ impl LeaseGuard {
     pub(super) async fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             if let Err(e) = self.ctx.store.release(&lease).await {
-                tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
+                tracing::warn!(error = %e, lease = %lease.of, "could not release lease; it will lapse");
             }
         }
     }
@@ -74,7 +74,7 @@ impl Drop for LeaseGuard {
             let store = self.ctx.store.clone();
             tokio::spawn(async move {
                 if let Err(e) = store.release(&lease).await {
-                    tracing::warn!(error = %e, upload_id = %lease.upload, lease = %lease.name, "could not release lease; it will lapse");
+                    tracing::warn!(error = %e, lease = %lease.of, "could not release lease; it will lapse");
                 }
             });
         }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::context::AppContext;
 use crate::core::Error;
 use crate::store::{StateStore, StoreError};
-use crate::upload::{now_ms, Failure, Status, UploadRecord};
+use crate::upload::{Failure, Status, UploadRecord};
 
 /// Reads a record that must exist and be open for requests: 404 if unknown,
 /// 410 if expired or aborted.
@@ -16,15 +16,19 @@ pub(super) async fn load_live(ctx: &AppContext, id: Uuid) -> Result<UploadRecord
         .get_upload(id)
         .await
         .map_err(|e| store_error(ctx, e))?;
-    check_live(id, rec)
+    check_live(id, rec, ctx.clock.now_ms())
 }
 
-pub(super) fn check_live(id: Uuid, rec: Option<UploadRecord>) -> Result<UploadRecord, Error> {
+pub(super) fn check_live(
+    id: Uuid,
+    rec: Option<UploadRecord>,
+    now_ms: i64,
+) -> Result<UploadRecord, Error> {
     let rec = rec.ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
     if rec.status == Status::Aborted {
         return Err(Error::UploadAborted(id.to_string()));
     }
-    if rec.is_expired(now_ms()) {
+    if rec.is_expired(now_ms) {
         return Err(Error::UploadExpired(id.to_string()));
     }
     Ok(rec)

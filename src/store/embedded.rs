@@ -17,13 +17,17 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{rules, ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use super::{
+    rules, ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, Rate, StateStore, StoreError,
+    Update,
+};
+use crate::clock::Clock;
 use crate::config::Durability;
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
@@ -32,7 +36,7 @@ use crate::upload::{Failure, FileInfo, UploadRecord};
 const UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("uploads");
 /// (expires_at ms, upload id) → (): the janitor's index, in expiry order.
 const EXPIRY: TableDefinition<(i64, u128), ()> = TableDefinition::new("expiry");
-/// Idempotency-Key → {"id", "answer"} (JSON).
+/// Idempotency-Key → [`IdempotencyRecord::to_json`].
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 
 /// Token name → (uses, lapses at ms): the counts behind `max_uploads`.
@@ -45,8 +49,22 @@ type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
 
-/// Leases held in this process: (upload, name) → (token, until).
-type LeaseMap = HashMap<(Uuid, String), (u64, Instant)>;
+/// Leases held in this process: what each guards → (token, until ms on the clock).
+type LeaseMap = HashMap<LeaseOf, (u64, i64)>;
+
+/// Rate buckets: name → theoretical arrival time (µs on the clock), see
+/// [`rules::take_token`]. In memory: a bucket is worth no commit per request,
+/// and a restart that forgets them only lets callers burst once more.
+#[derive(Default)]
+struct Buckets {
+    tat: HashMap<String, i64>,
+    /// Takes since the last time full buckets were forgotten.
+    takes: u32,
+}
+
+/// Full buckets are forgotten every this many takes, so memory stays bounded
+/// by the callers of the last moments.
+const BUCKET_PRUNE_EVERY: u32 = 4096;
 
 /// One change for the writer thread.
 struct Job {
@@ -63,12 +81,16 @@ pub struct EmbeddedStore {
     jobs: mpsc::Sender<Job>,
     leases: Arc<Mutex<LeaseMap>>,
     next_token: Arc<AtomicU64>,
+    buckets: Arc<Mutex<Buckets>>,
+    /// When leases and use counts lapse and buckets refill.
+    clock: Clock,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the database at `path` and starts the writer thread,
-    /// which ends when the last handle is dropped.
-    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+    /// which ends when the last handle is dropped. Leases and use counts lapse,
+    /// and rate buckets refill, by `clock`.
+    pub fn open(path: &Path, durability: Durability, clock: Clock) -> Result<Self, StoreError> {
         let db = Database::builder()
             .set_cache_size(16 << 20)
             .create(path)
@@ -94,6 +116,8 @@ impl EmbeddedStore {
             jobs,
             leases: Arc::default(),
             next_token: Arc::new(AtomicU64::new(1)),
+            buckets: Arc::default(),
+            clock,
         })
     }
 
@@ -253,24 +277,18 @@ impl StateStore for EmbeddedStore {
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError> {
         let rec = record.clone();
-        let idem = idempotency
-            .map(|(k, v)| (k.to_owned(), serde_json::json!({"id": rec.id, "answer": v})));
+        let idem = idempotency.map(|(key, first)| (key.to_owned(), first.to_json()));
         self.write(true, move |txn| {
             if let Some((key, value)) = &idem {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
                 if let Some(existing) = table.get(key.as_str()).map_err(unavailable)? {
-                    let stored: serde_json::Value = serde_json::from_slice(existing.value())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    return Ok(Insert::Existing(stored["answer"].clone()));
+                    return IdempotencyRecord::from_json(existing.value()).map(Insert::Existing);
                 }
                 table
-                    .insert(
-                        key.as_str(),
-                        serde_json::to_vec(value).unwrap_or_default().as_slice(),
-                    )
+                    .insert(key.as_str(), value.as_bytes())
                     .map_err(unavailable)?;
             }
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
@@ -286,23 +304,21 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let key = key.to_owned();
         self.read(move |txn| {
             let table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-            let Some(v) = table.get(key.as_str()).map_err(unavailable)? else {
-                return Ok(None);
-            };
-            let stored: serde_json::Value = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            Ok(Some(stored["answer"].clone()))
+            match table.get(key.as_str()).map_err(unavailable)? {
+                None => Ok(None),
+                Some(v) => IdempotencyRecord::from_json(v.value()).map(Some),
+            }
         })
         .await
     }
 
     async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError> {
         let name = name.to_owned();
-        let now = crate::upload::now_ms();
+        let now = self.clock.now_ms();
         self.write(true, move |txn| {
             let mut table = txn.open_table(USES).map_err(unavailable)?;
             let (count, until) = match table.get(name.as_str()).map_err(unavailable)? {
@@ -426,49 +442,61 @@ impl StateStore for EmbeddedStore {
         .await
     }
 
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {
         // One process owns the database, so leases need not outlive it: a map
-        // in memory is enough, and a crash releases every lease with it.
-        let key = (id, name.to_owned());
+        // in memory is enough, and a crash releases every lease with it. They
+        // lapse by the store's clock, so a test can make them lapse at once.
         let mut leases = self.leases.lock().expect("lease map poisoned");
-        let now = Instant::now();
-        if leases.get(&key).is_some_and(|(_, until)| *until > now) {
+        let now = self.clock.now_ms();
+        if leases.get(&of).is_some_and(|(_, until)| *until > now) {
             return Ok(None);
         }
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        leases.insert(key, (token, now + ttl));
+        leases.insert(of.clone(), (token, now + ttl.as_millis() as i64));
         Ok(Some(Lease {
-            upload: id,
-            name: name.to_owned(),
+            of,
             token: token.to_string(),
         }))
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let key = (lease.upload, lease.name.clone());
         let mut leases = self.leases.lock().expect("lease map poisoned");
-        match leases.get_mut(&key) {
+        match leases.get_mut(&lease.of) {
             Some((token, until)) if token.to_string() == lease.token => {
-                *until = Instant::now() + ttl;
+                *until = self.clock.now_ms() + ttl.as_millis() as i64;
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
 
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        let now = self.clock.now_us();
+        let mut buckets = self.buckets.lock().expect("rate buckets poisoned");
+        buckets.takes += 1;
+        if buckets.takes >= BUCKET_PRUNE_EVERY {
+            // A bucket whose arrival time has passed is full: as if unknown.
+            buckets.takes = 0;
+            buckets.tat.retain(|_, tat| *tat > now);
+            buckets.tat.shrink_to_fit();
+        }
+        let tat = buckets.tat.get(bucket).copied();
+        match rules::take_token(tat, now, rate) {
+            Ok(tat) => {
+                buckets.tat.insert(bucket.to_owned(), tat);
+                Ok(None)
+            }
+            Err(wait_us) => Ok(Some(Duration::from_micros(wait_us as u64))),
+        }
+    }
+
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        let key = (lease.upload, lease.name.clone());
         let mut leases = self.leases.lock().expect("lease map poisoned");
         if leases
-            .get(&key)
+            .get(&lease.of)
             .is_some_and(|(token, _)| token.to_string() == lease.token)
         {
-            leases.remove(&key);
+            leases.remove(&lease.of);
         }
         Ok(())
     }
@@ -481,11 +509,11 @@ mod tests {
     /// Opens the store at `path`, waiting for a previous handle's writer
     /// thread to let go of the file.
     async fn reopen(path: &Path) -> EmbeddedStore {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
-            match EmbeddedStore::open(path, Durability::Full) {
+            match EmbeddedStore::open(path, Durability::Full, Clock::system()) {
                 Ok(store) => return store,
-                Err(e) if Instant::now() > deadline => panic!("cannot reopen: {e}"),
+                Err(e) if std::time::Instant::now() > deadline => panic!("cannot reopen: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -495,7 +523,7 @@ mod tests {
     async fn token_uses_are_counted_durably_and_lapse() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.redb");
-        let now = crate::upload::now_ms();
+        let now = Clock::system().now_ms();
         let later = now + 60_000;
         let store = reopen(&path).await;
         assert_eq!(store.add_use("t", 1, later).await.unwrap(), 1);

@@ -7,6 +7,12 @@
 //! requests (or two processes sharing Redis) can never lose each other's update:
 //! there is no read-modify-write across calls. Callers read a record to decide
 //! what to do, then ask for a transition that the store re-checks atomically.
+//!
+//! Time: a rule about an upload's expiry takes `now_ms` from the caller, who
+//! reads [`crate::clock::Clock`]. Leases, use counts and rate buckets lapse by
+//! the backend's own time: the embedded store's clock (the same `Clock`), or
+//! Redis's (`PX`, `PEXPIREAT`, `TIME`), on which every instance agrees.
+//! `tests/state_store.rs` checks every guarantee below on both backends.
 
 pub mod embedded;
 pub mod redis;
@@ -48,8 +54,97 @@ pub enum Update {
 #[derive(Debug)]
 pub enum Insert {
     Created,
-    /// The idempotency key was already used: the first create's answer.
-    Existing(serde_json::Value),
+    /// The idempotency key was already used: what the first create kept.
+    Existing(IdempotencyRecord),
+}
+
+/// What an `Idempotency-Key` keeps: the first create's answer, and a digest
+/// of its request so that the key reused for another request is told apart
+/// from a retry. Every backend stores it as [`IdempotencyRecord::to_json`]
+/// gives it, and reads it back with [`IdempotencyRecord::from_json`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    /// The upload the first create started.
+    pub upload: Uuid,
+    /// The digest of the first create's request; `None` in a record kept by
+    /// a version that stored the answer alone.
+    pub request: Option<String>,
+    /// The first create's answer (the upload object).
+    pub answer: serde_json::Value,
+}
+
+/// An [`IdempotencyRecord`] as stored: `{"id", "answer": {"request",
+/// "answer"}}`, the very form earlier versions wrote and read (instances of
+/// two versions may share one Redis during an upgrade). The oldest form has
+/// the answer alone in place of the inner object.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredIdempotency {
+    #[serde(default)]
+    id: Option<Uuid>,
+    answer: serde_json::Value,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RequestAndAnswer {
+    request: String,
+    answer: serde_json::Value,
+}
+
+impl IdempotencyRecord {
+    pub fn new(upload: Uuid, request: &str, answer: serde_json::Value) -> Self {
+        IdempotencyRecord {
+            upload,
+            request: Some(request.to_owned()),
+            answer,
+        }
+    }
+
+    /// The answer for a create whose request has the digest `request`: the
+    /// first answer if it is a retry of the same request (or the record
+    /// predates digests), `None` if the key was used for another request.
+    pub fn replay(&self, request: &str) -> Option<&serde_json::Value> {
+        match &self.request {
+            Some(first) if first != request => None,
+            _ => Some(&self.answer),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let answer = match &self.request {
+            Some(request) => serde_json::json!({"request": request, "answer": self.answer}),
+            None => self.answer.clone(),
+        };
+        let stored = StoredIdempotency {
+            id: Some(self.upload),
+            answer,
+        };
+        serde_json::to_string(&stored).expect("JSON values always serialise")
+    }
+
+    pub fn from_json(json: &[u8]) -> Result<Self, StoreError> {
+        let corrupt =
+            |e: serde_json::Error| StoreError::Corrupt(format!("idempotency record: {e}"));
+        let stored: StoredIdempotency = serde_json::from_slice(json).map_err(corrupt)?;
+        let (request, answer) = if stored.answer.get("answer").is_some() {
+            let both: RequestAndAnswer = serde_json::from_value(stored.answer).map_err(corrupt)?;
+            (Some(both.request), both.answer)
+        } else {
+            (None, stored.answer)
+        };
+        let upload = stored
+            .id
+            .or_else(|| {
+                answer["id"]
+                    .as_str()
+                    .and_then(|id| Uuid::try_parse(id).ok())
+            })
+            .unwrap_or_default();
+        Ok(IdempotencyRecord {
+            upload,
+            request,
+            answer,
+        })
+    }
 }
 
 /// One chunk whose bytes are durable on disk, to be counted.
@@ -62,15 +157,66 @@ pub struct ChunkMark {
     pub expires_at: i64,
 }
 
-/// An acquired lease on one upload; hand it back to [`StateStore::release`].
+/// What a lease guards: one writer at a time for each. The store derives
+/// its key names from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LeaseOf {
+    /// Writing chunk `index` of an upload.
+    Chunk { upload: Uuid, index: u64 },
+    /// Assembling an upload.
+    Complete(Uuid),
+    /// Creating the upload of an Idempotency-Key (as scoped to its caller),
+    /// so that a retry racing its first attempt waits for its answer.
+    Create(String),
+}
+
+impl std::fmt::Display for LeaseOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseOf::Chunk { upload, index } => write!(f, "chunk {index} of {upload}"),
+            LeaseOf::Complete(upload) => write!(f, "completion of {upload}"),
+            LeaseOf::Create(key) => write!(f, "create with key {key}"),
+        }
+    }
+}
+
+/// An acquired lease; hand it back to [`StateStore::release`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
-    pub upload: Uuid,
-    /// What it guards within the upload, e.g. `chunk:3` or `complete`.
-    pub name: String,
+    pub of: LeaseOf,
     /// Proves the holder: releasing needs it, so a lease that lapsed and was
     /// taken by someone else is not released by its first holder.
     pub token: String,
+}
+
+/// A token bucket's rate: `burst` requests at once, refilled at one per
+/// `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `per_second` sustained (at least one a million seconds), `burst` at once.
+    pub fn per_second(per_second: f64, burst: u32) -> Rate {
+        let interval = Duration::from_secs_f64(1.0 / per_second.max(1e-6));
+        Rate {
+            interval: interval.max(Duration::from_micros(1)),
+            burst: burst.max(1),
+        }
+    }
+
+    /// The GCRA's emission interval: µs per request.
+    fn interval_us(self) -> i64 {
+        (self.interval.as_micros() as i64).max(1)
+    }
+
+    /// The GCRA's burst tolerance: how far ahead of now (µs) the bucket's
+    /// theoretical arrival time may run.
+    fn tolerance_us(self) -> i64 {
+        self.interval_us() * i64::from(self.burst.max(1) - 1)
+    }
 }
 
 /// What every state backend must guarantee. "Atomic" means: applied entirely
@@ -83,16 +229,18 @@ pub trait StateStore {
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Atomically and durably inserts a new upload. With an idempotency key,
-    /// inserts only if the key is unused, remembering `answer` for it; if the key
-    /// is taken, inserts nothing and returns the stored answer.
+    /// inserts only if the key is unused, keeping `first` under it; if the
+    /// key is taken, inserts nothing and returns what it keeps. Of two
+    /// inserts racing with one key, exactly one creates. The key is deleted
+    /// with the upload ([`StateStore::delete_expired`]).
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError>;
 
-    /// The answer stored for an idempotency key, if it was used.
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// What an idempotency key keeps, if it was used.
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// Adds `delta` (1 to count a use, -1 to give one back) to the uses of a
     /// token with `max_uploads`, named `name`, and returns the new count.
@@ -153,14 +301,10 @@ pub trait StateStore {
         now_ms: i64,
     ) -> Result<Option<UploadRecord>, StoreError>;
 
-    /// Takes the lease `name` of upload `id` for `ttl` if nobody holds it. A
-    /// lease whose holder died lapses after `ttl`.
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError>;
+    /// Takes the lease `of` for `ttl` if nobody holds it. A lease whose holder
+    /// died lapses after `ttl`. Leases need not be durable: the embedded
+    /// store's die with its process, which is their only holder.
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError>;
 
     /// Gives a lease back; a lease that lapsed and was taken by another holder
     /// is left alone.
@@ -170,16 +314,26 @@ pub trait StateStore {
     /// if it lapsed and someone else holds it now.
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError>;
 
-    /// [`StateStore::try_lease`], then (only if the lease was taken) the
-    /// record as it stands after it: what every chunk request starts with, in
-    /// one round trip where the backend can.
+    /// Takes one request from the token bucket `bucket` at `rate`: `None` if
+    /// it may go, else how long until it may. Atomic: two takers never both
+    /// get the last token. A bucket nobody drew from is full; one left alone
+    /// refills and may then be forgotten. Time is the backend's: the embedded
+    /// store's clock, or Redis's own (`TIME`), so that every instance sharing
+    /// a bucket agrees on it. Buckets need not be durable: a restart that
+    /// forgets them lets a caller burst once more, nothing worse.
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError>;
+
+    /// [`StateStore::try_lease`] of chunk `index` of upload `id`, then (only
+    /// if the lease was taken) the record as it stands after it: what every
+    /// chunk request starts with, in one round trip where the backend can.
     async fn lease_and_get(
         &self,
         id: Uuid,
-        name: &str,
+        index: u64,
         ttl: Duration,
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
-        let Some(lease) = self.try_lease(id, name, ttl).await? else {
+        let chunk = LeaseOf::Chunk { upload: id, index };
+        let Some(lease) = self.try_lease(chunk, ttl).await? else {
             return Ok(None);
         };
         match self.get_upload(id).await {
@@ -230,12 +384,12 @@ impl StateStore for Store {
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError> {
         dispatch!(self, s => s.insert_upload(record, idempotency).await)
     }
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        dispatch!(self, s => s.idempotent_answer(key).await)
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        dispatch!(self, s => s.idempotency_record(key).await)
     }
     async fn add_use(&self, name: &str, delta: i64, until_ms: i64) -> Result<u64, StoreError> {
         dispatch!(self, s => s.add_use(name, delta, until_ms).await)
@@ -281,13 +435,8 @@ impl StateStore for Store {
     ) -> Result<Option<UploadRecord>, StoreError> {
         dispatch!(self, s => s.delete_expired(id, now_ms).await)
     }
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        dispatch!(self, s => s.try_lease(id, name, ttl).await)
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        dispatch!(self, s => s.try_lease(of, ttl).await)
     }
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         dispatch!(self, s => s.release(lease).await)
@@ -295,13 +444,16 @@ impl StateStore for Store {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
         dispatch!(self, s => s.renew(lease, ttl).await)
     }
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        dispatch!(self, s => s.take_token(bucket, rate).await)
+    }
     async fn lease_and_get(
         &self,
         id: Uuid,
-        name: &str,
+        index: u64,
         ttl: Duration,
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
-        dispatch!(self, s => s.lease_and_get(id, name, ttl).await)
+        dispatch!(self, s => s.lease_and_get(id, index, ttl).await)
     }
     async fn record_chunk_and_release(
         &self,
@@ -392,5 +544,56 @@ pub mod rules {
     /// Whether the record belongs in the expiry index.
     pub fn expires(rec: &UploadRecord) -> bool {
         rec.status != Status::Completed
+    }
+
+    /// One take from a token bucket as GCRA (the generic cell rate
+    /// algorithm): the bucket is its "theoretical arrival time" `tat` (µs; a
+    /// bucket never drawn from has none), which each request pushes one
+    /// interval further; a request may go while `tat` runs no more than the
+    /// burst tolerance ahead of now. Returns the new `tat` to keep, or the µs
+    /// to wait (and the bucket is left alone). Redis runs the same rule as
+    /// Lua (`RATE_LIMIT` in `redis.rs`).
+    pub fn take_token(tat: Option<i64>, now_us: i64, rate: Rate) -> Result<i64, i64> {
+        let tat = tat.unwrap_or(now_us).max(now_us);
+        let allow_at = tat - rate.tolerance_us();
+        if allow_at > now_us {
+            return Err(allow_at - now_us);
+        }
+        Ok(tat + rate.interval_us())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn idempotency_records_keep_the_form_earlier_versions_read() {
+        let id = Uuid::new_v4();
+        let first = IdempotencyRecord::new(id, "d1", json!({"id": id, "size": 3}));
+        let stored: serde_json::Value = serde_json::from_str(&first.to_json()).unwrap();
+        assert_eq!(
+            stored,
+            json!({"id": id, "answer": {"request": "d1", "answer": {"id": id, "size": 3}}})
+        );
+        let read = IdempotencyRecord::from_json(first.to_json().as_bytes()).unwrap();
+        assert_eq!(read, first);
+        assert_eq!(read.replay("d1"), Some(&json!({"id": id, "size": 3})));
+        assert_eq!(read.replay("d2"), None, "another request with the key");
+    }
+
+    #[test]
+    fn an_idempotency_record_with_the_answer_alone_replays_for_any_request() {
+        let id = Uuid::new_v4();
+        let old = json!({"id": id, "answer": {"id": id, "size": 3}}).to_string();
+        let read = IdempotencyRecord::from_json(old.as_bytes()).unwrap();
+        assert_eq!(read.upload, id);
+        assert_eq!(read.request, None);
+        assert_eq!(read.replay("anything"), Some(&json!({"id": id, "size": 3})));
+        assert!(matches!(
+            IdempotencyRecord::from_json(b"not json"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

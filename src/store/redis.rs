@@ -7,9 +7,13 @@
 //!   `expires`, `hash`, `hash_len`, `file`, `failure`) are kept beside it so that
 //!   Lua scripts update them without decoding JSON.
 //! - `P{<id>}:chunks`: the received-chunk bitmap (`SETBIT`/`BITCOUNT`).
-//! - `P{<id>}:lease:<name>`: leases (`SET NX PX`, released by token).
+//! - `P{<id>}:lease:chunk:<index>`, `P{<id>}:lease:complete`: the leases of
+//!   one upload (`SET NX PX`, released by token); `Please:create:<key>`: the
+//!   lease of a create with an `Idempotency-Key`.
 //! - `Pexpiry`: a sorted set of upload ids by `expires_at`, the janitor's index.
-//! - `Pidem:<key>`: the first answer for an `Idempotency-Key`.
+//! - `Pidem:<key>`: what an `Idempotency-Key` keeps ([`IdempotencyRecord`]).
+//! - `Prate:<bucket>`: a rate bucket (GCRA), see `RATE_LIMIT`.
+//! - `Puses:<token>`: the use count of a token with `max_uploads`.
 //!
 //! The keys of one upload share a hash tag, so each state transition is one
 //! Lua script over keys of one slot (atomic, and valid on Redis Cluster). The
@@ -28,7 +32,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, Pipeline, RedisError};
 use uuid::Uuid;
 
-use super::{ChunkMark, Insert, Lease, StateStore, StoreError, Update};
+use super::{
+    ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update,
+};
 use crate::hashing::HashState;
 use crate::upload::{ChunkSet, Failure, FileInfo, UploadRecord};
 
@@ -77,9 +83,14 @@ redis.call('PEXPIREAT', KEYS[2], until_ms)
 return 1
 "#;
 
-/// Compare-and-set of the running hash. Returns 1 if it was replaced.
+/// Compare-and-set of the running hash, `rules::advance_hash`: from ARGV[1]
+/// bytes to ARGV[2] (forward, never past the file's size). Returns 1 if it
+/// was replaced.
 const ADVANCE_HASH: &str = r#"
 if redis.call('HGET', KEYS[1], 'hash_len') ~= ARGV[1] then return 0 end
+local to = tonumber(ARGV[2])
+if to <= tonumber(ARGV[1]) then return 0 end
+if to > cjson.decode(redis.call('HGET', KEYS[1], 'rec')).size then return 0 end
 redis.call('HSET', KEYS[1], 'hash', ARGV[3], 'hash_len', ARGV[2])
 return 1
 "#;
@@ -184,10 +195,11 @@ impl Scripts {
     }
 }
 
-/// A token bucket as GCRA: the key holds the bucket's "theoretical arrival
-/// time" in microseconds of Redis's own clock (so every instance agrees).
-/// ARGV: emission interval (µs per request), burst tolerance (µs).
-/// Returns 0 when the request may go, else the µs to wait.
+/// A token bucket as GCRA, the rule of `rules::take_token`: the key holds the
+/// bucket's "theoretical arrival time" in microseconds of Redis's own clock
+/// (so every instance agrees). ARGV: emission interval (µs per request),
+/// burst tolerance (µs). Returns 0 when the request may go, else the µs to
+/// wait. The key lapses once the bucket is full again.
 const RATE_LIMIT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -296,8 +308,13 @@ impl RedisStore {
         format!("{}{{{id}}}:chunks", self.prefix)
     }
 
-    fn lease_key(&self, id: Uuid, name: &str) -> String {
-        format!("{}{{{id}}}:lease:{name}", self.prefix)
+    fn lease_key(&self, of: &LeaseOf) -> String {
+        let prefix = &self.prefix;
+        match of {
+            LeaseOf::Chunk { upload, index } => format!("{prefix}{{{upload}}}:lease:chunk:{index}"),
+            LeaseOf::Complete(upload) => format!("{prefix}{{{upload}}}:lease:complete"),
+            LeaseOf::Create(key) => format!("{prefix}lease:create:{key}"),
+        }
     }
 
     fn index(&self) -> String {
@@ -311,7 +328,7 @@ impl RedisStore {
     /// Adds the taking of `lease` (`SET NX PX`; answers nil if it is held).
     fn add_lease(&self, pipe: &mut Pipeline, lease: &Lease, ttl: Duration) {
         pipe.cmd("SET")
-            .arg(self.lease_key(lease.upload, &lease.name))
+            .arg(self.lease_key(&lease.of))
             .arg(&lease.token)
             .arg("NX")
             .arg("PX")
@@ -326,39 +343,15 @@ impl RedisStore {
             .arg(self.chunks(id));
     }
 
-    /// Takes one request from bucket `name` (GCRA, see [`RATE_LIMIT`]):
-    /// `None` if it may go, else how long to wait. Shared by every instance.
-    pub async fn take_from_bucket(
-        &self,
-        name: &str,
-        interval: Duration,
-        burst: u32,
-    ) -> Result<Option<Duration>, StoreError> {
-        let key = format!("{}rate:{name}", self.prefix);
-        let interval_us = (interval.as_micros() as u64).max(1);
-        let tolerance_us = interval_us * u64::from(burst.saturating_sub(1));
-        let (wait_us,): (u64,) = self
-            .query(|| {
-                let mut pipe = redis::pipe();
-                self.scripts
-                    .rate_limit
-                    .add(&mut pipe, &[&key], &[&interval_us, &tolerance_us]);
-                pipe
-            })
-            .await?;
-        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
-    }
-
     async fn get_after(&self, id: Uuid, code: i64) -> Result<Update, StoreError> {
         Ok(outcome(code, self.get_upload(id).await?))
     }
 }
 
 /// A lease to try for, with a fresh random token.
-fn new_lease(id: Uuid, name: &str) -> Lease {
+fn new_lease(of: LeaseOf) -> Lease {
     Lease {
-        upload: id,
-        name: name.to_owned(),
+        of,
         token: Uuid::new_v4().simple().to_string(),
     }
 }
@@ -415,12 +408,12 @@ impl StateStore for RedisStore {
     async fn insert_upload(
         &self,
         record: &UploadRecord,
-        idempotency: Option<(&str, &serde_json::Value)>,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
     ) -> Result<Insert, StoreError> {
         let id = record.id;
         let ttl_ms = (record.expires_at - record.created_at).max(1000) + KEY_GRACE_MS;
-        if let Some((key, answer)) = idempotency {
-            let value = serde_json::json!({"id": id, "answer": answer}).to_string();
+        if let Some((key, first)) = idempotency {
+            let value = first.to_json();
             let (set, existing): (Option<String>, Option<String>) = self
                 .query(|| {
                     let mut p = redis::pipe();
@@ -435,9 +428,12 @@ impl StateStore for RedisStore {
                 })
                 .await?;
             if set.is_none() {
-                let stored: serde_json::Value =
-                    serde_json::from_str(&existing.unwrap_or_default()).map_err(corrupt)?;
-                return Ok(Insert::Existing(stored["answer"].clone()));
+                // Taken: what the key keeps, unless the janitor deleted it in
+                // between (then a retry creates afresh).
+                let existing = existing.ok_or_else(|| {
+                    StoreError::Unavailable("idempotency key deleted meanwhile; retry".into())
+                })?;
+                return IdempotencyRecord::from_json(existing.as_bytes()).map(Insert::Existing);
             }
         }
         let rec_json = serde_json::to_string(record).map_err(corrupt)?;
@@ -509,7 +505,7 @@ impl StateStore for RedisStore {
         Ok(0)
     }
 
-    async fn idempotent_answer(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (stored,): (Option<String>,) = self
             .query(|| {
                 let mut p = redis::pipe();
@@ -517,13 +513,9 @@ impl StateStore for RedisStore {
                 p
             })
             .await?;
-        match stored {
-            None => Ok(None),
-            Some(s) => {
-                let v: serde_json::Value = serde_json::from_str(&s).map_err(corrupt)?;
-                Ok(Some(v["answer"].clone()))
-            }
-        }
+        stored
+            .map(|s| IdempotencyRecord::from_json(s.as_bytes()))
+            .transpose()
     }
 
     async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
@@ -702,13 +694,8 @@ impl StateStore for RedisStore {
         Ok(rec)
     }
 
-    async fn try_lease(
-        &self,
-        id: Uuid,
-        name: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, StoreError> {
-        let lease = new_lease(id, name);
+    async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let lease = new_lease(of);
         let (set,): (Option<String>,) = self
             .query(|| {
                 let mut p = redis::pipe();
@@ -719,14 +706,27 @@ impl StateStore for RedisStore {
         Ok(set.map(|_| lease))
     }
 
+    async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
+        let key = format!("{}rate:{bucket}", self.prefix);
+        let (interval_us, tolerance_us) = (rate.interval_us(), rate.tolerance_us());
+        let (wait_us,): (u64,) = self
+            .query(|| {
+                let mut pipe = redis::pipe();
+                self.scripts
+                    .rate_limit
+                    .add(&mut pipe, &[&key], &[&interval_us, &tolerance_us]);
+                pipe
+            })
+            .await?;
+        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
+    }
+
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.query::<(i64,)>(|| {
             let mut p = redis::pipe();
-            self.scripts.release.add(
-                &mut p,
-                &[&self.lease_key(lease.upload, &lease.name)],
-                &[&lease.token],
-            );
+            self.scripts
+                .release
+                .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
             p
         })
         .await
@@ -739,7 +739,7 @@ impl StateStore for RedisStore {
                 let mut p = redis::pipe();
                 self.scripts.renew.add(
                     &mut p,
-                    &[&self.lease_key(lease.upload, &lease.name)],
+                    &[&self.lease_key(&lease.of)],
                     &[&lease.token, &ttl.as_millis()],
                 );
                 p
@@ -751,12 +751,12 @@ impl StateStore for RedisStore {
     async fn lease_and_get(
         &self,
         id: Uuid,
-        name: &str,
+        index: u64,
         ttl: Duration,
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
         // One round trip: the read runs after the SET in Redis's order, so it
         // sees everything the lease's previous holder recorded.
-        let lease = new_lease(id, name);
+        let lease = new_lease(LeaseOf::Chunk { upload: id, index });
         let (set, fields, bitmap): (Option<String>, Fields, Option<Vec<u8>>) = self
             .query(|| {
                 let mut p = redis::pipe();
@@ -818,11 +818,9 @@ impl RedisStore {
                 .ignore();
             self.add_read(&mut p, id);
             if let Some(lease) = lease {
-                self.scripts.release.add(
-                    &mut p,
-                    &[&self.lease_key(lease.upload, &lease.name)],
-                    &[&lease.token],
-                );
+                self.scripts
+                    .release
+                    .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
                 p.ignore();
             }
             p

@@ -15,6 +15,7 @@ use reqwest::{Client, Response};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
+use tranche::clock::Clock;
 use tranche::config::{Settings, StoreSettings};
 use tranche::context::AppContext;
 use tranche::startup::Application;
@@ -30,6 +31,8 @@ pub struct TestApp {
     pub address: String,
     pub port: u16,
     pub client: Client,
+    /// The app's context; `ctx.clock` is adjustable: a test moves it forward
+    /// to make time pass (expiry), then runs `tranche::janitor::sweep`.
     pub ctx: AppContext,
     pub data_dir: PathBuf,
     /// The app's private Redis, with the Redis backend; killed with the app.
@@ -124,7 +127,10 @@ async fn spawn_app_parts(
         tranche::telemetry::init(&settings.log);
     }
     let data_dir = settings.data_dir.clone();
-    let app = Application::build(settings).await.expect("app builds");
+    // Reads like the system clock until a test advances it.
+    let app = Application::build_with_clock(settings, Clock::adjustable())
+        .await
+        .expect("app builds");
     let port = app.port();
     let ctx = app.context().clone();
     let handle = app.handle();

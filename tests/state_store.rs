@@ -1,0 +1,962 @@
+//! The `StateStore` conformance suite: every guarantee the trait's doc
+//! comments make (`src/store/mod.rs`), written once and run against each
+//! backend, the embedded store (redb) and a private redis-server, so that the
+//! Lua scripts and the redb rules cannot drift apart. (As garage runs one
+//! suite per database adapter, `src/db/test.rs`.)
+//!
+//! Time passes by the stores' adjustable clock, never by sleeping, with two
+//! exceptions that belong to Redis's own clock: a Redis lease lapses by `PX`
+//! and a Redis rate bucket refills by `TIME`, so on Redis those two tests use
+//! a short real TTL and wait for it with a bounded poll.
+//!
+//! Needs `redis-server` on PATH (`apt-get install redis-server`).
+
+/// The state store of the in-process helpers (unused here: each test opens
+/// its stores itself).
+pub const BACKEND: helpers::Backend = helpers::Backend::Embedded;
+
+#[path = "api/helpers.rs"]
+mod helpers;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tempfile::TempDir;
+use tranche::clock::Clock;
+use tranche::config::Durability;
+use tranche::hashing::HashState;
+use tranche::store::{
+    ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, Rate, RedisStore, StateStore,
+    Store, Update,
+};
+use tranche::upload::{ChunkSet, Failure, FileInfo, Status, UploadRecord};
+use uuid::Uuid;
+
+use helpers::{Backend, RedisServer};
+
+/// A store under test, with the clock it reads and what keeps it alive.
+struct Subject {
+    store: Store,
+    clock: Clock,
+    backend: Backend,
+    _dir: Option<TempDir>,
+    _redis: Option<RedisServer>,
+}
+
+async fn open(backend: Backend) -> Subject {
+    let clock = Clock::adjustable();
+    match backend {
+        Backend::Embedded => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(
+                &dir.path().join("state.redb"),
+                Durability::Full,
+                clock.clone(),
+            )
+            .expect("open the embedded store");
+            Subject {
+                store: Store::Embedded(store),
+                clock,
+                backend,
+                _dir: Some(dir),
+                _redis: None,
+            }
+        }
+        Backend::Redis => {
+            let redis = RedisServer::start().await;
+            let store = RedisStore::connect(&redis.url(), "conformance:")
+                .await
+                .expect("connect to redis");
+            Subject {
+                store: Store::Redis(store),
+                clock,
+                backend,
+                _dir: None,
+                _redis: Some(redis),
+            }
+        }
+    }
+}
+
+/// Runs each named test (an `async fn(Subject)`) once per backend, as
+/// `embedded::<name>` and `redis::<name>`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    crate::helpers::bounded(async {
+                        super::$name(super::open(crate::helpers::Backend::Embedded).await).await
+                    })
+                    .await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    crate::helpers::bounded(async {
+                        super::$name(super::open(crate::helpers::Backend::Redis).await).await
+                    })
+                    .await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    an_inserted_upload_reads_back_as_written,
+    a_chunk_counts_once_and_refreshes_the_expiry,
+    chunks_recorded_at_once_are_all_counted,
+    an_expired_or_finished_upload_counts_no_chunk,
+    the_running_hash_moves_by_compare_and_set,
+    assembly_goes_from_uploading_to_completed_and_leaves_the_index,
+    a_failed_assembly_is_kept_until_told,
+    an_abort_leaves_a_tombstone_unless_completed_or_assembling,
+    the_expiry_index_lists_expired_uploads_oldest_first,
+    only_a_still_expired_upload_is_deleted_with_its_key,
+    a_lease_is_exclusive_until_released,
+    a_lease_is_renewed_and_released_only_by_its_holder,
+    a_lease_whose_holder_died_lapses,
+    a_chunk_lease_comes_with_the_record_and_goes_with_the_count,
+    an_idempotency_key_creates_once_when_inserts_race,
+    use_counts_add_up_and_lapse,
+    a_rate_bucket_allows_its_burst_then_says_how_long_to_wait,
+    a_rate_bucket_is_never_overdrawn_by_racing_takers,
+    a_rate_bucket_refills_with_time,
+);
+
+const CHUNK: u64 = 1024;
+const TTL_MS: i64 = 60_000;
+
+/// A new upload of `size` bytes in 1 KiB chunks, expiring in a minute.
+fn record(clock: &Clock, size: u64) -> UploadRecord {
+    let now = clock.now_ms();
+    UploadRecord {
+        id: Uuid::new_v4(),
+        filename: "conformance.bin".into(),
+        size,
+        content_type: "application/octet-stream".into(),
+        expected_sha256: None,
+        chunk_size: CHUNK,
+        metadata: serde_json::Map::from_iter([("k".to_string(), json!("v"))]),
+        status: Status::Uploading,
+        received: ChunkSet::default(),
+        bytes_received: 0,
+        hash: HashState::default(),
+        created_at: now,
+        expires_at: now + TTL_MS,
+        file: None,
+        failure: None,
+        idempotency_key: None,
+    }
+}
+
+/// Chunk `index` of `rec` as received now, with a fresh TTL.
+fn mark(clock: &Clock, rec: &UploadRecord, index: u64) -> ChunkMark {
+    let (start, end) = rec.chunk_range(index);
+    let now = clock.now_ms();
+    ChunkMark {
+        index,
+        len: end - start,
+        now_ms: now,
+        expires_at: now + TTL_MS,
+    }
+}
+
+async fn insert(s: &Subject, rec: &UploadRecord) {
+    assert!(matches!(
+        s.store.insert_upload(rec, None).await.unwrap(),
+        Insert::Created
+    ));
+}
+
+async fn get(s: &Subject, id: Uuid) -> UploadRecord {
+    s.store
+        .get_upload(id)
+        .await
+        .unwrap()
+        .expect("the upload exists")
+}
+
+fn done(update: Update) -> UploadRecord {
+    match update {
+        Update::Done(rec) => rec,
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+fn rejected(update: Update) -> UploadRecord {
+    match update {
+        Update::Rejected(rec) => rec,
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+/// An upload with every chunk recorded and `begin_assembly` done.
+async fn assembling(s: &Subject) -> UploadRecord {
+    let rec = record(&s.clock, 2 * CHUNK);
+    insert(s, &rec).await;
+    for i in 0..2 {
+        done(
+            s.store
+                .record_chunk(rec.id, mark(&s.clock, &rec, i))
+                .await
+                .unwrap(),
+        );
+    }
+    done(s.store.begin_assembly(rec.id).await.unwrap())
+}
+
+fn file(id: Uuid) -> FileInfo {
+    FileInfo {
+        id,
+        size: 2 * CHUNK,
+        sha256: "0".repeat(64),
+    }
+}
+
+async fn an_inserted_upload_reads_back_as_written(s: Subject) {
+    s.store.ping().await.unwrap();
+    let rec = record(&s.clock, 3 * CHUNK - 10);
+    insert(&s, &rec).await;
+    let got = get(&s, rec.id).await;
+    assert_eq!(got.id, rec.id);
+    assert_eq!(got.filename, rec.filename);
+    assert_eq!(got.size, rec.size);
+    assert_eq!(got.chunk_size, CHUNK);
+    assert_eq!(got.metadata, rec.metadata);
+    assert_eq!(got.status, Status::Uploading);
+    assert_eq!(got.received, ChunkSet::default());
+    assert_eq!(got.bytes_received, 0);
+    assert_eq!(got.hash, HashState::default());
+    assert_eq!(
+        (got.created_at, got.expires_at),
+        (rec.created_at, rec.expires_at)
+    );
+    assert_eq!(got.missing_chunks(), vec![0, 1, 2]);
+    assert!(s.store.get_upload(Uuid::new_v4()).await.unwrap().is_none());
+}
+
+async fn a_chunk_counts_once_and_refreshes_the_expiry(s: Subject) {
+    let rec = record(&s.clock, 3 * CHUNK - 10);
+    insert(&s, &rec).await;
+    let first = done(
+        s.store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 2))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.received.count(), 1);
+    assert_eq!(first.bytes_received, CHUNK - 10);
+    assert!(first.received.contains(2));
+
+    s.clock.advance(Duration::from_secs(10));
+    let again = mark(&s.clock, &rec, 2);
+    let second = done(s.store.record_chunk(rec.id, again.clone()).await.unwrap());
+    assert_eq!(second.received.count(), 1, "a chunk counted twice");
+    assert_eq!(second.bytes_received, CHUNK - 10);
+    assert_eq!(second.expires_at, again.expires_at, "the expiry slides");
+    assert_eq!(get(&s, rec.id).await.expires_at, again.expires_at);
+
+    // The expiry never moves back.
+    let mut older = mark(&s.clock, &rec, 0);
+    older.expires_at = rec.expires_at;
+    let third = done(s.store.record_chunk(rec.id, older).await.unwrap());
+    assert_eq!(third.expires_at, again.expires_at);
+    assert_eq!(third.bytes_received, 2 * CHUNK - 10);
+
+    let unknown = s
+        .store
+        .record_chunk(Uuid::new_v4(), mark(&s.clock, &rec, 0))
+        .await
+        .unwrap();
+    assert!(matches!(unknown, Update::NotFound), "{unknown:?}");
+}
+
+async fn chunks_recorded_at_once_are_all_counted(s: Subject) {
+    let rec = record(&s.clock, 32 * CHUNK);
+    insert(&s, &rec).await;
+    let all = (0..32).map(|i| s.store.record_chunk(rec.id, mark(&s.clock, &rec, i)));
+    for update in futures::future::join_all(all).await {
+        done(update.unwrap());
+    }
+    let got = get(&s, rec.id).await;
+    assert_eq!(got.received.count(), 32, "an update was lost");
+    assert_eq!(got.bytes_received, 32 * CHUNK);
+    assert!(got.is_fully_received());
+}
+
+async fn an_expired_or_finished_upload_counts_no_chunk(s: Subject) {
+    let rec = record(&s.clock, 2 * CHUNK);
+    insert(&s, &rec).await;
+    s.clock.advance(Duration::from_millis(TTL_MS as u64));
+    let late = rejected(
+        s.store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 0))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(late.received.count(), 0);
+    assert_eq!(late.expires_at, rec.expires_at, "a refused chunk refreshed");
+
+    let aborted = record(&s.clock, 2 * CHUNK);
+    insert(&s, &aborted).await;
+    done(
+        s.store
+            .abort(aborted.id, s.clock.now_ms() + TTL_MS)
+            .await
+            .unwrap(),
+    );
+    let refused = rejected(
+        s.store
+            .record_chunk(aborted.id, mark(&s.clock, &aborted, 0))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(refused.status, Status::Aborted);
+    assert_eq!(refused.received.count(), 0);
+
+    let assembling = assembling(&s).await;
+    let refused = rejected(
+        s.store
+            .record_chunk(assembling.id, mark(&s.clock, &assembling, 0))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(refused.status, Status::Assembling);
+}
+
+async fn the_running_hash_moves_by_compare_and_set(s: Subject) {
+    let rec = record(&s.clock, 2 * CHUNK);
+    insert(&s, &rec).await;
+    let mut one = HashState::default();
+    one.update(&[7; CHUNK as usize]);
+    let mut two = one.clone();
+    two.update(&[8; CHUNK as usize]);
+
+    assert!(
+        !s.store
+            .advance_hash(rec.id, CHUNK, two.clone())
+            .await
+            .unwrap(),
+        "wrong from"
+    );
+    // Only forward, and never past the end of the file.
+    assert!(
+        !s.store
+            .advance_hash(rec.id, 0, HashState::default())
+            .await
+            .unwrap(),
+        "not forward"
+    );
+    let mut past_end = two.clone();
+    past_end.update(&[9]);
+    assert!(
+        !s.store.advance_hash(rec.id, 0, past_end).await.unwrap(),
+        "past the end"
+    );
+    assert!(s.store.advance_hash(rec.id, 0, one.clone()).await.unwrap());
+    assert!(
+        !s.store.advance_hash(rec.id, 0, one.clone()).await.unwrap(),
+        "applied twice"
+    );
+    assert_eq!(get(&s, rec.id).await.hash, one);
+    assert!(s
+        .store
+        .advance_hash(rec.id, CHUNK, two.clone())
+        .await
+        .unwrap());
+    assert_eq!(get(&s, rec.id).await.hash, two);
+    assert!(!s.store.advance_hash(Uuid::new_v4(), 0, one).await.unwrap());
+}
+
+async fn assembly_goes_from_uploading_to_completed_and_leaves_the_index(s: Subject) {
+    let rec = record(&s.clock, 2 * CHUNK);
+    insert(&s, &rec).await;
+    done(
+        s.store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 0))
+            .await
+            .unwrap(),
+    );
+    let incomplete = rejected(s.store.begin_assembly(rec.id).await.unwrap());
+    assert_eq!(incomplete.status, Status::Uploading);
+    done(
+        s.store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 1))
+            .await
+            .unwrap(),
+    );
+
+    let started = done(s.store.begin_assembly(rec.id).await.unwrap());
+    assert_eq!(started.status, Status::Assembling);
+    // An assembly interrupted by a crash can be taken up again.
+    let resumed = done(s.store.begin_assembly(rec.id).await.unwrap());
+    assert_eq!(resumed.status, Status::Assembling);
+
+    let keep_until = s.clock.now_ms() + TTL_MS;
+    let completed = done(
+        s.store
+            .finish_assembly(rec.id, Ok(file(rec.id)), keep_until)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(completed.status, Status::Completed);
+    assert_eq!(completed.file, Some(file(rec.id)));
+    assert_eq!(get(&s, rec.id).await.file, Some(file(rec.id)));
+    let again = rejected(
+        s.store
+            .finish_assembly(rec.id, Ok(file(rec.id)), keep_until)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again.status, Status::Completed);
+    assert_eq!(
+        rejected(s.store.begin_assembly(rec.id).await.unwrap()).status,
+        Status::Completed
+    );
+
+    // Completed files are kept: out of the index, never deleted as expired.
+    let far = s.clock.now_ms() + 100 * TTL_MS;
+    assert!(!s.store.expired(far, 100).await.unwrap().contains(&rec.id));
+    assert!(s.store.delete_expired(rec.id, far).await.unwrap().is_none());
+    assert_eq!(get(&s, rec.id).await.status, Status::Completed);
+
+    assert!(matches!(
+        s.store.begin_assembly(Uuid::new_v4()).await.unwrap(),
+        Update::NotFound
+    ));
+}
+
+async fn a_failed_assembly_is_kept_until_told(s: Subject) {
+    let rec = assembling(&s).await;
+    let failure = Failure {
+        error: "digest_mismatch".into(),
+        message: "not the announced file".into(),
+        sha256: Some("1".repeat(64)),
+    };
+    let keep_until = rec.expires_at + 5 * TTL_MS;
+    let failed = done(
+        s.store
+            .finish_assembly(rec.id, Err(failure.clone()), keep_until)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(failed.status, Status::Failed);
+    assert_eq!(failed.failure, Some(failure.clone()));
+    assert_eq!(failed.expires_at, keep_until);
+    assert_eq!(get(&s, rec.id).await.failure, Some(failure));
+    // Still in the index, listed once its time has come, not before.
+    assert!(!s
+        .store
+        .expired(keep_until - 1, 100)
+        .await
+        .unwrap()
+        .contains(&rec.id));
+    assert!(s
+        .store
+        .expired(keep_until, 100)
+        .await
+        .unwrap()
+        .contains(&rec.id));
+    assert!(s
+        .store
+        .delete_expired(rec.id, keep_until - 1)
+        .await
+        .unwrap()
+        .is_none());
+    let deleted = s.store.delete_expired(rec.id, keep_until).await.unwrap();
+    assert_eq!(deleted.map(|r| r.status), Some(Status::Failed));
+}
+
+async fn an_abort_leaves_a_tombstone_unless_completed_or_assembling(s: Subject) {
+    let rec = record(&s.clock, 2 * CHUNK);
+    insert(&s, &rec).await;
+    let until = s.clock.now_ms() + 2 * TTL_MS;
+    let aborted = done(s.store.abort(rec.id, until).await.unwrap());
+    assert_eq!(aborted.status, Status::Aborted);
+    assert_eq!(aborted.expires_at, until);
+    // Aborting twice is fine.
+    assert_eq!(
+        done(s.store.abort(rec.id, until).await.unwrap()).status,
+        Status::Aborted
+    );
+    // The tombstone stays until its time, then the janitor may take it.
+    assert!(!s
+        .store
+        .expired(until - 1, 100)
+        .await
+        .unwrap()
+        .contains(&rec.id));
+    s.clock.advance(Duration::from_millis(2 * TTL_MS as u64));
+    let now = s.clock.now_ms();
+    assert!(s.store.expired(now, 100).await.unwrap().contains(&rec.id));
+    let deleted = s.store.delete_expired(rec.id, now).await.unwrap();
+    assert_eq!(deleted.map(|r| r.status), Some(Status::Aborted));
+    assert!(s.store.get_upload(rec.id).await.unwrap().is_none());
+
+    let busy = assembling(&s).await;
+    let refused = rejected(s.store.abort(busy.id, until).await.unwrap());
+    assert_eq!(refused.status, Status::Assembling);
+    done(
+        s.store
+            .finish_assembly(busy.id, Ok(file(busy.id)), until)
+            .await
+            .unwrap(),
+    );
+    let refused = rejected(s.store.abort(busy.id, until).await.unwrap());
+    assert_eq!(refused.status, Status::Completed);
+
+    assert!(matches!(
+        s.store.abort(Uuid::new_v4(), until).await.unwrap(),
+        Update::NotFound
+    ));
+}
+
+async fn the_expiry_index_lists_expired_uploads_oldest_first(s: Subject) {
+    let mut ids = Vec::new();
+    for age in [3, 1, 2] {
+        let mut rec = record(&s.clock, CHUNK);
+        rec.expires_at = s.clock.now_ms() + age * 1000;
+        insert(&s, &rec).await;
+        ids.push((rec.expires_at, rec.id));
+    }
+    ids.sort();
+    let now = s.clock.now_ms();
+    assert_eq!(s.store.expired(now, 100).await.unwrap(), Vec::<Uuid>::new());
+    // At or before now: the bound is inclusive.
+    assert_eq!(
+        s.store.expired(ids[0].0, 100).await.unwrap(),
+        vec![ids[0].1]
+    );
+    let all: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+    assert_eq!(s.store.expired(now + 3000, 100).await.unwrap(), all);
+    assert_eq!(
+        s.store.expired(now + 3000, 2).await.unwrap(),
+        all[..2].to_vec()
+    );
+
+    // A chunk that refreshes an upload moves it in the index.
+    let first = get(&s, all[0]).await;
+    s.clock.advance(Duration::from_millis(500));
+    done(
+        s.store
+            .record_chunk(first.id, mark(&s.clock, &first, 0))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        s.store.expired(now + 3000, 100).await.unwrap(),
+        all[1..].to_vec()
+    );
+}
+
+async fn only_a_still_expired_upload_is_deleted_with_its_key(s: Subject) {
+    let mut rec = record(&s.clock, 2 * CHUNK);
+    rec.idempotency_key = Some("v2:deadbeef".into());
+    let first = IdempotencyRecord::new(rec.id, "digest", json!({"id": rec.id}));
+    let inserted = s
+        .store
+        .insert_upload(&rec, Some(("v2:deadbeef", &first)))
+        .await
+        .unwrap();
+    assert!(matches!(inserted, Insert::Created));
+    let listed_at = rec.expires_at;
+    assert_eq!(s.store.expired(listed_at, 10).await.unwrap(), vec![rec.id]);
+
+    // Listed, then refreshed by a chunk before the janitor came: kept.
+    s.clock.advance(Duration::from_millis(TTL_MS as u64 / 2));
+    done(
+        s.store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 0))
+            .await
+            .unwrap(),
+    );
+    assert!(s
+        .store
+        .delete_expired(rec.id, listed_at)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(get(&s, rec.id).await.received.count(), 1);
+    assert!(s
+        .store
+        .idempotency_record("v2:deadbeef")
+        .await
+        .unwrap()
+        .is_some());
+
+    // Expired for real: deleted, its idempotency key with it.
+    s.clock.advance(Duration::from_millis(TTL_MS as u64 + 1000));
+    let now = s.clock.now_ms();
+    let deleted = s
+        .store
+        .delete_expired(rec.id, now)
+        .await
+        .unwrap()
+        .expect("deleted");
+    assert_eq!(deleted.id, rec.id);
+    assert!(s.store.get_upload(rec.id).await.unwrap().is_none());
+    assert!(s
+        .store
+        .idempotency_record("v2:deadbeef")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!s.store.expired(now, 10).await.unwrap().contains(&rec.id));
+    assert!(
+        s.store.delete_expired(rec.id, now).await.unwrap().is_none(),
+        "deleted twice"
+    );
+}
+
+async fn a_lease_is_exclusive_until_released(s: Subject) {
+    let id = Uuid::new_v4();
+    let ttl = Duration::from_secs(10);
+    let chunk = |index| LeaseOf::Chunk { upload: id, index };
+    let held = s
+        .store
+        .try_lease(chunk(3), ttl)
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(held.of, chunk(3));
+    assert!(
+        s.store.try_lease(chunk(3), ttl).await.unwrap().is_none(),
+        "taken twice"
+    );
+    // Each thing guarded has a lease of its own.
+    let others = [
+        chunk(4),
+        LeaseOf::Chunk {
+            upload: Uuid::new_v4(),
+            index: 3,
+        },
+        LeaseOf::Complete(id),
+        LeaseOf::Create("v2:abc".into()),
+    ];
+    for of in others.clone() {
+        let lease = s.store.try_lease(of.clone(), ttl).await.unwrap();
+        assert!(lease.is_some(), "{of} is not free");
+        assert!(
+            s.store.try_lease(of.clone(), ttl).await.unwrap().is_none(),
+            "{of} twice"
+        );
+    }
+    s.store.release(&held).await.unwrap();
+    let again = s
+        .store
+        .try_lease(chunk(3), ttl)
+        .await
+        .unwrap()
+        .expect("released");
+    assert_ne!(again.token, held.token);
+}
+
+async fn a_lease_is_renewed_and_released_only_by_its_holder(s: Subject) {
+    let of = LeaseOf::Complete(Uuid::new_v4());
+    let ttl = Duration::from_secs(10);
+    let held = s
+        .store
+        .try_lease(of.clone(), ttl)
+        .await
+        .unwrap()
+        .expect("free");
+    let mut impostor = held.clone();
+    impostor.token = "not-the-holder".into();
+    assert!(!s.store.renew(&impostor, ttl).await.unwrap());
+    s.store.release(&impostor).await.unwrap();
+    assert!(
+        s.store.try_lease(of.clone(), ttl).await.unwrap().is_none(),
+        "released by another"
+    );
+
+    assert!(s.store.renew(&held, ttl).await.unwrap());
+    s.store.release(&held).await.unwrap();
+    // Released: the old holder can neither renew nor release the next one's.
+    let next = s
+        .store
+        .try_lease(of.clone(), ttl)
+        .await
+        .unwrap()
+        .expect("free again");
+    assert!(!s.store.renew(&held, ttl).await.unwrap());
+    s.store.release(&held).await.unwrap();
+    assert!(s.store.try_lease(of, ttl).await.unwrap().is_none());
+    assert!(s.store.renew(&next, ttl).await.unwrap());
+}
+
+async fn a_lease_whose_holder_died_lapses(s: Subject) {
+    let of = LeaseOf::Create("v2:lapse".into());
+    // Redis lapses leases by its own clock (PX): a short real TTL there.
+    let ttl = match s.backend {
+        Backend::Embedded => Duration::from_secs(10),
+        Backend::Redis => Duration::from_secs(1),
+    };
+    let dead = s
+        .store
+        .try_lease(of.clone(), ttl)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(s.store.try_lease(of.clone(), ttl).await.unwrap().is_none());
+    // A renewal keeps it for another ttl from now.
+    s.clock.advance(ttl / 2);
+    assert!(s.store.renew(&dead, ttl).await.unwrap());
+    s.clock.advance(ttl * 3 / 4);
+    assert!(
+        s.store.try_lease(of.clone(), ttl).await.unwrap().is_none(),
+        "renewal ignored"
+    );
+
+    s.clock.advance(ttl);
+    let next = until_some(|| s.store.try_lease(of.clone(), ttl)).await;
+    // The dead holder, back, finds it lost and cannot take it from the next.
+    assert!(!s.store.renew(&dead, ttl).await.unwrap());
+    s.store.release(&dead).await.unwrap();
+    assert!(s.store.try_lease(of.clone(), ttl).await.unwrap().is_none());
+    s.store.release(&next).await.unwrap();
+}
+
+async fn a_chunk_lease_comes_with_the_record_and_goes_with_the_count(s: Subject) {
+    let rec = record(&s.clock, 2 * CHUNK);
+    insert(&s, &rec).await;
+    let ttl = Duration::from_secs(10);
+    let (lease, got) = s
+        .store
+        .lease_and_get(rec.id, 1, ttl)
+        .await
+        .unwrap()
+        .expect("free");
+    assert_eq!(
+        lease.of,
+        LeaseOf::Chunk {
+            upload: rec.id,
+            index: 1
+        }
+    );
+    assert_eq!(got.map(|r| r.id), Some(rec.id));
+    assert!(
+        s.store
+            .lease_and_get(rec.id, 1, ttl)
+            .await
+            .unwrap()
+            .is_none(),
+        "held"
+    );
+
+    let counted = s
+        .store
+        .record_chunk_and_release(rec.id, mark(&s.clock, &rec, 1), &lease)
+        .await
+        .unwrap();
+    assert_eq!(done(counted).received.count(), 1);
+    // Released with the count, and the next holder reads the count.
+    let (next, got) = s
+        .store
+        .lease_and_get(rec.id, 1, ttl)
+        .await
+        .unwrap()
+        .expect("released");
+    assert!(got.expect("the upload").received.contains(1));
+    s.store.release(&next).await.unwrap();
+
+    // Of an unknown upload: the lease, and no record.
+    let unknown = Uuid::new_v4();
+    let (lease, got) = s
+        .store
+        .lease_and_get(unknown, 0, ttl)
+        .await
+        .unwrap()
+        .expect("free");
+    assert!(got.is_none());
+    // A refused count releases the lease too.
+    let refused = s
+        .store
+        .record_chunk_and_release(unknown, mark(&s.clock, &rec, 0), &lease)
+        .await
+        .unwrap();
+    assert!(matches!(refused, Update::NotFound));
+    let chunk = LeaseOf::Chunk {
+        upload: unknown,
+        index: 0,
+    };
+    assert!(
+        s.store.try_lease(chunk, ttl).await.unwrap().is_some(),
+        "not released"
+    );
+}
+
+async fn an_idempotency_key_creates_once_when_inserts_race(s: Subject) {
+    let key = "v2:race";
+    let mut a = record(&s.clock, CHUNK);
+    let mut b = record(&s.clock, CHUNK);
+    a.idempotency_key = Some(key.into());
+    b.idempotency_key = Some(key.into());
+    let first_a = IdempotencyRecord::new(a.id, "digest-a", json!({"id": a.id}));
+    let first_b = IdempotencyRecord::new(b.id, "digest-b", json!({"id": b.id}));
+    assert!(s.store.idempotency_record(key).await.unwrap().is_none());
+
+    let (ra, rb) = tokio::join!(
+        s.store.insert_upload(&a, Some((key, &first_a))),
+        s.store.insert_upload(&b, Some((key, &first_b))),
+    );
+    let (winner, loser, kept) = match (ra.unwrap(), rb.unwrap()) {
+        (Insert::Created, Insert::Existing(kept)) => (&a, &b, kept),
+        (Insert::Existing(kept), Insert::Created) => (&b, &a, kept),
+        other => panic!("expected exactly one create, got {other:?}"),
+    };
+    let expected = if winner.id == a.id {
+        &first_a
+    } else {
+        &first_b
+    };
+    assert_eq!(&kept, expected, "the loser must get the winner's record");
+    assert_eq!(
+        s.store.idempotency_record(key).await.unwrap().as_ref(),
+        Some(expected)
+    );
+    assert!(s.store.get_upload(winner.id).await.unwrap().is_some());
+    assert!(
+        s.store.get_upload(loser.id).await.unwrap().is_none(),
+        "the loser was inserted"
+    );
+    assert_eq!(
+        kept.replay(expected.request.as_deref().unwrap()),
+        Some(&expected.answer)
+    );
+    assert_eq!(kept.replay("another request"), None);
+}
+
+async fn use_counts_add_up_and_lapse(s: Subject) {
+    let now = s.clock.now_ms();
+    let later = now + TTL_MS;
+    assert_eq!(s.store.add_use("t", 1, later).await.unwrap(), 1);
+    assert_eq!(s.store.add_use("t", 1, later).await.unwrap(), 2);
+    assert_eq!(s.store.add_use("t", -1, later).await.unwrap(), 1);
+    // A use given back never takes the count below zero.
+    assert_eq!(s.store.add_use("u", -1, later).await.unwrap(), 0);
+    assert_eq!(s.store.add_use("u", 1, later).await.unwrap(), 1);
+    // Racing uses are all counted.
+    let racing = (0..10).map(|_| s.store.add_use("r", 1, later));
+    let mut counts: Vec<u64> = futures::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=10).collect::<Vec<_>>());
+    // A count that has lapsed starts again.
+    assert_eq!(s.store.add_use("old", 1, now - 1).await.unwrap(), 1);
+    assert_eq!(s.store.add_use("old", 1, now - 1).await.unwrap(), 1);
+    // Purging forgets lapsed counts only (a backend whose keys expire by
+    // themselves may have nothing left to purge).
+    s.store.purge_lapsed_uses(now).await.unwrap();
+    assert_eq!(s.store.add_use("old", 1, now - 1).await.unwrap(), 1);
+    assert_eq!(s.store.add_use("t", 1, later).await.unwrap(), 2);
+}
+
+async fn a_rate_bucket_allows_its_burst_then_says_how_long_to_wait(s: Subject) {
+    let rate = Rate {
+        interval: Duration::from_secs(1),
+        burst: 3,
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            s.store.take_token("create:ip:1.2.3.4", rate).await.unwrap(),
+            None
+        );
+    }
+    let wait = s
+        .store
+        .take_token("create:ip:1.2.3.4", rate)
+        .await
+        .unwrap()
+        .expect("the burst is spent");
+    assert!(
+        wait > Duration::from_millis(500) && wait <= rate.interval,
+        "{wait:?}"
+    );
+    // A refused request takes nothing: the wait does not grow.
+    let again = s
+        .store
+        .take_token("create:ip:1.2.3.4", rate)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again <= wait, "{again:?} > {wait:?}");
+    // Another bucket is another caller.
+    assert_eq!(
+        s.store.take_token("create:ip:5.6.7.8", rate).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.store.take_token("chunk:ip:1.2.3.4", rate).await.unwrap(),
+        None
+    );
+}
+
+async fn a_rate_bucket_is_never_overdrawn_by_racing_takers(s: Subject) {
+    let rate = Rate {
+        interval: Duration::from_secs(3600),
+        burst: 5,
+    };
+    let takes = (0..40).map(|_| s.store.take_token("race", rate));
+    let allowed = futures::future::join_all(takes)
+        .await
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_none())
+        .count();
+    assert_eq!(allowed, 5);
+}
+
+async fn a_rate_bucket_refills_with_time(s: Subject) {
+    // Redis refills by its own clock (TIME): a short real interval there.
+    let interval = match s.backend {
+        Backend::Embedded => Duration::from_secs(10),
+        Backend::Redis => Duration::from_secs(1),
+    };
+    let rate = Rate { interval, burst: 2 };
+    for _ in 0..2 {
+        assert_eq!(s.store.take_token("refill", rate).await.unwrap(), None);
+    }
+    let wait = s
+        .store
+        .take_token("refill", rate)
+        .await
+        .unwrap()
+        .expect("spent");
+    s.clock.advance(wait);
+    // One interval refills one request, not the burst.
+    until_some(|| async {
+        Ok::<_, tranche::store::StoreError>(
+            s.store
+                .take_token("refill", rate)
+                .await?
+                .is_none()
+                .then_some(()),
+        )
+    })
+    .await;
+    assert!(s.store.take_token("refill", rate).await.unwrap().is_some());
+}
+
+/// Asks `attempt` until it gives something: at once with the embedded store,
+/// whose time the test moved; within a bounded poll on Redis's own clock.
+async fn until_some<T, E: std::fmt::Debug, F>(attempt: impl Fn() -> F) -> T
+where
+    F: std::future::Future<Output = Result<Option<T>, E>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(found) = attempt().await.unwrap() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "nothing lapsed within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::auth::Authenticator;
 use crate::blobs::LocalDisk;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::limits::disk::DiskGuard;
-use crate::limits::inflight::ChunkSlots;
+use crate::guards::auth::Authenticator;
+use crate::guards::limits::disk::DiskGuard;
+use crate::guards::limits::inflight::ChunkSlots;
+use crate::guards::rate::RateLimiter;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
-use crate::store::Store;
+use crate::state::Store;
 
 #[derive(Clone)]
 pub struct AppContext {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core;
-use crate::store::StateStore;
+use crate::state::StateStore;
 use crate::upload::Status;
 
 /// Uploads deleted per store query; a sweep repeats until none are left.

@@ -4,7 +4,6 @@
 //! happens in an upload's life) and [`http`] (API v1 over HTTP);
 //! `docs/API.md` is the HTTP contract.
 
-pub mod auth;
 pub mod blobs;
 pub mod cli;
 pub mod client;
@@ -12,14 +11,13 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod core;
+pub mod guards;
 pub mod hashing;
 pub mod http;
 pub mod janitor;
-pub mod limits;
 pub mod metrics;
-pub mod ratelimit;
 pub mod startup;
-pub mod store;
+pub mod state;
 pub mod telemetry;
 pub mod upload;
 pub mod wire;

@@ -52,7 +52,7 @@ async fn main() -> ExitCode {
             println!("key:    {key}");
             println!(
                 "config: api_keys = [\"{}\"]",
-                tranche::auth::keys::hash_entry(&key)
+                tranche::guards::auth::keys::hash_entry(&key)
             );
             ExitCode::SUCCESS
         }
@@ -99,26 +99,28 @@ fn token_create(args: &TokenArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let auth =
-        match tranche::auth::Authenticator::from_settings(&settings.auth, settings.upload_ttl) {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("tranche: {e:#}");
-                return ExitCode::from(2);
-            }
-        };
+    let auth = match tranche::guards::auth::Authenticator::from_settings(
+        &settings.auth,
+        settings.upload_ttl,
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("tranche: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let Some(tokens) = auth.tokens() else {
         eprintln!("tranche: no auth.jwt_secret (or jwt_secret_file, or TRANCHE_AUTH__JWT_SECRET) is configured");
         return ExitCode::from(2);
     };
     for ct in &args.content_type {
-        if !tranche::limits::content::is_valid_pattern(ct) {
+        if !tranche::guards::limits::content::is_valid_pattern(ct) {
             eprintln!("tranche: --content-type {ct:?} is not type/subtype or type/*");
             return ExitCode::from(2);
         }
     }
-    let now = tranche::auth::token::unix_now();
-    let claims = tranche::auth::Claims {
+    let now = tranche::guards::auth::token::unix_now();
+    let claims = tranche::guards::auth::Claims {
         exp: now + args.ttl.as_secs().max(1),
         iat: Some(now),
         sub: args.sub.clone(),

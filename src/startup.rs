@@ -16,17 +16,17 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::Authenticator;
 use crate::blobs::LocalDisk;
 use crate::clock::Clock;
 use crate::config::{CorsSettings, Durability, Settings, StoreSettings};
 use crate::context::AppContext;
+use crate::guards::auth::Authenticator;
+use crate::guards::limits::disk::DiskGuard;
+use crate::guards::limits::inflight::ChunkSlots;
+use crate::guards::rate::RateLimiter;
 use crate::http::framing::FramingServer;
-use crate::limits::disk::DiskGuard;
-use crate::limits::inflight::ChunkSlots;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
-use crate::store::{EmbeddedStore, RedisStore, Store};
+use crate::state::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry::AccessLog;
 use crate::{http, janitor};
 

@@ -747,10 +747,11 @@ async fn with_authentication_a_create_token_is_enough_to_upload() {
         // A create token, as a backend would mint it: the client creates the
         // upload with it and sends the chunks with the answer's upload_token
         // (the create token itself may not touch uploads).
-        let tokens = tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap();
+        let tokens =
+            tranche::guards::auth::Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap();
         let create_token = tokens
-            .mint(&tranche::auth::Claims {
-                exp: tranche::auth::token::unix_now() + 600,
+            .mint(&tranche::guards::auth::Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
                 max_size: Some(1 << 20),
                 content_types: Some(vec!["video/*".into()]),
                 ..Default::default()
@@ -794,10 +795,10 @@ async fn with_authentication_a_create_token_is_enough_to_upload() {
 async fn an_expired_upload_token_resumes_with_a_key_or_starts_afresh() {
     bounded_for(Duration::from_secs(60), async {
         let app = spawn_with_auth(|s| s.durability = tranche::config::Durability::Relaxed).await;
-        let tokens = tranche::auth::Tokens::new(SECRET.as_bytes(), Duration::ZERO).unwrap();
-        let now = tranche::auth::token::unix_now();
+        let tokens = tranche::guards::auth::Tokens::new(SECRET.as_bytes(), Duration::ZERO).unwrap();
+        let now = tranche::guards::auth::token::unix_now();
         let create_token = tokens
-            .mint(&tranche::auth::Claims {
+            .mint(&tranche::guards::auth::Claims {
                 exp: now + 600,
                 ..Default::default()
             })
@@ -829,7 +830,7 @@ async fn an_expired_upload_token_resumes_with_a_key_or_starts_afresh() {
                 serde_json::from_slice(&std::fs::read(&saved[0]).unwrap()).unwrap();
             let first_id = resume["upload_id"].as_str().unwrap().to_owned();
             let expired = tokens
-                .mint(&tranche::auth::Claims {
+                .mint(&tranche::guards::auth::Claims {
                     exp: now - 60,
                     upload_id: Some(first_id.parse().unwrap()),
                     ..Default::default()

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tranche::auth::{Access, Authenticator, Claims};
 use tranche::config::AuthSettings;
 use tranche::core;
+use tranche::guards::auth::{Access, Authenticator, Claims};
+use tranche::guards::limits::content;
 use tranche::http::extract::{parse_id, parse_index};
 use tranche::http::v1::uploads::parse_content_digest;
-use tranche::limits::content;
 use tranche::wire::CreateRequest;
 
 const KEY: &str = "fuzz-backend-key-0123456789";
@@ -102,7 +102,7 @@ proptest! {
         let auth = authenticator();
         let id = uuid::Uuid::new_v4();
         let good = auth.tokens().unwrap().mint(&Claims {
-            exp: tranche::auth::token::unix_now() + 600,
+            exp: tranche::guards::auth::token::unix_now() + 600,
             upload_id: Some(id),
             ..Claims::default()
         }).unwrap();

@@ -260,8 +260,8 @@ async fn curl_script_with_a_create_token_uses_the_upload_token_and_stops_on_sigt
     bounded_for(Duration::from_secs(60), async {
         let app = spawn_with_auth(|_| {}).await;
         let create_token = test_tokens()
-            .mint(&tranche::auth::Claims {
-                exp: tranche::auth::token::unix_now() + 600,
+            .mint(&tranche::guards::auth::Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
                 max_size: Some(1 << 20),
                 ..Default::default()
             })

@@ -1,5 +1,5 @@
 //! The `StateStore` conformance suite: every guarantee the trait's doc
-//! comments make (`src/store/mod.rs`), written once and run against each
+//! comments make (`src/state/mod.rs`), written once and run against each
 //! backend, the embedded store (redb) and a private redis-server, so that the
 //! Lua scripts and the redb rules cannot drift apart. (As garage runs one
 //! suite per database adapter, `src/db/test.rs`.)
@@ -25,7 +25,7 @@ use tempfile::TempDir;
 use tranche::clock::Clock;
 use tranche::config::Durability;
 use tranche::hashing::HashState;
-use tranche::store::{
+use tranche::state::{
     ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, Rate, RedisStore, StateStore,
     Store, Update,
 };
@@ -933,7 +933,7 @@ async fn a_rate_bucket_refills_with_time(s: Subject) {
     s.clock.advance(wait);
     // One interval refills one request, not the burst.
     until_some(|| async {
-        Ok::<_, tranche::store::StoreError>(
+        Ok::<_, tranche::state::StoreError>(
             s.store
                 .take_token("refill", rate)
                 .await?

@@ -169,23 +169,14 @@ impl Api {
                 on_retry,
             )
             .await?;
-        let mut answer: serde_json::Value = json(resp).await?;
-        let warnings = match answer.get_mut("warnings").map(serde_json::Value::take) {
-            Some(serde_json::Value::Array(items)) => items
-                .into_iter()
-                .map(|w| match w {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let view = serde_json::from_value(answer).map_err(|e| ClientError::Server {
+        let answer: serde_json::Value = json(resp).await?;
+        let view: UploadView = serde_json::from_value(answer).map_err(|e| ClientError::Server {
             status: 201,
             code: "invalid_answer".into(),
             message: format!("the create answer is not an upload: {e}"),
             retry_after: None,
         })?;
+        let warnings = view.warnings.clone();
         Ok(Created { view, warnings })
     }
 

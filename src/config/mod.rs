@@ -264,7 +264,7 @@ impl Settings {
             return invalid("limits.max_json_bytes", "must be at least 1 KiB");
         }
         for pattern in &l.allowed_content_types {
-            if !crate::limits::content::is_valid_pattern(pattern) {
+            if !crate::guards::limits::content::is_valid_pattern(pattern) {
                 return invalid(
                     "limits.allowed_content_types",
                     &format!("has {pattern:?}; use type/subtype or type/*"),

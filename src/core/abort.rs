@@ -7,7 +7,7 @@ use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::live::{status_conflict, store_error};
 use crate::core::Error;
-use crate::store::{StateStore, Update};
+use crate::state::{StateStore, Update};
 
 /// Aborts an upload: its bytes go at once, a tombstone stays for one TTL so
 /// that later requests get 410 instead of 404. Aborting twice is fine.

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::blobs::ByteStore;
 use crate::context::AppContext;
-use crate::store::StateStore;
+use crate::state::StateStore;
 use crate::upload::{Status, UploadRecord};
 
 /// The running hash is persisted at least this often while catching up.

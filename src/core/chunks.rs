@@ -18,8 +18,8 @@ use crate::core::lease::LeaseGuard;
 use crate::core::live::{check_live, status_conflict, store_error};
 use crate::core::write::{gone_meanwhile, write_range};
 use crate::core::{Error, LEASE_TTL};
-use crate::limits::{idle_limited, BodyError};
-use crate::store::{ChunkMark, StateStore, Update};
+use crate::guards::limits::{idle_limited, BodyError};
+use crate::state::{ChunkMark, StateStore, Update};
 use crate::upload::{Status, UploadRecord};
 use crate::wire::ChunkAnswer;
 

@@ -11,7 +11,7 @@ use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{failed_completion, load_live, status_conflict, store_error};
 use crate::core::{Error, LEASE_TTL};
-use crate::store::{Lease, LeaseOf, StateStore, Update};
+use crate::state::{Lease, LeaseOf, StateStore, Update};
 use crate::upload::{Failure, FileInfo, Status, UploadRecord};
 
 /// What `complete` ended with.

@@ -4,7 +4,7 @@
 //! (`http::error` for API v1).
 
 use crate::blobs::StorageError;
-use crate::store::StoreError;
+use crate::state::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -6,7 +6,7 @@ use crate::blobs::{ByteStore, ByteStream, FileMeta, StorageError};
 use crate::context::AppContext;
 use crate::core::live::store_error;
 use crate::core::Error;
-use crate::store::StateStore;
+use crate::state::StateStore;
 use crate::upload::{Status, UploadRecord};
 
 /// The completed file's record and its bytes' length and modification time;

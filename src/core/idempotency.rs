@@ -8,7 +8,7 @@ use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::store_error;
 use crate::core::{Error, LEASE_TTL};
-use crate::store::{IdempotencyRecord, LeaseOf, StateStore};
+use crate::state::{IdempotencyRecord, LeaseOf, StateStore};
 use crate::wire::CreateRequest;
 
 /// Checks an `Idempotency-Key` header and scopes it to the caller, so that

@@ -3,7 +3,7 @@
 
 use crate::context::AppContext;
 use crate::core::{Error, LEASE_TTL};
-use crate::store::{Lease, LeaseOf, StateStore};
+use crate::state::{Lease, LeaseOf, StateStore};
 
 /// Holds a lease: [`LeaseGuard::release`] gives it back; if the holder is
 /// dropped first (a cancelled request), the lease is given back in the

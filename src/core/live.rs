@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::context::AppContext;
 use crate::core::Error;
-use crate::store::{StateStore, StoreError};
+use crate::state::{StateStore, StoreError};
 use crate::upload::{Failure, Status, UploadRecord};
 
 /// Reads a record that must exist and be open for requests: 404 if unknown,

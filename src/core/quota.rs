@@ -1,11 +1,11 @@
 //! A create token's `max_uploads`: uses counted in the state store, taken
 //! only by creates that really start an upload.
 
-use crate::auth::Access;
 use crate::context::AppContext;
 use crate::core::live::store_error;
 use crate::core::Error;
-use crate::store::StateStore;
+use crate::guards::auth::Access;
+use crate::state::StateStore;
 
 /// A create token's `max_uploads`: how many uploads it may start, counted in
 /// the state store under the token's name until shortly after it expires.

@@ -12,8 +12,8 @@ use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{load_live, status_conflict};
 use crate::core::Error;
-use crate::limits::content::{self, SNIFF_LEN};
-use crate::limits::BodyError;
+use crate::guards::limits::content::{self, SNIFF_LEN};
+use crate::guards::limits::BodyError;
 use crate::upload::{Status, UploadRecord};
 
 /// Writes `len` bytes of `body` at `offset` of upload `rec`, while `guard`'s

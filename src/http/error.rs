@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::blobs::StorageError;
 use crate::core::Error;
-use crate::store::StoreError;
+use crate::state::StoreError;
 
 /// An answer of API v1 that is not a success: an error of the upload's life,
 /// or one that only HTTP knows (routes, methods, conditional and range

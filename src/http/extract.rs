@@ -11,9 +11,9 @@ use actix_web::{web, FromRequest, HttpRequest};
 use tracing_actix_web::RootSpan;
 use uuid::Uuid;
 
-use crate::auth::Access;
 use crate::context::AppContext;
 use crate::core::Error;
+use crate::guards::auth::Access;
 use crate::http::error::ApiError;
 
 impl FromRequest for Access {

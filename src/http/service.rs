@@ -4,11 +4,11 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::auth::Access;
 use crate::blobs::ByteStore;
 use crate::context::AppContext;
+use crate::guards::auth::Access;
 use crate::http::error::ApiError;
-use crate::store::StateStore;
+use crate::state::StateStore;
 
 /// Below this much free space (or `limits.reserve_free_bytes`, if more) the
 /// node reports itself not ready.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
-use tranche::auth::Claims;
+use tranche::guards::auth::Claims;
 
 use crate::helpers::*;
 
@@ -15,7 +15,7 @@ const KEY: &str = TEST_API_KEY;
 const SECRET: &str = TEST_JWT_SECRET;
 
 fn unix_now() -> u64 {
-    tranche::auth::token::unix_now()
+    tranche::guards::auth::token::unix_now()
 }
 
 fn create_token(claims: Claims) -> String {
@@ -610,7 +610,9 @@ async fn api_keys_can_be_given_as_hashes_and_in_a_file() {
         let file = dir.path().join("keys");
         std::fs::write(&file, "# ops team\nfile-key-0123456789abcdef\n").unwrap();
         let app = spawn_with_auth(|s| {
-            s.auth.api_keys = vec![tranche::auth::keys::hash_entry("hashed-key-0123456789")];
+            s.auth.api_keys = vec![tranche::guards::auth::keys::hash_entry(
+                "hashed-key-0123456789",
+            )];
             s.auth.api_keys_file = Some(file.clone());
         })
         .await;

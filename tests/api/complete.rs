@@ -149,7 +149,7 @@ async fn chunks_after_completion_answer_409_upload_completed() {
 
 #[tokio::test]
 async fn an_assembly_that_died_is_resumed_when_a_client_polls() {
-    use tranche::store::{StateStore, Update};
+    use tranche::state::{StateStore, Update};
     bounded(async {
         let app = spawn_app().await;
         let data = test_data(3 * CS + 11, 57);
@@ -181,7 +181,7 @@ async fn an_assembly_that_died_is_resumed_when_a_client_polls() {
 
 #[tokio::test]
 async fn the_janitor_resumes_an_assembly_that_died() {
-    use tranche::store::{StateStore, Update};
+    use tranche::state::{StateStore, Update};
     bounded(async {
         let app =
             spawn_app_with(|s| s.janitor_interval = std::time::Duration::from_secs(3600)).await;

@@ -94,8 +94,8 @@ pub async fn spawn_with_auth(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 /// Mints and checks tokens as the apps of [`spawn_with_auth`] do.
-pub fn test_tokens() -> tranche::auth::Tokens {
-    tranche::auth::Tokens::new(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(5)).unwrap()
+pub fn test_tokens() -> tranche::guards::auth::Tokens {
+    tranche::guards::auth::Tokens::new(TEST_JWT_SECRET.as_bytes(), Duration::from_secs(5)).unwrap()
 }
 
 /// Spawns an app on the given Redis (or on the embedded store with `None`),
@@ -638,7 +638,7 @@ impl TestApp {
     }
 
     /// Where the server keeps the bytes of an upload in progress (see the
-    /// layout in `storage.rs`).
+    /// layout in `src/blobs/local.rs`).
     pub fn part_path(&self, id: &str) -> PathBuf {
         let id = uuid::Uuid::parse_str(id).expect("a UUID");
         self.data_dir

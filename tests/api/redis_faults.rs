@@ -521,7 +521,7 @@ async fn janitor_on_redis_removes_the_expired_uploads_keys_and_keeps_the_rest() 
 
         // The expired upload: bytes, state and every key gone.
         assert!(!app.part_path(&expired).exists(), "expired part file kept");
-        use tranche::store::StateStore;
+        use tranche::state::StateStore;
         let uuid = uuid::Uuid::parse_str(&expired).unwrap();
         assert!(
             app.ctx.store.get_upload(uuid).await.unwrap().is_none(),

@@ -6,12 +6,12 @@
 
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
-use tranche::auth::Claims;
+use tranche::guards::auth::Claims;
 
 use crate::helpers::*;
 
 fn unix_now() -> u64 {
-    tranche::auth::token::unix_now()
+    tranche::guards::auth::token::unix_now()
 }
 
 fn create_token(sub: &str) -> String {

@@ -5,13 +5,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use tracing_actix_web::RootSpan;
 use uuid::Uuid;
 
-use crate::auth::Access;
 use crate::context::AppContext;
 use crate::core::{self, Completion, DigestCheck, Error};
+use crate::guards::auth::Access;
+use crate::guards::rate::Bucket;
 use crate::http::error::ApiError;
 use crate::http::extract::{parse_index, UploadId};
 use crate::http::{client_ip, forwarded};
-use crate::ratelimit::Bucket;
 use crate::upload::UploadRecord;
 use crate::wire::{CreateRequest, UploadView};
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::config::AuthSettings;
 use crate::core::Error;
-use crate::limits::content;
+use crate::guards::limits::content;
 
 pub use keys::ApiKeys;
 pub use token::{Claims, TokenError, Tokens};

@@ -1,6 +1,6 @@
 //! Rate limits per caller: a token bucket for creates and one for chunk
 //! requests, keyed by API key, token subject or client address
-//! ([`crate::auth::Access::bucket`]). The buckets are the state store's
+//! ([`crate::guards::auth::Access::bucket`]). The buckets are the state store's
 //! ([`StateStore::take_token`]): in Redis every instance draws from the same
 //! ones; the embedded store keeps them in memory.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::RateLimitSettings;
 use crate::core::Error;
-use crate::store::{Rate, StateStore, Store};
+use crate::state::{Rate, StateStore, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
@@ -99,7 +99,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let store = Store::Embedded(
-            crate::store::embedded::EmbeddedStore::open(
+            crate::state::embedded::EmbeddedStore::open(
                 &dir.path().join("s.redb"),
                 crate::config::Durability::Relaxed,
                 crate::clock::Clock::system(),

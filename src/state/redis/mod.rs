@@ -36,193 +36,20 @@ use super::{
     ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update,
 };
 use crate::hashing::HashState;
-use crate::upload::{ChunkSet, Failure, FileInfo, UploadRecord};
+use crate::upload::{Failure, FileInfo, UploadRecord};
+
+mod record;
+mod scripts;
+
+use record::{decode, outcome, record_outcome, status_word, Fields};
+use scripts::{
+    Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, BEGIN_ASSEMBLY, DELETE_EXPIRED, FINISH_ASSEMBLY,
+    RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
+};
 
 /// How long an upload's keys outlive its `expires_at`, so that the janitor
 /// finds the record (and deletes the bytes with it) before Redis drops it.
 const KEY_GRACE_MS: i64 = 24 * 3600 * 1000;
-
-/// A Lua script and its SHA-1, run with `EVALSHA` inside pipelines; after a
-/// Redis restart has emptied the script cache, scripts are loaded again.
-struct Lua {
-    src: &'static str,
-    sha: String,
-}
-
-impl Lua {
-    fn new(src: &'static str) -> Self {
-        Lua {
-            src,
-            sha: redis::Script::new(src).get_hash().to_string(),
-        }
-    }
-
-    /// Appends an `EVALSHA` of this script to `pipe`.
-    fn add(&self, pipe: &mut Pipeline, keys: &[&str], args: &[&dyn std::fmt::Display]) {
-        let cmd = pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len()).arg(keys);
-        for a in args {
-            cmd.arg(a.to_string());
-        }
-    }
-}
-
-/// Counts a chunk. Returns 0: no such upload, 1: counted, 2: not uploading or expired.
-const RECORD_CHUNK: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 0 end
-local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
-if st ~= 'uploading' or exp <= tonumber(ARGV[3]) then return 2 end
-if redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0 then
-  redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[2])
-end
-local new = math.max(exp, tonumber(ARGV[4]))
-redis.call('HSET', KEYS[1], 'expires', string.format('%.0f', new))
-local until_ms = string.format('%.0f', new + tonumber(ARGV[5]))
-redis.call('PEXPIREAT', KEYS[1], until_ms)
-redis.call('PEXPIREAT', KEYS[2], until_ms)
-return 1
-"#;
-
-/// Compare-and-set of the running hash, `rules::advance_hash`: from ARGV[1]
-/// bytes to ARGV[2] (forward, never past the file's size). Returns 1 if it
-/// was replaced.
-const ADVANCE_HASH: &str = r#"
-if redis.call('HGET', KEYS[1], 'hash_len') ~= ARGV[1] then return 0 end
-local to = tonumber(ARGV[2])
-if to <= tonumber(ARGV[1]) then return 0 end
-if to > cjson.decode(redis.call('HGET', KEYS[1], 'rec')).size then return 0 end
-redis.call('HSET', KEYS[1], 'hash', ARGV[3], 'hash_len', ARGV[2])
-return 1
-"#;
-
-/// uploading (all chunks in) -> assembling. 0: no upload, 1: assembling, 2: rejected.
-const BEGIN_ASSEMBLY: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 0 end
-if st == 'assembling' then return 1 end
-if st ~= 'uploading' then return 2 end
-if redis.call('BITCOUNT', KEYS[2]) ~= tonumber(redis.call('HGET', KEYS[1], 'count')) then return 2 end
-redis.call('HSET', KEYS[1], 'status', 'assembling')
-return 1
-"#;
-
-/// assembling -> completed (ARGV[1] = 1, ARGV[2] = file JSON) or failed
-/// (ARGV[1] = 0, ARGV[2] = failure JSON, kept until ARGV[3]).
-const FINISH_ASSEMBLY: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 0 end
-if st ~= 'assembling' then return 2 end
-if ARGV[1] == '1' then
-  redis.call('HSET', KEYS[1], 'status', 'completed', 'file', ARGV[2])
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
-else
-  local new = math.max(tonumber(redis.call('HGET', KEYS[1], 'expires')), tonumber(ARGV[3]))
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'failure', ARGV[2], 'expires', string.format('%.0f', new))
-  local until_ms = string.format('%.0f', new + tonumber(ARGV[4]))
-  redis.call('PEXPIREAT', KEYS[1], until_ms)
-  redis.call('PEXPIREAT', KEYS[2], until_ms)
-end
-return 1
-"#;
-
-/// any but completed/assembling -> aborted until ARGV[1].
-const ABORT: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 0 end
-if st == 'completed' or st == 'assembling' then return 2 end
-redis.call('HSET', KEYS[1], 'status', 'aborted', 'expires', ARGV[1])
-local until_ms = string.format('%.0f', tonumber(ARGV[1]) + tonumber(ARGV[2]))
-redis.call('PEXPIREAT', KEYS[1], until_ms)
-redis.call('PEXPIREAT', KEYS[2], until_ms)
-return 1
-"#;
-
-/// Deletes an upload's keys if it is still deletable at ARGV[1]; returns its
-/// fields (HGETALL) when it deleted, an empty list otherwise, and the status
-/// alone when the record exists but must be kept.
-const DELETE_EXPIRED: &str = r#"
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {} end
-local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
-if (st ~= 'uploading' and st ~= 'failed' and st ~= 'aborted') or exp > tonumber(ARGV[1]) then
-  return {'status', st}
-end
-local fields = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2])
-return fields
-"#;
-
-/// Extends a lease (ARGV[2] ms) if the caller still holds it.
-const RENEW: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"#;
-
-/// Releases a lease if the caller still holds it.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
-
-struct Scripts {
-    record_chunk: Lua,
-    advance_hash: Lua,
-    begin_assembly: Lua,
-    finish_assembly: Lua,
-    abort: Lua,
-    delete_expired: Lua,
-    release: Lua,
-    renew: Lua,
-    rate_limit: Lua,
-    add_use: Lua,
-}
-
-impl Scripts {
-    fn all(&self) -> [&Lua; 10] {
-        [
-            &self.record_chunk,
-            &self.advance_hash,
-            &self.begin_assembly,
-            &self.finish_assembly,
-            &self.abort,
-            &self.delete_expired,
-            &self.release,
-            &self.renew,
-            &self.rate_limit,
-            &self.add_use,
-        ]
-    }
-}
-
-/// A token bucket as GCRA, the rule of `rules::take_token`: the key holds the
-/// bucket's "theoretical arrival time" in microseconds of Redis's own clock
-/// (so every instance agrees). ARGV: emission interval (µs per request),
-/// burst tolerance (µs). Returns 0 when the request may go, else the µs to
-/// wait. The key lapses once the bucket is full again.
-const RATE_LIMIT: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allow_at = new_tat - tolerance - interval
-if allow_at > now then return allow_at - now end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return 0
-"#;
-
-/// Adds ARGV[1] to a token's use count, which lapses at ARGV[2] (Unix ms).
-/// A count that falls to 0 (a use given back after the key lapsed) is
-/// deleted rather than left negative. Returns the new count.
-const ADD_USE: &str = r#"
-local n = redis.call('INCRBY', KEYS[1], ARGV[1])
-if n <= 0 then redis.call('DEL', KEYS[1]) return 0 end
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-return n
-"#;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -235,7 +62,7 @@ fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {e}"))
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
+pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("redis: {what}"))
 }
 
@@ -354,44 +181,6 @@ fn new_lease(of: LeaseOf) -> Lease {
         of,
         token: Uuid::new_v4().simple().to_string(),
     }
-}
-
-/// Rebuilds a record from its meta hash and bitmap.
-fn decode(
-    fields: HashMap<String, Vec<u8>>,
-    bitmap: Option<Vec<u8>>,
-) -> Result<Option<UploadRecord>, StoreError> {
-    let Some(rec) = fields.get("rec") else {
-        return Ok(None);
-    };
-    let mut rec: UploadRecord = serde_json::from_slice(rec).map_err(corrupt)?;
-    let text = |name: &str| -> Result<&str, StoreError> {
-        let raw = fields
-            .get(name)
-            .ok_or_else(|| corrupt(format!("field {name} missing")))?;
-        std::str::from_utf8(raw).map_err(corrupt)
-    };
-    let number = |name: &str| -> Result<i64, StoreError> { text(name)?.parse().map_err(corrupt) };
-    rec.status = serde_json::from_value(serde_json::Value::String(text("status")?.to_owned()))
-        .map_err(corrupt)?;
-    rec.bytes_received = number("bytes")? as u64;
-    rec.expires_at = number("expires")?;
-    rec.hash = serde_json::from_str(text("hash")?).map_err(corrupt)?;
-    if let Some(file) = fields.get("file") {
-        rec.file = Some(serde_json::from_slice(file).map_err(corrupt)?);
-    }
-    if let Some(failure) = fields.get("failure") {
-        rec.failure = Some(serde_json::from_slice(failure).map_err(corrupt)?);
-    }
-    rec.received = ChunkSet::from_msb_first(&bitmap.unwrap_or_default());
-    Ok(Some(rec))
-}
-
-fn status_word(rec: &UploadRecord) -> String {
-    serde_json::to_value(rec.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 impl StateStore for RedisStore {
@@ -779,70 +568,5 @@ impl StateStore for RedisStore {
     ) -> Result<Update, StoreError> {
         let (code, fields, bitmap) = self.record_pipeline(id, &mark, Some(lease)).await?;
         record_outcome(code, fields, bitmap)
-    }
-}
-
-/// A meta hash as read with HGETALL.
-type Fields = HashMap<String, Vec<u8>>;
-type RecordReply = (i64, Fields, Option<Vec<u8>>);
-
-impl RedisStore {
-    /// One round trip: count the chunk, bump the index, read the record back,
-    /// and give the chunk's lease back.
-    async fn record_pipeline(
-        &self,
-        id: Uuid,
-        mark: &ChunkMark,
-        lease: Option<&Lease>,
-    ) -> Result<RecordReply, StoreError> {
-        self.query(|| {
-            let mut p = redis::pipe();
-            self.scripts.record_chunk.add(
-                &mut p,
-                &[&self.meta(id), &self.chunks(id)],
-                &[
-                    &mark.index,
-                    &mark.len,
-                    &mark.now_ms,
-                    &mark.expires_at,
-                    &KEY_GRACE_MS,
-                ],
-            );
-            // XX: never re-adds an upload that left the index (completed).
-            p.cmd("ZADD")
-                .arg(self.index())
-                .arg("XX")
-                .arg("GT")
-                .arg(mark.expires_at)
-                .arg(id.to_string())
-                .ignore();
-            self.add_read(&mut p, id);
-            if let Some(lease) = lease {
-                self.scripts
-                    .release
-                    .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
-                p.ignore();
-            }
-            p
-        })
-        .await
-    }
-}
-
-fn record_outcome(
-    code: i64,
-    fields: HashMap<String, Vec<u8>>,
-    bitmap: Option<Vec<u8>>,
-) -> Result<Update, StoreError> {
-    Ok(outcome(code, decode(fields, bitmap)?))
-}
-
-/// A script's answer (0: no upload, 1: done, 2: rejected) with the record as
-/// it stands after it.
-fn outcome(code: i64, rec: Option<UploadRecord>) -> Update {
-    match (code, rec) {
-        (_, None) | (0, _) => Update::NotFound,
-        (1, Some(rec)) => Update::Done(rec),
-        (_, Some(rec)) => Update::Rejected(rec),
     }
 }

@@ -1,0 +1,114 @@
+//! A record as the Redis store keeps it (a hash of fields beside the JSON
+//! written at create, and the chunk bitmap), read back into an
+//! [`UploadRecord`], and the scripts' answers as [`Update`]s.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::{corrupt, RedisStore, KEY_GRACE_MS};
+use crate::state::{ChunkMark, Lease, StoreError, Update};
+use crate::upload::{ChunkSet, UploadRecord};
+
+/// Rebuilds a record from its meta hash and bitmap.
+pub(super) fn decode(
+    fields: HashMap<String, Vec<u8>>,
+    bitmap: Option<Vec<u8>>,
+) -> Result<Option<UploadRecord>, StoreError> {
+    let Some(rec) = fields.get("rec") else {
+        return Ok(None);
+    };
+    let mut rec: UploadRecord = serde_json::from_slice(rec).map_err(corrupt)?;
+    let text = |name: &str| -> Result<&str, StoreError> {
+        let raw = fields
+            .get(name)
+            .ok_or_else(|| corrupt(format!("field {name} missing")))?;
+        std::str::from_utf8(raw).map_err(corrupt)
+    };
+    let number = |name: &str| -> Result<i64, StoreError> { text(name)?.parse().map_err(corrupt) };
+    rec.status = serde_json::from_value(serde_json::Value::String(text("status")?.to_owned()))
+        .map_err(corrupt)?;
+    rec.bytes_received = number("bytes")? as u64;
+    rec.expires_at = number("expires")?;
+    rec.hash = serde_json::from_str(text("hash")?).map_err(corrupt)?;
+    if let Some(file) = fields.get("file") {
+        rec.file = Some(serde_json::from_slice(file).map_err(corrupt)?);
+    }
+    if let Some(failure) = fields.get("failure") {
+        rec.failure = Some(serde_json::from_slice(failure).map_err(corrupt)?);
+    }
+    rec.received = ChunkSet::from_msb_first(&bitmap.unwrap_or_default());
+    Ok(Some(rec))
+}
+
+pub(super) fn status_word(rec: &UploadRecord) -> String {
+    serde_json::to_value(rec.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub(super) fn record_outcome(
+    code: i64,
+    fields: HashMap<String, Vec<u8>>,
+    bitmap: Option<Vec<u8>>,
+) -> Result<Update, StoreError> {
+    Ok(outcome(code, decode(fields, bitmap)?))
+}
+
+/// A script's answer (0: no upload, 1: done, 2: rejected) with the record as
+/// it stands after it.
+pub(super) fn outcome(code: i64, rec: Option<UploadRecord>) -> Update {
+    match (code, rec) {
+        (_, None) | (0, _) => Update::NotFound,
+        (1, Some(rec)) => Update::Done(rec),
+        (_, Some(rec)) => Update::Rejected(rec),
+    }
+}
+
+/// A meta hash as read with HGETALL.
+pub(super) type Fields = HashMap<String, Vec<u8>>;
+pub(super) type RecordReply = (i64, Fields, Option<Vec<u8>>);
+
+impl RedisStore {
+    /// One round trip: count the chunk, bump the index, read the record back,
+    /// and give the chunk's lease back.
+    pub(super) async fn record_pipeline(
+        &self,
+        id: Uuid,
+        mark: &ChunkMark,
+        lease: Option<&Lease>,
+    ) -> Result<RecordReply, StoreError> {
+        self.query(|| {
+            let mut p = redis::pipe();
+            self.scripts.record_chunk.add(
+                &mut p,
+                &[&self.meta(id), &self.chunks(id)],
+                &[
+                    &mark.index,
+                    &mark.len,
+                    &mark.now_ms,
+                    &mark.expires_at,
+                    &KEY_GRACE_MS,
+                ],
+            );
+            // XX: never re-adds an upload that left the index (completed).
+            p.cmd("ZADD")
+                .arg(self.index())
+                .arg("XX")
+                .arg("GT")
+                .arg(mark.expires_at)
+                .arg(id.to_string())
+                .ignore();
+            self.add_read(&mut p, id);
+            if let Some(lease) = lease {
+                self.scripts
+                    .release
+                    .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
+                p.ignore();
+            }
+            p
+        })
+        .await
+    }
+}

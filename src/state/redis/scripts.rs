@@ -1,0 +1,187 @@
+//! The Lua scripts of the Redis store: each state transition of one upload is
+//! one script over keys of one hash slot, so it is atomic (and valid on Redis
+//! Cluster).
+
+use redis::Pipeline;
+
+/// A Lua script and its SHA-1, run with `EVALSHA` inside pipelines; after a
+/// Redis restart has emptied the script cache, scripts are loaded again.
+pub(super) struct Lua {
+    pub(super) src: &'static str,
+    pub(super) sha: String,
+}
+
+impl Lua {
+    pub(super) fn new(src: &'static str) -> Self {
+        Lua {
+            src,
+            sha: redis::Script::new(src).get_hash().to_string(),
+        }
+    }
+
+    /// Appends an `EVALSHA` of this script to `pipe`.
+    pub(super) fn add(&self, pipe: &mut Pipeline, keys: &[&str], args: &[&dyn std::fmt::Display]) {
+        let cmd = pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len()).arg(keys);
+        for a in args {
+            cmd.arg(a.to_string());
+        }
+    }
+}
+
+/// Counts a chunk. Returns 0: no such upload, 1: counted, 2: not uploading or expired.
+pub(super) const RECORD_CHUNK: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
+if st ~= 'uploading' or exp <= tonumber(ARGV[3]) then return 2 end
+if redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0 then
+  redis.call('HINCRBY', KEYS[1], 'bytes', ARGV[2])
+end
+local new = math.max(exp, tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'expires', string.format('%.0f', new))
+local until_ms = string.format('%.0f', new + tonumber(ARGV[5]))
+redis.call('PEXPIREAT', KEYS[1], until_ms)
+redis.call('PEXPIREAT', KEYS[2], until_ms)
+return 1
+"#;
+
+/// Compare-and-set of the running hash, `rules::advance_hash`: from ARGV[1]
+/// bytes to ARGV[2] (forward, never past the file's size). Returns 1 if it
+/// was replaced.
+pub(super) const ADVANCE_HASH: &str = r#"
+if redis.call('HGET', KEYS[1], 'hash_len') ~= ARGV[1] then return 0 end
+local to = tonumber(ARGV[2])
+if to <= tonumber(ARGV[1]) then return 0 end
+if to > cjson.decode(redis.call('HGET', KEYS[1], 'rec')).size then return 0 end
+redis.call('HSET', KEYS[1], 'hash', ARGV[3], 'hash_len', ARGV[2])
+return 1
+"#;
+
+/// uploading (all chunks in) -> assembling. 0: no upload, 1: assembling, 2: rejected.
+pub(super) const BEGIN_ASSEMBLY: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st == 'assembling' then return 1 end
+if st ~= 'uploading' then return 2 end
+if redis.call('BITCOUNT', KEYS[2]) ~= tonumber(redis.call('HGET', KEYS[1], 'count')) then return 2 end
+redis.call('HSET', KEYS[1], 'status', 'assembling')
+return 1
+"#;
+
+/// assembling -> completed (ARGV[1] = 1, ARGV[2] = file JSON) or failed
+/// (ARGV[1] = 0, ARGV[2] = failure JSON, kept until ARGV[3]).
+pub(super) const FINISH_ASSEMBLY: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st ~= 'assembling' then return 2 end
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'file', ARGV[2])
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  local new = math.max(tonumber(redis.call('HGET', KEYS[1], 'expires')), tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'failure', ARGV[2], 'expires', string.format('%.0f', new))
+  local until_ms = string.format('%.0f', new + tonumber(ARGV[4]))
+  redis.call('PEXPIREAT', KEYS[1], until_ms)
+  redis.call('PEXPIREAT', KEYS[2], until_ms)
+end
+return 1
+"#;
+
+/// any but completed/assembling -> aborted until ARGV[1].
+pub(super) const ABORT: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st == 'completed' or st == 'assembling' then return 2 end
+redis.call('HSET', KEYS[1], 'status', 'aborted', 'expires', ARGV[1])
+local until_ms = string.format('%.0f', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+redis.call('PEXPIREAT', KEYS[1], until_ms)
+redis.call('PEXPIREAT', KEYS[2], until_ms)
+return 1
+"#;
+
+/// Deletes an upload's keys if it is still deletable at ARGV[1]; returns its
+/// fields (HGETALL) when it deleted, an empty list otherwise, and the status
+/// alone when the record exists but must be kept.
+pub(super) const DELETE_EXPIRED: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {} end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
+if (st ~= 'uploading' and st ~= 'failed' and st ~= 'aborted') or exp > tonumber(ARGV[1]) then
+  return {'status', st}
+end
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+return fields
+"#;
+
+/// Extends a lease (ARGV[2] ms) if the caller still holds it.
+pub(super) const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"#;
+
+/// Releases a lease if the caller still holds it.
+pub(super) const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+pub(super) struct Scripts {
+    pub(super) record_chunk: Lua,
+    pub(super) advance_hash: Lua,
+    pub(super) begin_assembly: Lua,
+    pub(super) finish_assembly: Lua,
+    pub(super) abort: Lua,
+    pub(super) delete_expired: Lua,
+    pub(super) release: Lua,
+    pub(super) renew: Lua,
+    pub(super) rate_limit: Lua,
+    pub(super) add_use: Lua,
+}
+
+impl Scripts {
+    pub(super) fn all(&self) -> [&Lua; 10] {
+        [
+            &self.record_chunk,
+            &self.advance_hash,
+            &self.begin_assembly,
+            &self.finish_assembly,
+            &self.abort,
+            &self.delete_expired,
+            &self.release,
+            &self.renew,
+            &self.rate_limit,
+            &self.add_use,
+        ]
+    }
+}
+
+/// A token bucket as GCRA, the rule of `rules::take_token`: the key holds the
+/// bucket's "theoretical arrival time" in microseconds of Redis's own clock
+/// (so every instance agrees). ARGV: emission interval (µs per request),
+/// burst tolerance (µs). Returns 0 when the request may go, else the µs to
+/// wait. The key lapses once the bucket is full again.
+pub(super) const RATE_LIMIT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance - interval
+if allow_at > now then return allow_at - now end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return 0
+"#;
+
+/// Adds ARGV[1] to a token's use count, which lapses at ARGV[2] (Unix ms).
+/// A count that falls to 0 (a use given back after the key lapsed) is
+/// deleted rather than left negative. Returns the new count.
+pub(super) const ADD_USE: &str = r#"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n <= 0 then redis.call('DEL', KEYS[1]) return 0 end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return n
+"#;

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub janitor_freed_bytes: IntCounter,
     pub store_errors: IntCounter,
     pub free_disk_bytes: IntGauge,
+    /// Times the embedded store was opened again after an I/O error.
+    pub store_reopens: IntGauge,
+    /// 1 while the state reserve is given up to a full disk.
+    pub state_reserve_released: IntGauge,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -91,8 +95,20 @@ impl Metrics {
             "Free bytes on the data directory's filesystem",
         )
         .expect("valid metric");
+        let store_reopens = IntGauge::new(
+            "tranche_state_store_reopens",
+            "Times the embedded state store was opened again after an I/O error (a full disk, say), since start",
+        )
+        .expect("valid metric");
+        let state_reserve_released = IntGauge::new(
+            "tranche_state_reserve_released",
+            "1 while the state reserve is given up to a full disk and new uploads are refused",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(uploads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(store_reopens.clone()),
+            Box::new(state_reserve_released.clone()),
             Box::new(chunks_received.clone()),
             Box::new(chunk_bytes_received.clone()),
             Box::new(chunk_duration.clone()),
@@ -126,6 +142,8 @@ impl Metrics {
             janitor_freed_bytes,
             store_errors,
             free_disk_bytes,
+            store_reopens,
+            state_reserve_released,
         }
     }
 

@@ -23,6 +23,7 @@ use crate::context::AppContext;
 use crate::guards::auth::Authenticator;
 use crate::guards::limits::disk::DiskGuard;
 use crate::guards::limits::inflight::ChunkSlots;
+use crate::guards::limits::reserve::StateReserve;
 use crate::guards::rate::RateLimiter;
 use crate::http::framing::FramingServer;
 use crate::metrics::Metrics;
@@ -97,12 +98,24 @@ impl Application {
         let storage = LocalDisk::open(&settings.data_dir, sync).with_context(|| {
             format!("cannot use data directory {}", settings.data_dir.display())
         })?;
+        // Room kept for the embedded store's commits when the disk fills.
+        let state_reserve = match (&settings.store, settings.limits.state_reserve.0) {
+            (StoreSettings::Embedded { .. }, size) if size > 0 => {
+                Some(Arc::new(StateReserve::open(
+                    &settings.data_dir,
+                    size,
+                    settings.limits.reserve_free_bytes.0,
+                )))
+            }
+            _ => None,
+        };
         let store = match &settings.store {
             StoreSettings::Embedded { .. } => Store::Embedded(
-                EmbeddedStore::open(
+                EmbeddedStore::open_with_reserve(
                     &settings.embedded_store_path(),
                     settings.durability,
                     clock.clone(),
+                    state_reserve.clone(),
                 )
                 .context("cannot open the embedded state store")?,
             ),
@@ -122,6 +135,7 @@ impl Application {
         let disk_guard = Arc::new(DiskGuard::new(
             limits.reserve_free_bytes.0,
             limits.max_pending_bytes.0,
+            state_reserve,
         ));
         let chunk_slots = ChunkSlots::new(
             limits.max_chunk_requests,

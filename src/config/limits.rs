@@ -21,6 +21,10 @@ pub struct LimitSettings {
     /// Upper bound on bytes of unfinished uploads in the data directory
     /// (0: only the disk's free space counts).
     pub max_pending_bytes: ByteSize,
+    /// With the embedded store: a ballast file this large, given up to the
+    /// state store when the disk fills, so that admitted uploads can still
+    /// record their chunks (0: none).
+    pub state_reserve: ByteSize,
     /// Largest JSON body on control endpoints.
     pub max_json_bytes: ByteSize,
     /// A chunk body that sends nothing for this long is dropped (slowloris).
@@ -42,6 +46,7 @@ impl Default for LimitSettings {
             sniff_content: SniffContent::Auto,
             reserve_free_bytes: ByteSize::mib(256),
             max_pending_bytes: ByteSize::b(0),
+            state_reserve: ByteSize::mib(64),
             max_json_bytes: ByteSize::kib(64),
             body_idle_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),

@@ -8,7 +8,7 @@ use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::guards::auth::Access;
 use crate::http::error::ApiError;
-use crate::state::StateStore;
+use crate::state::{StateStore, Store};
 
 /// Below this much free space (or `limits.reserve_free_bytes`, if more) the
 /// node reports itself not ready.
@@ -72,7 +72,26 @@ pub async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
             "low disk: only {free} bytes free in the data directory (needs {min_free})"
         ));
     }
-    let checks = json!({"store": store, "data_dir": writable, "free_bytes": free});
+    let mut checks = json!({"store": store, "data_dir": writable, "free_bytes": free});
+    if let Store::Embedded(embedded) = &ctx.store {
+        let health = embedded.health();
+        checks["store_reopens"] = health.reopened.into();
+        if !health.open {
+            problems.push(
+                "state store: the database could not be opened again after an I/O error yet; \
+                 writes wait for it (free disk space, then it opens by itself)"
+                    .into(),
+            );
+        }
+    }
+    if ctx.disk_guard.state_reserve_released() {
+        checks["state_reserve"] = "released".into();
+        problems.push(
+            "the disk filled: the state reserve is given up so that admitted uploads can finish; \
+             new uploads are refused until there is room for it again"
+                .into(),
+        );
+    }
     if problems.is_empty() {
         HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
     } else {
@@ -91,6 +110,14 @@ pub async fn metrics(ctx: web::Data<AppContext>, access: Access) -> Result<HttpR
     if let Ok(free) = ctx.storage.free_space() {
         ctx.metrics.free_disk_bytes.set(free as i64);
     }
+    if let Store::Embedded(embedded) = &ctx.store {
+        ctx.metrics
+            .store_reopens
+            .set(embedded.health().reopened as i64);
+    }
+    ctx.metrics
+        .state_reserve_released
+        .set(i64::from(ctx.disk_guard.state_reserve_released()));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(ctx.metrics.render()))

@@ -57,6 +57,7 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
         // whose disk is nearly full but for the production reserve.
         limits: tranche::config::LimitSettings {
             reserve_free_bytes: bytesize::ByteSize::mib(1),
+            state_reserve: bytesize::ByteSize::mib(1),
             ..Default::default()
         },
         ..Settings::default()

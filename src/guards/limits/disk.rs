@@ -6,20 +6,31 @@
 //! creates cannot both pass the same check.
 
 use crate::blobs::{ByteStore, LocalDisk};
+use std::sync::Arc;
+
+use super::reserve::StateReserve;
 use crate::core::Error;
 
 #[derive(Debug)]
 pub struct DiskGuard {
     reserve: u64,
     max_pending: u64,
+    /// The embedded store's room for a full disk; while it is given up, no
+    /// upload is admitted.
+    state_reserve: Option<Arc<StateReserve>>,
     admission: tokio::sync::Mutex<()>,
 }
 
 impl DiskGuard {
-    pub fn new(reserve: u64, max_pending: u64) -> DiskGuard {
+    pub fn new(
+        reserve: u64,
+        max_pending: u64,
+        state_reserve: Option<Arc<StateReserve>>,
+    ) -> DiskGuard {
         DiskGuard {
             reserve,
             max_pending,
+            state_reserve,
             admission: tokio::sync::Mutex::new(()),
         }
     }
@@ -28,9 +39,24 @@ impl DiskGuard {
         self.reserve
     }
 
+    /// Is the state reserve given up (the disk filled)? Lays it down again
+    /// first if there is room now.
+    pub fn state_reserve_released(&self) -> bool {
+        self.state_reserve
+            .as_ref()
+            .is_some_and(|r| r.is_released() && !r.restore())
+    }
+
     /// Admits an upload of `size` bytes and creates its part file, or says 507.
     pub async fn admit(&self, storage: &LocalDisk, id: uuid::Uuid, size: u64) -> Result<(), Error> {
         let _turn = self.admission.lock().await;
+        if self.state_reserve_released() {
+            tracing::warn!(
+                size,
+                "upload refused: the disk filled and the state reserve is in use"
+            );
+            return Err(Error::InsufficientStorage { needed: size });
+        }
         let free = storage
             .free_space()
             .map_err(|e| Error::Internal(e.into()))?;

@@ -6,6 +6,7 @@
 pub mod content;
 pub mod disk;
 pub mod inflight;
+pub mod reserve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,0 +1,141 @@
+//! The state reserve: a ballast file in the data directory, preallocated, that
+//! keeps room for the embedded state store when the disk fills up. Uploads
+//! admitted before the disk filled have their bytes' place already (part
+//! files are preallocated), but recording their chunks needs the store to
+//! grow a little; when a commit finds no space, the ballast is deleted so the
+//! store can go on, creates are refused (507) while it is missing, and it is
+//! laid down again once the disk has room for it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The ballast's name in the data directory.
+pub const FILE_NAME: &str = ".state-reserve";
+
+#[derive(Debug)]
+pub struct StateReserve {
+    path: PathBuf,
+    size: u64,
+    /// Free bytes to keep beside the ballast before it is laid down again.
+    keep_free: u64,
+    /// Deleted for the store's sake and not laid down again yet.
+    released: AtomicBool,
+}
+
+impl StateReserve {
+    /// Lays the ballast of `size` bytes down in `data_dir` (kept if it is
+    /// there already). With no room for it the reserve starts released.
+    pub fn open(data_dir: &Path, size: u64, keep_free: u64) -> StateReserve {
+        let reserve = StateReserve {
+            path: data_dir.join(FILE_NAME),
+            size,
+            keep_free,
+            released: AtomicBool::new(true),
+        };
+        reserve.restore();
+        reserve
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Is the ballast missing, its room lent to the store?
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
+    }
+
+    /// Deletes the ballast, so that the state store has room to commit.
+    /// Returns whether there was one to delete.
+    pub fn release(&self) -> bool {
+        let was_held = !self.released.swap(true, Ordering::SeqCst);
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {
+                tracing::warn!(
+                    bytes = self.size,
+                    "the disk is full: the state reserve is released so that admitted uploads can finish; new uploads are refused until there is room again"
+                );
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => was_held,
+            Err(e) => {
+                tracing::error!(error = %e, path = %self.path.display(), "the state reserve could not be released");
+                false
+            }
+        }
+    }
+
+    /// Lays the ballast down again if it is missing and the disk has room for
+    /// it and `keep_free` besides. Returns whether it is in place.
+    pub fn restore(&self) -> bool {
+        if !self.is_released() {
+            return true;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let free = fs4::available_space(dir).unwrap_or(0);
+        if self.path.exists() {
+            // Left by a previous run: it is ours, and in place.
+            self.released.store(false, Ordering::SeqCst);
+            return true;
+        }
+        if free < self.size.saturating_add(self.keep_free) {
+            return false;
+        }
+        match lay_down(&self.path, self.size) {
+            Ok(()) => {
+                if self.released.swap(false, Ordering::SeqCst) {
+                    tracing::info!(bytes = self.size, "the state reserve is in place");
+                }
+                true
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                tracing::warn!(error = %e, "the state reserve could not be laid down; trying again later");
+                false
+            }
+        }
+    }
+}
+
+fn lay_down(path: &Path, size: u64) -> io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    // Real blocks, not a sparse file: the point is that they are taken.
+    fs4::fs_std::FileExt::allocate(&file, size)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_then_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = StateReserve::open(dir.path(), 1 << 20, 0);
+        assert!(!r.is_released());
+        assert_eq!(
+            std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(),
+            1 << 20
+        );
+        assert!(r.release());
+        assert!(r.is_released());
+        assert!(!dir.path().join(FILE_NAME).exists());
+        assert!(!r.release(), "nothing left to release");
+        assert!(r.restore());
+        assert!(!r.is_released());
+        assert!(dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn no_room_means_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = StateReserve::open(dir.path(), 1 << 20, u64::MAX / 2);
+        assert!(r.is_released());
+        assert!(!r.restore());
+    }
+}

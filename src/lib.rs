@@ -16,6 +16,7 @@ pub mod http;
 pub mod janitor;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod startup;
 pub mod store;

@@ -170,7 +170,10 @@ impl Api {
             )
             .await?;
         let mut answer: serde_json::Value = json(resp).await?;
-        let warnings = match answer.get_mut("warnings").map(serde_json::Value::take) {
+        // Removed, not taken: a `"warnings": null` left behind would not read
+        // as the upload's (empty) list.
+        let removed = answer.as_object_mut().and_then(|m| m.remove("warnings"));
+        let warnings = match removed {
             Some(serde_json::Value::Array(items)) => items
                 .into_iter()
                 .map(|w| match w {

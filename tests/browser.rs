@@ -19,8 +19,18 @@ fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
+/// What a test needs besides node.
+#[derive(Clone, Copy, PartialEq)]
+enum Needs {
+    Node,
+    /// `tests/browser/node_modules` (typescript).
+    Modules,
+    /// The modules (playwright-core) and Chromium.
+    Browser,
+}
+
 /// Says what to install instead of failing somewhere inside node.
-fn check_prerequisites(needs_browser: bool) {
+fn check_prerequisites(needs: Needs) {
     const HINT: &str = "`bash .ci/run` installs what the browser tests need";
     let node = Command::new("node")
         .arg("--version")
@@ -30,6 +40,12 @@ fn check_prerequisites(needs_browser: bool) {
         node.is_ok_and(|s| s.success()),
         "node is not on PATH: apt-get install nodejs npm ({HINT})"
     );
+    if needs == Needs::Node {
+        return;
+    }
+    // One `npm ci` at a time: the tests of this file run in parallel.
+    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = NPM.lock().unwrap_or_else(|e| e.into_inner());
     if !suite_dir().join("node_modules/playwright-core").is_dir()
         || !suite_dir().join("node_modules/typescript").is_dir()
     {
@@ -44,7 +60,8 @@ fn check_prerequisites(needs_browser: bool) {
             "`npm ci --prefix tests/browser` failed ({HINT})"
         );
     }
-    if !needs_browser {
+    drop(guard);
+    if needs != Needs::Browser {
         return;
     }
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -97,13 +114,13 @@ fn node_test(dir: &str, limit: Duration) {
 
 #[test]
 fn uploader_logic_under_node() {
-    check_prerequisites(false);
+    check_prerequisites(Needs::Node);
     node_test("unit", Duration::from_secs(60));
 }
 
 #[test]
 fn uploader_in_headless_chromium() {
-    check_prerequisites(true);
+    check_prerequisites(Needs::Browser);
     node_test("e2e", Duration::from_secs(240));
 }
 
@@ -113,7 +130,7 @@ fn uploader_in_headless_chromium() {
 /// the module exports, so neither can gain or lose one unnoticed.
 #[test]
 fn uploader_typescript_declarations() {
-    check_prerequisites(false);
+    check_prerequisites(Needs::Modules);
     let tsc = Command::new(suite_dir().join("node_modules/.bin/tsc"))
         .args(["--noEmit", "-p", "types"])
         .current_dir(suite_dir())

@@ -190,3 +190,41 @@ async fn seed_uploads(app: &TestApp) -> Vec<String> {
         aborted_id,
     ]
 }
+
+/// The document is open (no credentials needed with authentication on, and
+/// a wrong one does not matter), JSON, and what `tranche openapi` prints.
+#[tokio::test]
+async fn the_server_serves_what_the_binary_prints() {
+    let app = spawn_with_auth(|_| {}).await;
+    for auth in [None, Some("Bearer not-a-key")] {
+        let mut req = app.request(reqwest::Method::GET, "/api/v1/openapi.json");
+        if let Some(auth) = auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "application/json"
+        );
+        let served: Value = resp.json().await.unwrap();
+        assert_eq!(served["openapi"], "3.1.0");
+        assert!(served["paths"]["/api/v1/uploads"]["post"].is_object());
+
+        let printed = std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
+            .arg("openapi")
+            .output()
+            .unwrap();
+        assert!(printed.status.success());
+        let printed: Value = serde_json::from_slice(&printed.stdout).unwrap();
+        assert_eq!(printed, served);
+    }
+    let yaml = std::process::Command::new(env!("CARGO_BIN_EXE_tranche"))
+        .args(["openapi", "--yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(yaml.stdout).unwrap(),
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml")).unwrap()
+    );
+}

@@ -42,6 +42,16 @@ pub enum Command {
     /// Mint upload tokens with the configured secret, or generate an API key.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print the OpenAPI 3.1 document of API v1 (JSON; the server also
+    /// serves it at /api/v1/openapi.json), e.g. to generate a client.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpenapiArgs {
+    /// Print the document as YAML, as written in docs/openapi.yaml
+    #[arg(long)]
+    pub yaml: bool,
 }
 
 #[derive(Debug, Subcommand)]

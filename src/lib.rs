@@ -16,6 +16,7 @@ pub mod hashing;
 pub mod http;
 pub mod janitor;
 pub mod metrics;
+pub mod openapi;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

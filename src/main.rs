@@ -83,6 +83,16 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Openapi(args) => {
+            let text = match args.yaml {
+                true => tranche::openapi::YAML,
+                false => tranche::openapi::json(),
+            };
+            // Not print!: a closed pipe (`| head`) is no reason to panic.
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
         Command::Upload(args) => client::exit(client::upload::run(args).await),
         Command::Status(args) => client::exit(client::status::run(args).await),
         Command::Download(args) => client::exit(client::download::run(args).await),

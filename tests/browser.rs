@@ -3,8 +3,12 @@
 //! the demo page against this build's `tranche` binary
 //! (`tests/browser/e2e/`), which the tests start, kill and restart themselves.
 //!
+//! The module's TypeScript declarations (`static/tranche-upload.d.ts`) are
+//! checked by `tsc --noEmit` on a typed example (`tests/browser/types/`).
+//!
 //! Needs node and npm and Debian's `chromium` (`bash .ci/run` installs them);
-//! runs `npm ci --prefix tests/browser` (playwright-core) itself when needed.
+//! runs `npm ci --prefix tests/browser` (playwright-core, typescript) itself
+//! when needed.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -15,8 +19,18 @@ fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
+/// What a test needs besides node.
+#[derive(Clone, Copy, PartialEq)]
+enum Needs {
+    Node,
+    /// `tests/browser/node_modules` (typescript).
+    Modules,
+    /// The modules (playwright-core) and Chromium.
+    Browser,
+}
+
 /// Says what to install instead of failing somewhere inside node.
-fn check_prerequisites(needs_browser: bool) {
+fn check_prerequisites(needs: Needs) {
     const HINT: &str = "`bash .ci/run` installs what the browser tests need";
     let node = Command::new("node")
         .arg("--version")
@@ -26,12 +40,17 @@ fn check_prerequisites(needs_browser: bool) {
         node.is_ok_and(|s| s.success()),
         "node is not on PATH: apt-get install nodejs npm ({HINT})"
     );
-    if !needs_browser {
+    if needs == Needs::Node {
         return;
     }
-    if !suite_dir().join("node_modules/playwright-core").is_dir() {
-        // playwright-core, pinned by the committed package-lock.json; it
-        // downloads no browser.
+    // One `npm ci` at a time: the tests of this file run in parallel.
+    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = NPM.lock().unwrap_or_else(|e| e.into_inner());
+    if !suite_dir().join("node_modules/playwright-core").is_dir()
+        || !suite_dir().join("node_modules/typescript").is_dir()
+    {
+        // playwright-core and typescript, pinned by the committed
+        // package-lock.json; nothing downloads a browser.
         let npm = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefix"])
             .arg(suite_dir())
@@ -40,6 +59,10 @@ fn check_prerequisites(needs_browser: bool) {
             npm.is_ok_and(|s| s.success()),
             "`npm ci --prefix tests/browser` failed ({HINT})"
         );
+    }
+    drop(guard);
+    if needs != Needs::Browser {
+        return;
     }
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -91,12 +114,69 @@ fn node_test(dir: &str, limit: Duration) {
 
 #[test]
 fn uploader_logic_under_node() {
-    check_prerequisites(false);
+    check_prerequisites(Needs::Node);
     node_test("unit", Duration::from_secs(60));
 }
 
 #[test]
 fn uploader_in_headless_chromium() {
-    check_prerequisites(true);
+    check_prerequisites(Needs::Browser);
     node_test("e2e", Duration::from_secs(240));
+}
+
+/// `static/tranche-upload.d.ts` types a small page that uses the uploader:
+/// `tsc --noEmit` accepts it and rejects each mistake it marks with a
+/// ts-expect-error directive. And the declarations name exactly the values
+/// the module exports, so neither can gain or lose one unnoticed.
+#[test]
+fn uploader_typescript_declarations() {
+    check_prerequisites(Needs::Modules);
+    let tsc = Command::new(suite_dir().join("node_modules/.bin/tsc"))
+        .args(["--noEmit", "-p", "types"])
+        .current_dir(suite_dir())
+        .status()
+        .expect("run tsc");
+    assert!(
+        tsc.success(),
+        "tsc --noEmit -p tests/browser/types failed; its output is above"
+    );
+
+    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("static/tranche-upload.js");
+    let out = Command::new("node")
+        .args([
+            "--input-type=module",
+            "-e",
+            "const m = await import(process.argv[1]); console.log(Object.keys(m).sort().join(' '))",
+        ])
+        .arg(&module)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "node could not import {}",
+        module.display()
+    );
+    let exported: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let declarations = std::fs::read_to_string(module.with_extension("d.ts")).expect("the .d.ts");
+    let mut declared: Vec<String> = declarations
+        .lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("export class ")
+                .or_else(|| l.strip_prefix("export function "))?;
+            Some(
+                rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .next()?
+                    .to_string(),
+            )
+        })
+        .collect();
+    declared.sort();
+    assert_eq!(
+        declared, exported,
+        "static/tranche-upload.d.ts declares other values than the module exports"
+    );
 }

@@ -32,6 +32,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(allowed_only("GET, HEAD")),
             )
             .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(service::openapi))
+                    .default_service(allowed_only("GET")),
+            )
+            .service(
                 web::resource("/uploads")
                     .route(web::post().to(uploads::create))
                     .default_service(allowed_only("POST")),

@@ -1,5 +1,6 @@
 //! `/healthz`, `/readyz`, `/metrics`: for load balancers and monitoring; and
-//! `GET /api/v1`, the service document clients read before they start.
+//! `GET /api/v1`, the service document clients read before they start, and
+//! `GET /api/v1/openapi.json`, the API's OpenAPI document.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -45,6 +46,15 @@ pub async fn document(ctx: web::Data<AppContext>, access: Access) -> HttpRespons
         },
         "auth": { "required": ctx.auth.enabled(), "credential": credential },
     }))
+}
+
+/// `GET /api/v1/openapi.json`: the OpenAPI document of API v1. Open, like
+/// the service document, whatever credentials come along: it describes the
+/// API, not anyone's data.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(mime::APPLICATION_JSON)
+        .body(crate::openapi::json())
 }
 
 /// Ready to take uploads: the state store answers, the data directory takes

@@ -1,6 +1,6 @@
 //! The command line: `tranche serve`, `check-config` and `token` for the
-//! server, and the client commands (`upload`, `status`, `download`) that talk
-//! to a tranche server.
+//! server, and the client commands (`upload`, `status`, `download`, `files`)
+//! that talk to a tranche server.
 
 use std::path::PathBuf;
 
@@ -39,9 +39,29 @@ pub enum Command {
     /// Download a completed file, resuming a partial download with Range.
     #[command(after_help = EXIT_CODES)]
     Download(DownloadArgs),
+    /// Completed files on a tranche server: delete one.
+    #[command(subcommand)]
+    Files(FilesCommand),
     /// Mint upload tokens with the configured secret, or generate an API key.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Delete a completed file: its bytes and its record go at once. A file
+    /// deleted already is fine (exit 0). Needs an API key, or the upload's
+    /// token where the server has auth.owner_may_delete.
+    #[command(after_help = EXIT_CODES)]
+    Delete(FileDeleteArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FileDeleteArgs {
+    /// File id (the id of its upload)
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]

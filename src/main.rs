@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tranche::cli::{Cli, Command, ServeArgs, TokenArgs, TokenCommand};
+use tranche::cli::{Cli, Command, FilesCommand, ServeArgs, TokenArgs, TokenCommand};
 use tranche::client;
 use tranche::config::{CliOverrides, Settings};
 use tranche::startup::Application;
@@ -86,6 +86,9 @@ async fn main() -> ExitCode {
         Command::Upload(args) => client::exit(client::upload::run(args).await),
         Command::Status(args) => client::exit(client::status::run(args).await),
         Command::Download(args) => client::exit(client::download::run(args).await),
+        Command::Files(FilesCommand::Delete(args)) => {
+            client::exit(client::files::delete(args).await)
+        }
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub store_reopens: IntGauge,
     /// 1 while the state reserve is given up to a full disk.
     pub state_reserve_released: IntGauge,
+    /// Completed files deleted, by `reason`: `request`, `retention`.
+    pub files_deleted: IntCounterVec,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -105,8 +107,17 @@ impl Metrics {
             "1 while the state reserve is given up to a full disk and new uploads are refused",
         )
         .expect("valid metric");
+        let files_deleted = IntCounterVec::new(
+            Opts::new(
+                "tranche_files_deleted_total",
+                "Completed files deleted, by reason: request, retention",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(uploads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(files_deleted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(uploads.clone()),
             Box::new(store_reopens.clone()),
             Box::new(state_reserve_released.clone()),
             Box::new(chunks_received.clone()),
@@ -130,6 +141,9 @@ impl Metrics {
         for kind in ["upload", "orphan"] {
             janitor_deleted.with_label_values(&[kind]);
         }
+        for reason in ["request", "retention"] {
+            files_deleted.with_label_values(&[reason]);
+        }
         Metrics {
             registry,
             uploads,
@@ -144,6 +158,7 @@ impl Metrics {
             free_disk_bytes,
             store_reopens,
             state_reserve_released,
+            files_deleted,
         }
     }
 

@@ -385,6 +385,22 @@ impl ByteStore for LocalDisk {
         .await
     }
 
+    /// Unlinks the completed file (a download that has it open reads on).
+    /// Its fan-out directories stay: they are few, and shared.
+    async fn remove_file(&self, id: Uuid) -> io::Result<u64> {
+        let path = self.file_path(id);
+        let sync = self.sync;
+        blocking(move || {
+            let freed = remove_counting(&path)?;
+            if sync && freed > 0 {
+                // A deletion that a crash could undo would bring the file back.
+                sync_dir(path.parent().expect("files live in a directory"))?;
+            }
+            Ok(freed)
+        })
+        .await
+    }
+
     async fn file_meta(&self, id: Uuid) -> Result<FileMeta, StorageError> {
         match tokio::fs::metadata(self.file_path(id)).await {
             Ok(meta) => Ok(FileMeta {

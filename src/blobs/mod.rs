@@ -122,6 +122,11 @@ pub trait ByteStore {
     /// freed.
     async fn remove(&self, id: Uuid) -> io::Result<u64>;
 
+    /// Removes a completed file's bytes (none is fine: deleted already);
+    /// returns the bytes freed. Readers that opened the file before may
+    /// finish reading it.
+    async fn remove_file(&self, id: Uuid) -> io::Result<u64>;
+
     /// The completed file's length and modification time.
     async fn file_meta(&self, id: Uuid) -> Result<FileMeta, StorageError>;
 
@@ -243,6 +248,18 @@ pub mod conformance {
             .unwrap();
         assert_eq!(again.finalize(), <[u8; 32]>::from(Sha256::digest(&data)));
         assert_eq!(store.pending_bytes().await.unwrap(), 0);
+
+        // A completed file goes once; removing it again frees nothing.
+        assert_eq!(store.remove_file(id).await.unwrap(), 300);
+        assert!(matches!(
+            store.file_meta(id).await,
+            Err(StorageError::FileMissing)
+        ));
+        assert!(matches!(
+            store.read_file(id, 0, 1).await,
+            Err(StorageError::FileMissing)
+        ));
+        assert_eq!(store.remove_file(id).await.unwrap(), 0);
 
         // Unknown uploads and files.
         let other = Uuid::new_v4();

@@ -322,6 +322,24 @@ impl Api {
         .await
     }
 
+    /// `DELETE /api/v1/files/{id}`: 204, also for a file deleted already.
+    pub async fn delete_file(
+        &self,
+        id: &str,
+        on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+    ) -> Result<(), ClientError> {
+        let path = ["api", "v1", "files", id];
+        self.send(
+            || {
+                self.request(Method::DELETE, &path, None)
+                    .timeout(CONTROL_TIMEOUT)
+            },
+            on_retry,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// The delays between attempts: exponential with jitter, capped, as many
     /// as `--retries` allows.
     pub fn backoff(&self) -> impl backon::Backoff {

@@ -58,7 +58,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/files/{id}")
                     .route(web::get().to(files::download))
                     .route(web::head().to(files::download))
-                    .default_service(allowed_only("GET, HEAD")),
+                    .route(web::delete().to(files::delete))
+                    .default_service(allowed_only("GET, HEAD, DELETE")),
             )
             .default_service(web::to(not_found)),
     )

@@ -230,6 +230,24 @@ fn load(
     }
 }
 
+/// Removes a record with its entry in the expiry index and its
+/// idempotency key, inside the caller's transaction.
+fn remove_record(
+    txn: &WriteTransaction,
+    uploads: &mut redb::Table<u128, &'static [u8]>,
+    rec: &UploadRecord,
+) -> Result<(), StoreError> {
+    let id = rec.id.as_u128();
+    uploads.remove(id).map_err(unavailable)?;
+    let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
+    expiry.remove((rec.expires_at, id)).map_err(unavailable)?;
+    if let Some(key) = &rec.idempotency_key {
+        let mut idem = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+        idem.remove(key.as_str()).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 impl StateStore for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|txn| txn.open_table(UPLOADS).map(|_| ()).map_err(unavailable))
@@ -390,16 +408,23 @@ impl StateStore for EmbeddedStore {
             if !rules::deletable(&rec, now_ms) {
                 return Ok(None);
             }
-            uploads.remove(id.as_u128()).map_err(unavailable)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
-            expiry
-                .remove((rec.expires_at, id.as_u128()))
-                .map_err(unavailable)?;
-            if let Some(key) = &rec.idempotency_key {
-                let mut idem = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                idem.remove(key.as_str()).map_err(unavailable)?;
-            }
+            remove_record(txn, &mut uploads, &rec)?;
             Ok(Some(rec))
+        })
+        .await
+    }
+
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError> {
+        self.write(true, move |txn| {
+            let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
+            let Some(rec) = load(&uploads, id)? else {
+                return Ok(Update::NotFound);
+            };
+            if !rules::file_deletable(&rec) {
+                return Ok(Update::Rejected(rec));
+            }
+            remove_record(txn, &mut uploads, &rec)?;
+            Ok(Update::Done(rec))
         })
         .await
     }

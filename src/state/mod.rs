@@ -290,6 +290,14 @@ pub trait StateStore {
     /// `tombstone_until` so later requests learn it was aborted (410).
     async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError>;
 
+    /// Atomically and durably deletes a completed upload's record, with its
+    /// idempotency key and its entry in the expiry index: what deleting a
+    /// file does before its bytes go. `Done` with the record as it was;
+    /// `NotFound` when there is none (deleted already, or never was);
+    /// `Rejected` with the record, left alone, when it is not `completed`.
+    /// Of two deletes racing, one gets `Done`, the other `NotFound`.
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError>;
+
     /// Ids of uploads whose `expires_at` is at or before `now_ms`, oldest first.
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError>;
 
@@ -425,6 +433,9 @@ impl StateStore for Store {
     }
     async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError> {
         dispatch!(self, s => s.abort(id, tombstone_until).await)
+    }
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.delete_file(id).await)
     }
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError> {
         dispatch!(self, s => s.expired(now_ms, limit).await)

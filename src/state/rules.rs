@@ -66,6 +66,11 @@ pub fn abort(rec: &mut UploadRecord, tombstone_until: i64) -> bool {
     true
 }
 
+/// Whether a request may delete this record as a file.
+pub fn file_deletable(rec: &UploadRecord) -> bool {
+    rec.status == Status::Completed
+}
+
 /// Whether the janitor may delete this record at `now_ms`.
 pub fn deletable(rec: &UploadRecord, now_ms: i64) -> bool {
     matches!(

@@ -38,13 +38,14 @@ use super::{
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
+mod files;
 mod record;
 mod scripts;
 
 use record::{decode, outcome, record_outcome, status_word, Fields};
 use scripts::{
-    Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, BEGIN_ASSEMBLY, DELETE_EXPIRED, FINISH_ASSEMBLY,
-    RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
+    Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, BEGIN_ASSEMBLY, DELETE_EXPIRED, DELETE_FILE,
+    FINISH_ASSEMBLY, RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
 };
 
 /// How long an upload's keys outlive its `expires_at`, so that the janitor
@@ -90,6 +91,7 @@ impl RedisStore {
                 finish_assembly: Lua::new(FINISH_ASSEMBLY),
                 abort: Lua::new(ABORT),
                 delete_expired: Lua::new(DELETE_EXPIRED),
+                delete_file: Lua::new(DELETE_FILE),
                 release: Lua::new(RELEASE),
                 renew: Lua::new(RENEW),
                 rate_limit: Lua::new(RATE_LIMIT),
@@ -459,10 +461,7 @@ impl StateStore for RedisStore {
                 p
             })
             .await?;
-        let map: HashMap<String, Vec<u8>> = fields
-            .chunks_exact(2)
-            .map(|kv| (String::from_utf8_lossy(&kv[0]).into_owned(), kv[1].clone()))
-            .collect();
+        let map = files::pairs(fields);
         let deleted = map.contains_key("rec");
         let kept_alive = map.get("status").is_some_and(|s| s != b"completed") && !deleted;
         let rec = if deleted { decode(map, None)? } else { None };
@@ -481,6 +480,10 @@ impl StateStore for RedisStore {
             .await?;
         }
         Ok(rec)
+    }
+
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError> {
+        self.delete_completed(id).await
     }
 
     async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {

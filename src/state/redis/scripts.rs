@@ -115,6 +115,18 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return fields
 "#;
 
+/// Deletes a completed upload's keys; returns its fields (HGETALL) when it
+/// deleted, an empty list when there is no upload, and the status alone
+/// when the upload is not completed (and is kept).
+pub(super) const DELETE_FILE: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {} end
+if st ~= 'completed' then return {'status', st} end
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+return fields
+"#;
+
 /// Extends a lease (ARGV[2] ms) if the caller still holds it.
 pub(super) const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -134,6 +146,7 @@ pub(super) struct Scripts {
     pub(super) finish_assembly: Lua,
     pub(super) abort: Lua,
     pub(super) delete_expired: Lua,
+    pub(super) delete_file: Lua,
     pub(super) release: Lua,
     pub(super) renew: Lua,
     pub(super) rate_limit: Lua,
@@ -141,7 +154,7 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn all(&self) -> [&Lua; 10] {
+    pub(super) fn all(&self) -> [&Lua; 11] {
         [
             &self.record_chunk,
             &self.advance_hash,
@@ -149,6 +162,7 @@ impl Scripts {
             &self.finish_assembly,
             &self.abort,
             &self.delete_expired,
+            &self.delete_file,
             &self.release,
             &self.renew,
             &self.rate_limit,

@@ -85,7 +85,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
     /// Token for this upload only (its chunks, status, complete, abort, download)
-    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads", "max_retention"])]
     pub upload_id: Option<uuid::Uuid>,
     /// Largest file the token may start an upload for (e.g. 1GiB)
     #[arg(long, value_name = "SIZE")]
@@ -96,6 +96,10 @@ pub struct TokenArgs {
     /// How many uploads the token may start
     #[arg(long, value_name = "N")]
     pub max_uploads: Option<u64>,
+    /// Longest retention the token's uploads get (e.g. 7d): the server keeps
+    /// their files at most this long
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_retention: Option<std::time::Duration>,
     /// Subject: who the token is for (names its rate-limit bucket)
     #[arg(long, value_name = "NAME")]
     pub sub: Option<String>,

@@ -131,6 +131,7 @@ fn token_create(args: &TokenArgs) -> ExitCode {
         max_size: args.max_size.map(|s| s.0),
         content_types: (!args.content_type.is_empty()).then(|| args.content_type.clone()),
         max_uploads: args.max_uploads,
+        max_retention: args.max_retention.map(|d| d.as_secs().max(1)),
     };
     match tokens.mint(&claims) {
         Ok(token) => {

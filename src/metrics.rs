@@ -1,7 +1,7 @@
 //! Prometheus metrics: what an operator graphs and alerts on.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -25,6 +25,8 @@ pub struct Metrics {
     pub state_reserve_released: IntGauge,
     /// Completed files deleted, by `reason`: `request`, `retention`.
     pub files_deleted: IntCounterVec,
+    /// How long past its retention the last sweep's latest file was deleted.
+    pub file_deletion_lag: Gauge,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -115,8 +117,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let file_deletion_lag = Gauge::new(
+            "tranche_file_deletion_lag_seconds",
+            "In the last janitor sweep, the longest a deleted file outlived its retention (at most one janitor_interval)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(files_deleted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(file_deletion_lag.clone()),
             Box::new(uploads.clone()),
             Box::new(store_reopens.clone()),
             Box::new(state_reserve_released.clone()),
@@ -159,6 +167,7 @@ impl Metrics {
             store_reopens,
             state_reserve_released,
             files_deleted,
+            file_deletion_lag,
         }
     }
 

@@ -55,6 +55,14 @@ pub struct Settings {
     /// An unfinished upload expires this long after its last chunk.
     #[serde(with = "humantime_serde")]
     pub upload_ttl: Duration,
+    /// How long a completed file is kept; `None` (the default): forever. A
+    /// create may ask for less (`retention`), a create token cap it.
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention: Option<Duration>,
     /// How often the janitor sweeps expired uploads and orphaned files.
     #[serde(with = "humantime_serde")]
     pub janitor_interval: Duration,
@@ -148,6 +156,7 @@ impl Default for Settings {
             max_chunk_size: ByteSize::mib(64),
             max_file_size: ByteSize::gib(64),
             upload_ttl: Duration::from_secs(24 * 3600),
+            retention: None,
             janitor_interval: Duration::from_secs(600),
             orphan_grace: Duration::from_secs(3600),
             complete_wait: Duration::from_secs(20),
@@ -238,6 +247,12 @@ impl Settings {
         }
         if self.upload_ttl.is_zero() {
             return invalid("upload_ttl", "must be longer than zero");
+        }
+        if self.retention.is_some_and(|r| r < Duration::from_secs(1)) {
+            return invalid(
+                "retention",
+                "must be at least 1s (leave it unset to keep files)",
+            );
         }
         if self.janitor_interval.is_zero() {
             return invalid("janitor_interval", "must be longer than zero");

@@ -46,6 +46,10 @@ pub fn finish_assembly(
         Ok(file) => {
             rec.status = Status::Completed;
             rec.file = Some(file.clone());
+            // A file with a retention stays in the expiry index, by its end.
+            if let Some(until) = file.expires_at {
+                rec.expires_at = until;
+            }
         }
         Err(failure) => {
             rec.status = Status::Failed;
@@ -71,17 +75,21 @@ pub fn file_deletable(rec: &UploadRecord) -> bool {
     rec.status == Status::Completed
 }
 
-/// Whether the janitor may delete this record at `now_ms`.
+/// Whether the janitor may delete this record at `now_ms`: an unfinished
+/// upload (or its tombstone) past its expiry, or a completed file past its
+/// retention. A completed file without a retention is kept.
 pub fn deletable(rec: &UploadRecord, now_ms: i64) -> bool {
-    matches!(
-        rec.status,
-        Status::Uploading | Status::Failed | Status::Aborted
-    ) && rec.expires_at <= now_ms
+    match rec.status {
+        Status::Uploading | Status::Failed | Status::Aborted => rec.expires_at <= now_ms,
+        Status::Completed => rec.file_expired(now_ms),
+        Status::Assembling => false,
+    }
 }
 
-/// Whether the record belongs in the expiry index.
+/// Whether the record belongs in the expiry index: every record but a
+/// completed file kept until deleted.
 pub fn expires(rec: &UploadRecord) -> bool {
-    rec.status != Status::Completed
+    rec.status != Status::Completed || rec.file.as_ref().is_some_and(|f| f.expires_at.is_some())
 }
 
 /// One take from a token bucket as GCRA (the generic cell rate

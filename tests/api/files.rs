@@ -149,3 +149,128 @@ async fn without_owner_may_delete_an_upload_token_cannot_delete() {
     })
     .await
 }
+
+/// Creates, sends and completes `data` with the create body's extra fields.
+async fn upload_with(app: &TestApp, data: &[u8], extra: serde_json::Value) -> serde_json::Value {
+    let mut body = json!({"filename": "r.bin", "size": data.len(), "chunk_size": 1024});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let created = expect_json(app.create(body).await, 201).await;
+    let id = id_of(&created);
+    app.send_chunks(&id, data, 1024, 0..chunks_of(data, 1024).len() as u64)
+        .await;
+    let done = expect_json(app.complete(&id).await, 200).await;
+    assert_eq!(done["retention"], created["retention"]);
+    done
+}
+
+#[tokio::test]
+async fn a_file_past_its_retention_is_deleted_and_the_others_kept() {
+    bounded(async {
+        let app = spawn_app_with(|s| {
+            s.retention = Some(std::time::Duration::from_secs(7200));
+            s.janitor_interval = std::time::Duration::from_secs(3600);
+        })
+        .await;
+        let data = test_data(2500, 41);
+        let short = upload_with(&app, &data, json!({"retention": 60})).await;
+        assert_eq!(short["retention"], 60);
+        assert!(short["file"]["expires_at"].is_string(), "{short}");
+        assert_eq!(short["expires_at"], short["file"]["expires_at"]);
+        // No wish: the server's retention; a longer wish is capped by it.
+        let default = upload_with(&app, &data, json!({})).await;
+        assert_eq!(default["retention"], 7200);
+        let long = upload_with(&app, &data, json!({"retention": 90000})).await;
+        assert_eq!(long["retention"], 7200);
+        let (short, default) = (id_of(&short), id_of(&default));
+
+        app.ctx.clock.advance(std::time::Duration::from_secs(61));
+        // Past its retention, it is gone even before the janitor comes.
+        assert_error(app.download(&short).await, 404, "file_not_found").await;
+        let report = tranche::janitor::sweep(&app.ctx).await.unwrap();
+        assert_eq!(report.expired_files, 1, "{report:?}");
+        assert!(!app.file_path(&short).exists(), "the bytes stayed");
+        assert_error(app.status(&short).await, 404, "upload_not_found").await;
+        let kept = app.download(&default).await;
+        assert_eq!(kept.status(), 200);
+        assert_eq!(&kept.bytes().await.unwrap()[..], &data[..]);
+
+        app.ctx.clock.advance(std::time::Duration::from_secs(7200));
+        let report = tranche::janitor::sweep(&app.ctx).await.unwrap();
+        assert_eq!(report.expired_files, 2, "{report:?}");
+        assert!(!app.file_path(&default).exists());
+        let text = app.metrics_text().await;
+        assert_eq!(
+            metric_value(&text, "tranche_files_deleted_total", Some("retention")),
+            Some(3.0),
+            "{text}"
+        );
+        // Swept 61 s after its end: the lag the metric shows.
+        let lag = metric_value(&text, "tranche_file_deletion_lag_seconds", None).unwrap();
+        assert!((59.0..=70.0).contains(&lag), "{lag}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn files_are_kept_until_deleted_by_default_and_bad_retentions_refused() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(1500, 42);
+        let forever = upload_with(&app, &data, json!({})).await;
+        assert!(forever.get("retention").is_none(), "{forever}");
+        assert!(forever["file"].get("expires_at").is_none(), "{forever}");
+        let short = id_of(&upload_with(&app, &data, json!({"retention": 30})).await);
+        app.ctx
+            .clock
+            .advance(std::time::Duration::from_secs(365 * 24 * 3600));
+        let report = tranche::janitor::sweep(&app.ctx).await.unwrap();
+        assert_eq!(report.expired_files, 1, "{report:?}");
+        assert_error(app.download(&short).await, 404, "file_not_found").await;
+        assert_eq!(app.download(&id_of(&forever)).await.status(), 200);
+
+        for bad in [
+            json!(0),
+            json!(-5),
+            json!("7d"),
+            json!(1.5),
+            json!(u64::MAX),
+        ] {
+            let resp = app
+                .create(json!({"filename": "b", "size": 10, "retention": bad}))
+                .await;
+            assert_error(resp, 400, "invalid_request").await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_create_tokens_max_retention_caps_its_files() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let token = test_tokens()
+            .mint(&tranche::guards::auth::Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
+                max_retention: Some(30),
+                ..Default::default()
+            })
+            .unwrap();
+        for (asked, got) in [(None, 30), (Some(100), 30), (Some(10), 10)] {
+            let mut body = json!({"filename": "t", "size": 10});
+            if let Some(asked) = asked {
+                body["retention"] = json!(asked);
+            }
+            let resp = app
+                .request(Method::POST, "/api/v1/uploads")
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(expect_json(resp, 201).await["retention"], got, "{asked:?}");
+        }
+    })
+    .await
+}

@@ -301,6 +301,17 @@ impl Access {
         }
     }
 
+    /// The longest retention this caller's uploads may have (a create
+    /// token's `max_retention`); `None`: no cap beyond the server's.
+    pub fn max_retention(&self) -> Option<std::time::Duration> {
+        match self {
+            Access::Create { claims, .. } => {
+                claims.max_retention.map(std::time::Duration::from_secs)
+            }
+            _ => None,
+        }
+    }
+
     /// Who the caller is, for token subjects and logs.
     pub fn subject(&self) -> Option<&str> {
         match self {

@@ -39,12 +39,26 @@ pub enum Command {
     /// Download a completed file, resuming a partial download with Range.
     #[command(after_help = EXIT_CODES)]
     Download(DownloadArgs),
+    /// Re-hash every completed file on a tranche server and compare it with
+    /// its recorded SHA-256 (needs an API key). Exits 5 on a mismatch.
+    #[command(after_help = SCRUB_HELP)]
+    Scrub(ScrubArgs),
     /// Completed files on a tranche server: delete one.
     #[command(subcommand)]
     Files(FilesCommand),
     /// Mint upload tokens with the configured secret, or generate an API key.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScrubArgs {
+    /// Read at most this much per second (e.g. 50MiB; 0 for no limit)
+    /// [default: the server's scrub_bandwidth]
+    #[arg(long, value_name = "SIZE")]
+    pub bandwidth: Option<bytesize::ByteSize>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +159,14 @@ const UPLOAD_HELP: &str = concat!(
     Running the same command again after Ctrl-C or a lost connection sends only \
     the chunks the server is missing. The state of unfinished uploads is kept in \
     --state-dir, keyed by the file's path, size, modification time and the server.\n\n",
+    exit_codes!()
+);
+
+const SCRUB_HELP: &str = concat!(
+    "The server reads every completed file back (at --bandwidth, else its \
+    scrub_bandwidth) and answers when done: files checked, mismatches (bytes \
+    that changed on disk) and orphans (files no record names). It runs in the \
+    server, so it works with either state store while the server runs.\n\n",
     exit_codes!()
 );
 

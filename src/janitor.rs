@@ -34,15 +34,50 @@ pub struct SweepReport {
     pub lapsed_uses: u64,
 }
 
-/// Sweeps every `interval` until `shutdown` is cancelled.
+/// Sweeps every `interval` until `shutdown` is cancelled; with
+/// `scrub_interval`, also scrubs every completed file that often, in a task
+/// of its own so that a long scrub never delays a sweep (nor the deletion of
+/// expired files).
 pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToken) {
+    let scrubber = ctx
+        .settings
+        .scrub_interval
+        .map(|every| tokio::spawn(scrub_every(ctx.clone(), every, shutdown.clone())));
+    sweep_every(&ctx, interval, &shutdown).await;
+    if let Some(scrubber) = scrubber {
+        let _ = scrubber.await;
+    }
+    tracing::debug!("janitor stopped");
+}
+
+/// The background scrub, at `scrub_bandwidth`: first one `every` after start.
+async fn scrub_every(ctx: AppContext, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let bandwidth = Some(ctx.settings.scrub_bandwidth.0);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    result = core::scrub(&ctx, bandwidth) => if let Err(e) = result {
+                        tracing::warn!(error = %e, "scrub failed; next interval");
+                    },
+                }
+            }
+        }
+    }
+}
+
+async fn sweep_every(ctx: &AppContext, interval: Duration, shutdown: &CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                match sweep(&ctx).await {
+                match sweep(ctx).await {
                     Ok(r) if r != SweepReport::default() => tracing::info!(
                         expired_uploads = r.expired_uploads, expired_files = r.expired_files,
                         tombstones = r.tombstones,
@@ -55,7 +90,6 @@ pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToke
             }
         }
     }
-    tracing::debug!("janitor stopped");
 }
 
 /// One pass over expired uploads and orphaned part files, at the time

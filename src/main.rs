@@ -86,6 +86,7 @@ async fn main() -> ExitCode {
         Command::Upload(args) => client::exit(client::upload::run(args).await),
         Command::Status(args) => client::exit(client::status::run(args).await),
         Command::Download(args) => client::exit(client::download::run(args).await),
+        Command::Scrub(args) => client::exit(client::files::scrub(args).await),
         Command::Files(FilesCommand::Delete(args)) => {
             client::exit(client::files::delete(args).await)
         }

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub files_deleted: IntCounterVec,
     /// How long past its retention the last sweep's latest file was deleted.
     pub file_deletion_lag: Gauge,
+    /// Completed files the scrub re-hashed, found changed, found without a record.
+    pub scrub_files: IntCounter,
+    pub scrub_mismatches: IntCounter,
+    pub scrub_orphans: IntCounter,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -122,8 +126,24 @@ impl Metrics {
             "In the last janitor sweep, the longest a deleted file outlived its retention (at most one janitor_interval)",
         )
         .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let scrub_files = counter(
+            "tranche_scrub_files_total",
+            "Completed files the scrub re-hashed",
+        );
+        let scrub_mismatches = counter(
+            "tranche_scrub_mismatches_total",
+            "Completed files whose bytes no longer match their recorded SHA-256",
+        );
+        let scrub_orphans = counter(
+            "tranche_scrub_orphans_total",
+            "Files in the data directory that no record names, seen by the scrub",
+        );
         for c in [
             Box::new(files_deleted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(scrub_files.clone()),
+            Box::new(scrub_mismatches.clone()),
+            Box::new(scrub_orphans.clone()),
             Box::new(file_deletion_lag.clone()),
             Box::new(uploads.clone()),
             Box::new(store_reopens.clone()),
@@ -168,6 +188,9 @@ impl Metrics {
             state_reserve_released,
             files_deleted,
             file_deletion_lag,
+            scrub_files,
+            scrub_mismatches,
+            scrub_orphans,
         }
     }
 

@@ -100,3 +100,26 @@ pub struct UploadView {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
+
+/// What a scrub found: `POST /api/v1/admin/scrub`'s answer, and what
+/// `tranche scrub` prints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Completed files re-hashed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files whose bytes no longer have their recorded SHA-256.
+    pub mismatches: Vec<ScrubMismatch>,
+    /// Files in the byte store that no record names.
+    pub orphans: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubMismatch {
+    pub id: Uuid,
+    /// The SHA-256 recorded at completion.
+    pub expected: String,
+    /// What the bytes hash to now.
+    pub actual: String,
+}

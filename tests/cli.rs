@@ -1064,3 +1064,29 @@ async fn files_delete_removes_a_file_and_is_fine_twice() {
     })
     .await
 }
+
+#[tokio::test]
+async fn scrub_exits_5_on_a_byte_flipped_on_disk() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(4 * 1024, 32);
+        let done = app.upload_all(&data, 1024).await;
+        let id = done["id"].as_str().unwrap().to_owned();
+
+        let run = tranche(&["scrub", "--server", &app.address]).await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains("scrubbed  1 files"), "{run}");
+
+        let path = app.file_path(&id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0x80;
+        std::fs::write(&path, bytes).unwrap();
+        let run = tranche(&["scrub", "--server", &app.address, "--bandwidth", "10MiB"]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert!(run.stdout.contains(&format!("MISMATCH  {id}")), "{run}");
+        let run = tranche(&["scrub", "--server", &app.address, "--json"]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert_eq!(run.json()["mismatches"][0]["id"], id.as_str());
+    })
+    .await
+}

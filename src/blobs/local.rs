@@ -401,6 +401,35 @@ impl ByteStore for LocalDisk {
         .await
     }
 
+    /// Walks `files/<ab>/<cd>/`; a name that is not an id is not ours.
+    async fn list_files(&self) -> io::Result<Vec<Uuid>> {
+        let root = self.root.join("files");
+        blocking(move || {
+            let mut ids = Vec::new();
+            for first in std::fs::read_dir(&root)? {
+                let first = first?.path();
+                if !first.is_dir() {
+                    continue;
+                }
+                for second in std::fs::read_dir(&first)? {
+                    let second = second?.path();
+                    if !second.is_dir() {
+                        continue;
+                    }
+                    for file in std::fs::read_dir(&second)? {
+                        let name = file?.file_name();
+                        if let Some(id) = name.to_str().and_then(|n| Uuid::try_parse(n).ok()) {
+                            ids.push(id);
+                        }
+                    }
+                }
+            }
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn file_meta(&self, id: Uuid) -> Result<FileMeta, StorageError> {
         match tokio::fs::metadata(self.file_path(id)).await {
             Ok(meta) => Ok(FileMeta {

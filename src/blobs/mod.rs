@@ -127,6 +127,10 @@ pub trait ByteStore {
     /// finish reading it.
     async fn remove_file(&self, id: Uuid) -> io::Result<u64>;
 
+    /// The ids of every completed file the store holds (for the scrub, which
+    /// looks each up in the state store: one without a record is an orphan).
+    async fn list_files(&self) -> io::Result<Vec<Uuid>>;
+
     /// The completed file's length and modification time.
     async fn file_meta(&self, id: Uuid) -> Result<FileMeta, StorageError>;
 
@@ -249,8 +253,10 @@ pub mod conformance {
         assert_eq!(again.finalize(), <[u8; 32]>::from(Sha256::digest(&data)));
         assert_eq!(store.pending_bytes().await.unwrap(), 0);
 
-        // A completed file goes once; removing it again frees nothing.
+        // Completed files are listed; one goes once, removing it again frees nothing.
+        assert_eq!(store.list_files().await.unwrap(), vec![id]);
         assert_eq!(store.remove_file(id).await.unwrap(), 300);
+        assert!(store.list_files().await.unwrap().is_empty());
         assert!(matches!(
             store.file_meta(id).await,
             Err(StorageError::FileMissing)

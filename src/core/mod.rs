@@ -18,6 +18,7 @@ mod idempotency;
 mod lease;
 mod live;
 mod quota;
+mod scrub;
 mod write;
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub use error::Error;
 pub use files::{completed_file, read_file};
 pub use idempotency::idempotency_key;
 pub use quota::UseLimit;
+pub use scrub::scrub;
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
 /// this while they work, so a holder that died (or lost the store) frees it

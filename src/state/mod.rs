@@ -277,8 +277,10 @@ pub trait StateStore {
     async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError>;
 
     /// `assembling` → `completed` (with the file) or `failed`. A completed
-    /// upload leaves the expiry index: completed files are kept. A failed one is
-    /// kept at least until `keep_until` so that clients can read why.
+    /// upload leaves the expiry index (kept until deleted), unless its file
+    /// has a retention (`FileInfo::expires_at`): then it stays in the index
+    /// by that time, which becomes its `expires_at`. A failed one is kept at
+    /// least until `keep_until` so that clients can read why.
     async fn finish_assembly(
         &self,
         id: Uuid,
@@ -302,8 +304,9 @@ pub trait StateStore {
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError>;
 
     /// Deletes an upload's state (and its idempotency key) if it is still
-    /// expired at `now_ms`; a record refreshed meanwhile is kept. Returns the
-    /// deleted record.
+    /// deletable at `now_ms` ([`rules::deletable`]: expired, or a completed
+    /// file past its retention); a record refreshed meanwhile is kept.
+    /// Returns the deleted record.
     async fn delete_expired(
         &self,
         id: Uuid,

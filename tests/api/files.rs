@@ -274,3 +274,107 @@ async fn a_create_tokens_max_retention_caps_its_files() {
     })
     .await
 }
+
+/// Flips one bit of the byte at `at` of a file on disk.
+fn flip_byte(path: &std::path::Path, at: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+async fn scrub_as(app: &TestApp, credential: Option<&str>, query: &str) -> reqwest::Response {
+    let mut req = app.request(Method::POST, &format!("/api/v1/admin/scrub{query}"));
+    if let Some(c) = credential {
+        req = req.bearer_auth(c);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn scrub_catches_a_flipped_byte_and_an_orphan() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let data = test_data(4000, 51);
+        let (good, token) = keyed_file(&app, &data).await;
+        let (bad, _) = keyed_file(&app, &data).await;
+
+        // Only an API key may scrub.
+        assert_error(scrub_as(&app, None, "").await, 401, "unauthorized").await;
+        assert_error(scrub_as(&app, Some(&token), "").await, 403, "forbidden").await;
+        let clean = expect_json(scrub_as(&app, Some(TEST_API_KEY), "").await, 200).await;
+        assert_eq!(clean["files"], 2, "{clean}");
+        assert_eq!(clean["bytes"], 8000, "{clean}");
+        assert_eq!(clean["mismatches"], json!([]), "{clean}");
+        assert_eq!(clean["orphans"], json!([]), "{clean}");
+
+        flip_byte(&app.file_path(&bad), 3210);
+        let orphan = uuid::Uuid::new_v4().to_string();
+        let orphan_path = app.file_path(&orphan);
+        std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
+        std::fs::write(&orphan_path, b"no record names me").unwrap();
+
+        let found = expect_json(
+            scrub_as(&app, Some(TEST_API_KEY), "?bandwidth=1000000").await,
+            200,
+        )
+        .await;
+        assert_eq!(found["files"], 2, "{found}");
+        let mismatches = found["mismatches"].as_array().unwrap();
+        assert_eq!(mismatches.len(), 1, "{found}");
+        assert_eq!(mismatches[0]["id"], bad.as_str());
+        assert_eq!(mismatches[0]["expected"], sha256_hex(&data).as_str());
+        assert_ne!(mismatches[0]["actual"], sha256_hex(&data).as_str());
+        assert_eq!(found["orphans"], json!([orphan]), "{found}");
+        // Reported, not changed: the good file is served as before.
+        assert_eq!(
+            app.request(Method::GET, &format!("/api/v1/files/{good}"))
+                .bearer_auth(TEST_API_KEY)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let text = app.metrics_text().await;
+        assert_eq!(
+            metric_value(&text, "tranche_scrub_files_total", None),
+            Some(4.0)
+        );
+        assert_eq!(
+            metric_value(&text, "tranche_scrub_mismatches_total", None),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric_value(&text, "tranche_scrub_orphans_total", None),
+            Some(1.0)
+        );
+        assert_error(
+            scrub_as(&app, Some(TEST_API_KEY), "?bandwidth=fast").await,
+            400,
+            "invalid_request",
+        )
+        .await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_scrub_keeps_to_its_bandwidth() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(64 * 1024, 52);
+        app.upload_all(&data, 16 * 1024).await;
+        let started = std::time::Instant::now();
+        // 64 KiB at 128 KiB/s: about half a second, not at once.
+        let report = tranche::core::scrub(&app.ctx, Some(128 * 1024))
+            .await
+            .unwrap();
+        assert_eq!(report.files, 1);
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await
+}

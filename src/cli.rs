@@ -1,6 +1,6 @@
 //! The command line: `tranche serve`, `check-config` and `token` for the
-//! server, and the client commands (`upload`, `status`, `download`) that talk
-//! to a tranche server.
+//! server, and the client commands (`upload`, `status`, `download`, `files`)
+//! that talk to a tranche server.
 
 use std::path::PathBuf;
 
@@ -39,6 +39,13 @@ pub enum Command {
     /// Download a completed file, resuming a partial download with Range.
     #[command(after_help = EXIT_CODES)]
     Download(DownloadArgs),
+    /// Re-hash every completed file on a tranche server and compare it with
+    /// its recorded SHA-256 (needs an API key). Exits 5 on a mismatch.
+    #[command(after_help = SCRUB_HELP)]
+    Scrub(ScrubArgs),
+    /// Completed files on a tranche server: delete one.
+    #[command(subcommand)]
+    Files(FilesCommand),
     /// Mint upload tokens with the configured secret, or generate an API key.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -52,6 +59,33 @@ pub struct OpenapiArgs {
     /// Print the document as YAML, as written in docs/openapi.yaml
     #[arg(long)]
     pub yaml: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScrubArgs {
+    /// Read at most this much per second (e.g. 50MiB; 0 for no limit)
+    /// [default: the server's scrub_bandwidth]
+    #[arg(long, value_name = "SIZE")]
+    pub bandwidth: Option<bytesize::ByteSize>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// Delete a completed file: its bytes and its record go at once. A file
+    /// deleted already is fine (exit 0). Needs an API key, or the upload's
+    /// token where the server has auth.owner_may_delete.
+    #[command(after_help = EXIT_CODES)]
+    Delete(FileDeleteArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FileDeleteArgs {
+    /// File id (the id of its upload)
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +109,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
     /// Token for this upload only (its chunks, status, complete, abort, download)
-    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads", "max_retention"])]
     pub upload_id: Option<uuid::Uuid>,
     /// Largest file the token may start an upload for (e.g. 1GiB)
     #[arg(long, value_name = "SIZE")]
@@ -86,6 +120,10 @@ pub struct TokenArgs {
     /// How many uploads the token may start
     #[arg(long, value_name = "N")]
     pub max_uploads: Option<u64>,
+    /// Longest retention the token's uploads get (e.g. 7d): the server keeps
+    /// their files at most this long
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_retention: Option<std::time::Duration>,
     /// Subject: who the token is for (names its rate-limit bucket)
     #[arg(long, value_name = "NAME")]
     pub sub: Option<String>,
@@ -131,6 +169,14 @@ const UPLOAD_HELP: &str = concat!(
     Running the same command again after Ctrl-C or a lost connection sends only \
     the chunks the server is missing. The state of unfinished uploads is kept in \
     --state-dir, keyed by the file's path, size, modification time and the server.\n\n",
+    exit_codes!()
+);
+
+const SCRUB_HELP: &str = concat!(
+    "The server reads every completed file back (at --bandwidth, else its \
+    scrub_bandwidth) and answers when done: files checked, mismatches (bytes \
+    that changed on disk) and orphans (files no record names). It runs in the \
+    server, so it works with either state store while the server runs.\n\n",
     exit_codes!()
 );
 

@@ -32,4 +32,6 @@ pub struct AppContext {
     /// Uploads whose running hash a background task is catching up, with a flag
     /// asking it to look again before it stops (set when more chunks land).
     pub catching_up: Arc<Mutex<HashMap<Uuid, bool>>>,
+    /// Held while a scrub runs: one at a time.
+    pub scrubbing: Arc<tokio::sync::Mutex<()>>,
 }

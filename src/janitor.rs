@@ -1,5 +1,8 @@
 //! The janitor: every `janitor_interval`, deletes uploads that expired (their
-//! state, then their bytes) and part files that no upload refers to any more
+//! state, then their bytes), completed files whose retention ended (so a
+//! file outlives its retention by at most one interval: the deletion lag,
+//! which `tranche_file_deletion_lag_seconds` shows), and part files that no
+//! upload refers to any more
 //! (leftovers of a crash between creating the file and recording the upload),
 //! starts again assemblies that died with their process, and forgets the use
 //! counts of `max_uploads` tokens that expired.
@@ -21,6 +24,8 @@ const BATCH: usize = 500;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
     pub expired_uploads: u64,
+    /// Completed files whose retention ended.
+    pub expired_files: u64,
     pub tombstones: u64,
     pub orphans: u64,
     pub freed_bytes: u64,
@@ -29,17 +34,53 @@ pub struct SweepReport {
     pub lapsed_uses: u64,
 }
 
-/// Sweeps every `interval` until `shutdown` is cancelled.
+/// Sweeps every `interval` until `shutdown` is cancelled; with
+/// `scrub_interval`, also scrubs every completed file that often, in a task
+/// of its own so that a long scrub never delays a sweep (nor the deletion of
+/// expired files).
 pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToken) {
+    let scrubber = ctx
+        .settings
+        .scrub_interval
+        .map(|every| tokio::spawn(scrub_every(ctx.clone(), every, shutdown.clone())));
+    sweep_every(&ctx, interval, &shutdown).await;
+    if let Some(scrubber) = scrubber {
+        let _ = scrubber.await;
+    }
+    tracing::debug!("janitor stopped");
+}
+
+/// The background scrub, at `scrub_bandwidth`: first one `every` after start.
+async fn scrub_every(ctx: AppContext, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let bandwidth = Some(ctx.settings.scrub_bandwidth.0);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    result = core::scrub(&ctx, bandwidth) => if let Err(e) = result {
+                        tracing::warn!(error = %e, "scrub failed; next interval");
+                    },
+                }
+            }
+        }
+    }
+}
+
+async fn sweep_every(ctx: &AppContext, interval: Duration, shutdown: &CancellationToken) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                match sweep(&ctx).await {
+                match sweep(ctx).await {
                     Ok(r) if r != SweepReport::default() => tracing::info!(
-                        expired_uploads = r.expired_uploads, tombstones = r.tombstones,
+                        expired_uploads = r.expired_uploads, expired_files = r.expired_files,
+                        tombstones = r.tombstones,
                         orphans = r.orphans, freed_bytes = r.freed_bytes,
                         resumed_assemblies = r.resumed_assemblies,
                         lapsed_uses = r.lapsed_uses, "janitor sweep"),
@@ -49,7 +90,6 @@ pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToke
             }
         }
     }
-    tracing::debug!("janitor stopped");
 }
 
 /// One pass over expired uploads and orphaned part files, at the time
@@ -58,6 +98,8 @@ pub async fn run(ctx: AppContext, interval: Duration, shutdown: CancellationToke
 pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
     let mut report = SweepReport::default();
     let now = ctx.clock.now_ms();
+    // The longest a file deleted in this sweep outlived its retention.
+    let mut lag_ms = 0i64;
     loop {
         let ids = ctx.store.expired(now, BATCH).await?;
         let mut deleted_any = false;
@@ -68,6 +110,16 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
                 continue;
             };
             deleted_any = true;
+            if rec.status == Status::Completed {
+                let freed = ctx.storage.remove_file(*id).await?;
+                report.freed_bytes += freed;
+                report.expired_files += 1;
+                let until = rec.file.as_ref().and_then(|f| f.expires_at);
+                lag_ms = lag_ms.max(until.map_or(0, |t| now - t));
+                core::file_deleted(ctx, &rec, core::Deletion::Retention, freed);
+                ctx.metrics.janitor_freed_bytes.inc_by(freed);
+                continue;
+            }
             let freed = ctx.storage.remove(*id).await?;
             report.freed_bytes += freed;
             if rec.status == Status::Aborted {
@@ -87,6 +139,9 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
             break;
         }
     }
+    ctx.metrics
+        .file_deletion_lag
+        .set(lag_ms.max(0) as f64 / 1000.0);
 
     let grace = ctx.settings.orphan_grace;
     for part in ctx.storage.list_parts().await? {

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tranche::cli::{Cli, Command, ServeArgs, TokenArgs, TokenCommand};
+use tranche::cli::{Cli, Command, FilesCommand, ServeArgs, TokenArgs, TokenCommand};
 use tranche::client;
 use tranche::config::{CliOverrides, Settings};
 use tranche::startup::Application;
@@ -96,6 +96,10 @@ async fn main() -> ExitCode {
         Command::Upload(args) => client::exit(client::upload::run(args).await),
         Command::Status(args) => client::exit(client::status::run(args).await),
         Command::Download(args) => client::exit(client::download::run(args).await),
+        Command::Scrub(args) => client::exit(client::files::scrub(args).await),
+        Command::Files(FilesCommand::Delete(args)) => {
+            client::exit(client::files::delete(args).await)
+        }
     }
 }
 
@@ -138,6 +142,7 @@ fn token_create(args: &TokenArgs) -> ExitCode {
         max_size: args.max_size.map(|s| s.0),
         content_types: (!args.content_type.is_empty()).then(|| args.content_type.clone()),
         max_uploads: args.max_uploads,
+        max_retention: args.max_retention.map(|d| d.as_secs().max(1)),
     };
     match tokens.mint(&claims) {
         Ok(token) => {

@@ -1,7 +1,7 @@
 //! Prometheus metrics: what an operator graphs and alerts on.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -23,6 +23,14 @@ pub struct Metrics {
     pub store_reopens: IntGauge,
     /// 1 while the state reserve is given up to a full disk.
     pub state_reserve_released: IntGauge,
+    /// Completed files deleted, by `reason`: `request`, `retention`.
+    pub files_deleted: IntCounterVec,
+    /// How long past its retention the last sweep's latest file was deleted.
+    pub file_deletion_lag: Gauge,
+    /// Completed files the scrub re-hashed, found changed, found without a record.
+    pub scrub_files: IntCounter,
+    pub scrub_mismatches: IntCounter,
+    pub scrub_orphans: IntCounter,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -105,8 +113,39 @@ impl Metrics {
             "1 while the state reserve is given up to a full disk and new uploads are refused",
         )
         .expect("valid metric");
+        let files_deleted = IntCounterVec::new(
+            Opts::new(
+                "tranche_files_deleted_total",
+                "Completed files deleted, by reason: request, retention",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let file_deletion_lag = Gauge::new(
+            "tranche_file_deletion_lag_seconds",
+            "In the last janitor sweep, the longest a deleted file outlived its retention (at most one janitor_interval)",
+        )
+        .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let scrub_files = counter(
+            "tranche_scrub_files_total",
+            "Completed files the scrub re-hashed",
+        );
+        let scrub_mismatches = counter(
+            "tranche_scrub_mismatches_total",
+            "Completed files whose bytes no longer match their recorded SHA-256",
+        );
+        let scrub_orphans = counter(
+            "tranche_scrub_orphans_total",
+            "Files in the data directory that no record names, seen by the scrub",
+        );
         for c in [
-            Box::new(uploads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(files_deleted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(scrub_files.clone()),
+            Box::new(scrub_mismatches.clone()),
+            Box::new(scrub_orphans.clone()),
+            Box::new(file_deletion_lag.clone()),
+            Box::new(uploads.clone()),
             Box::new(store_reopens.clone()),
             Box::new(state_reserve_released.clone()),
             Box::new(chunks_received.clone()),
@@ -130,6 +169,9 @@ impl Metrics {
         for kind in ["upload", "orphan"] {
             janitor_deleted.with_label_values(&[kind]);
         }
+        for reason in ["request", "retention"] {
+            files_deleted.with_label_values(&[reason]);
+        }
         Metrics {
             registry,
             uploads,
@@ -144,6 +186,11 @@ impl Metrics {
             free_disk_bytes,
             store_reopens,
             state_reserve_released,
+            files_deleted,
+            file_deletion_lag,
+            scrub_files,
+            scrub_mismatches,
+            scrub_orphans,
         }
     }
 

@@ -156,6 +156,7 @@ impl Application {
             disk_guard,
             chunk_slots,
             catching_up: Arc::default(),
+            scrubbing: Arc::default(),
         };
         let data = web::Data::new(ctx.clone());
         let static_dir = ctx.settings.static_dir.clone();

@@ -16,6 +16,9 @@ pub struct FileInfo {
     pub id: Uuid,
     pub size: u64,
     pub sha256: String,
+    /// When the file's retention ends (Unix ms); `None`: kept until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// Everything the state store keeps about one upload.
@@ -42,6 +45,9 @@ pub struct UploadRecord {
     pub failure: Option<Failure>,
     /// The `Idempotency-Key` the upload was created with, deleted along with it.
     pub idempotency_key: Option<String>,
+    /// How long the completed file is kept (ms); `None`: until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
 }
 
 impl UploadRecord {
@@ -77,6 +83,14 @@ impl UploadRecord {
         (0..self.chunk_count())
             .find(|&i| !self.received.contains(i))
             .map_or(self.size, |i| self.chunk_range(i).0)
+    }
+
+    /// Whether the completed file's retention has ended at `now_ms`.
+    pub fn file_expired(&self, now_ms: i64) -> bool {
+        self.file
+            .as_ref()
+            .and_then(|f| f.expires_at)
+            .is_some_and(|at| at <= now_ms)
     }
 
     pub fn is_expired(&self, now_ms: i64) -> bool {
@@ -138,6 +152,7 @@ impl UploadView {
             missing_chunks: r.missing_chunks(),
             sha256: r.expected_sha256.clone(),
             metadata: r.metadata.clone(),
+            retention: r.retention_ms.map(|ms| (ms / 1000) as u64),
             created_at: rfc3339(r.created_at),
             expires_at: rfc3339(r.expires_at),
             file: r.file.as_ref().map(|f| FileView {
@@ -145,6 +160,7 @@ impl UploadView {
                 size: f.size,
                 sha256: f.sha256.clone(),
                 url: file_url(f.id),
+                expires_at: f.expires_at.map(rfc3339),
             }),
             error: r.failure.clone(),
             upload_token: None,

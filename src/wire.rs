@@ -24,6 +24,10 @@ pub struct CreateRequest {
     pub sha256: Option<String>,
     pub chunk_size: Option<u64>,
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// How long to keep the completed file, in seconds (at most the
+    /// server's `retention` and the create token's `max_retention`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<u64>,
 }
 
 /// The answer to a stored chunk.
@@ -57,6 +61,10 @@ pub struct FileView {
     /// Where to download it: absolute when the server knows its public
     /// origin, else a path.
     pub url: String,
+    /// When the file is deleted (its retention ends); absent: kept until
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 /// The upload object of API v1 (create answer, `GET`, `complete`).
@@ -75,6 +83,9 @@ pub struct UploadView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// How long the completed file is kept, in seconds; absent: until deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<u64>,
     pub created_at: String,
     pub expires_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,4 +99,27 @@ pub struct UploadView {
     /// In a create answer: the request's fields this server did not know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// What a scrub found: `POST /api/v1/admin/scrub`'s answer, and what
+/// `tranche scrub` prints.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScrubReport {
+    /// Completed files re-hashed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files whose bytes no longer have their recorded SHA-256.
+    pub mismatches: Vec<ScrubMismatch>,
+    /// Files in the byte store that no record names.
+    pub orphans: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScrubMismatch {
+    pub id: Uuid,
+    /// The SHA-256 recorded at completion.
+    pub expected: String,
+    /// What the bytes hash to now.
+    pub actual: String,
 }

@@ -981,3 +981,112 @@ async fn the_servers_warnings_are_shown_and_the_probe_is_the_service_document() 
     })
     .await
 }
+
+#[tokio::test]
+async fn files_delete_removes_a_file_and_is_fine_twice() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let data = test_data(3 * 1024, 31);
+        let created = app
+            .request(reqwest::Method::POST, "/api/v1/uploads")
+            .bearer_auth(TEST_API_KEY)
+            .json(&serde_json::json!({"filename": "d.bin", "size": data.len(), "chunk_size": 4096}))
+            .send()
+            .await
+            .unwrap();
+        let id = expect_json(created, 201).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let server = app.address.as_str();
+
+        // Not completed yet: no file to delete.
+        let run = tranche(&[
+            "files",
+            "delete",
+            &id,
+            "--server",
+            server,
+            "--token",
+            TEST_API_KEY,
+        ])
+        .await;
+        assert_eq!(run.code, 3, "{run}");
+        assert!(run.stderr.contains("file_not_found"), "{run}");
+
+        for (method, path, body) in [
+            (reqwest::Method::PUT, chunk_url(&id, 0), data.clone()),
+            (
+                reqwest::Method::POST,
+                format!("/api/v1/uploads/{id}/complete"),
+                Vec::new(),
+            ),
+        ] {
+            let resp = app
+                .request(method, &path)
+                .bearer_auth(TEST_API_KEY)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            expect_json(resp, 200).await;
+        }
+        let run = tranche(&["files", "delete", &id, "--server", server]).await;
+        assert_eq!(run.code, 3, "without credentials: {run}");
+        assert!(run.stderr.contains("unauthorized"), "{run}");
+
+        let run = tranche(&[
+            "files",
+            "delete",
+            &id,
+            "--server",
+            server,
+            "--token",
+            TEST_API_KEY,
+        ])
+        .await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains(&format!("deleted {id}")), "{run}");
+        assert!(!app.file_path(&id).exists());
+        let run = tranche(&[
+            "files",
+            "delete",
+            &id,
+            "--server",
+            server,
+            "--token",
+            TEST_API_KEY,
+            "--json",
+        ])
+        .await;
+        assert_eq!(run.code, 0, "twice: {run}");
+        assert_eq!(run.json()["deleted"], true);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scrub_exits_5_on_a_byte_flipped_on_disk() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(4 * 1024, 32);
+        let done = app.upload_all(&data, 1024).await;
+        let id = done["id"].as_str().unwrap().to_owned();
+
+        let run = tranche(&["scrub", "--server", &app.address]).await;
+        assert_eq!(run.code, 0, "{run}");
+        assert!(run.stdout.contains("scrubbed  1 files"), "{run}");
+
+        let path = app.file_path(&id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0x80;
+        std::fs::write(&path, bytes).unwrap();
+        let run = tranche(&["scrub", "--server", &app.address, "--bandwidth", "10MiB"]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert!(run.stdout.contains(&format!("MISMATCH  {id}")), "{run}");
+        let run = tranche(&["scrub", "--server", &app.address, "--json"]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert_eq!(run.json()["mismatches"][0]["id"], id.as_str());
+    })
+    .await
+}

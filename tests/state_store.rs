@@ -118,6 +118,8 @@ conformance!(
     an_abort_leaves_a_tombstone_unless_completed_or_assembling,
     the_expiry_index_lists_expired_uploads_oldest_first,
     only_a_still_expired_upload_is_deleted_with_its_key,
+    a_completed_file_is_deleted_once_with_its_key,
+    a_file_with_a_retention_is_listed_and_deleted_when_it_ends,
     a_lease_is_exclusive_until_released,
     a_lease_is_renewed_and_released_only_by_its_holder,
     a_lease_whose_holder_died_lapses,
@@ -152,6 +154,7 @@ fn record(clock: &Clock, size: u64) -> UploadRecord {
         file: None,
         failure: None,
         idempotency_key: None,
+        retention_ms: None,
     }
 }
 
@@ -216,6 +219,7 @@ fn file(id: Uuid) -> FileInfo {
         id,
         size: 2 * CHUNK,
         sha256: "0".repeat(64),
+        expires_at: None,
     }
 }
 
@@ -612,6 +616,147 @@ async fn only_a_still_expired_upload_is_deleted_with_its_key(s: Subject) {
         s.store.delete_expired(rec.id, now).await.unwrap().is_none(),
         "deleted twice"
     );
+}
+
+async fn a_completed_file_is_deleted_once_with_its_key(s: Subject) {
+    // Only a completed upload is a file: others are left alone.
+    let open = record(&s.clock, 2 * CHUNK);
+    insert(&s, &open).await;
+    assert_eq!(
+        rejected(s.store.delete_file(open.id).await.unwrap()).status,
+        Status::Uploading
+    );
+    let busy = assembling(&s).await;
+    assert_eq!(
+        rejected(s.store.delete_file(busy.id).await.unwrap()).status,
+        Status::Assembling
+    );
+    assert_eq!(get(&s, busy.id).await.status, Status::Assembling);
+
+    let mut rec = record(&s.clock, CHUNK);
+    rec.idempotency_key = Some("v2:f11e".into());
+    let first = IdempotencyRecord::new(rec.id, "digest", json!({"id": rec.id}));
+    let inserted = s
+        .store
+        .insert_upload(&rec, Some(("v2:f11e", &first)))
+        .await
+        .unwrap();
+    assert!(matches!(inserted, Insert::Created));
+    done(
+        s.store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 0))
+            .await
+            .unwrap(),
+    );
+    done(s.store.begin_assembly(rec.id).await.unwrap());
+    let until = s.clock.now_ms() + TTL_MS;
+    done(
+        s.store
+            .finish_assembly(rec.id, Ok(file(rec.id)), until)
+            .await
+            .unwrap(),
+    );
+
+    let deleted = done(s.store.delete_file(rec.id).await.unwrap());
+    assert_eq!(deleted.status, Status::Completed);
+    assert_eq!(deleted.file, Some(file(rec.id)));
+    assert!(s.store.get_upload(rec.id).await.unwrap().is_none());
+    assert!(s
+        .store
+        .idempotency_record("v2:f11e")
+        .await
+        .unwrap()
+        .is_none());
+    let far = s.clock.now_ms() + 100 * TTL_MS;
+    assert!(!s.store.expired(far, 100).await.unwrap().contains(&rec.id));
+    assert!(matches!(
+        s.store.delete_file(rec.id).await.unwrap(),
+        Update::NotFound
+    ));
+    assert!(matches!(
+        s.store.delete_file(Uuid::new_v4()).await.unwrap(),
+        Update::NotFound
+    ));
+
+    // Two deletes racing: one deletes, the other finds nothing.
+    let raced = assembling(&s).await;
+    done(
+        s.store
+            .finish_assembly(raced.id, Ok(file(raced.id)), until)
+            .await
+            .unwrap(),
+    );
+    let (a, b) = futures::join!(s.store.delete_file(raced.id), s.store.delete_file(raced.id));
+    let outcomes = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|u| matches!(u, Update::Done(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.iter().any(|u| matches!(u, Update::NotFound)));
+}
+
+async fn a_file_with_a_retention_is_listed_and_deleted_when_it_ends(s: Subject) {
+    // Retention shorter than the upload's own expiry: the file's end rules.
+    let short = assembling(&s).await;
+    let until = s.clock.now_ms() + TTL_MS / 2;
+    let retained = FileInfo {
+        expires_at: Some(until),
+        ..file(short.id)
+    };
+    let completed = done(
+        s.store
+            .finish_assembly(short.id, Ok(retained.clone()), until)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(completed.expires_at, until);
+    assert_eq!(get(&s, short.id).await.file, Some(retained));
+    // One kept until deleted, beside it.
+    let forever = assembling(&s).await;
+    done(
+        s.store
+            .finish_assembly(forever.id, Ok(file(forever.id)), until)
+            .await
+            .unwrap(),
+    );
+
+    assert!(!s
+        .store
+        .expired(until - 1, 100)
+        .await
+        .unwrap()
+        .contains(&short.id));
+    assert!(s
+        .store
+        .delete_expired(short.id, until - 1)
+        .await
+        .unwrap()
+        .is_none());
+    let far = s.clock.now_ms() + 100 * TTL_MS;
+    let listed = s.store.expired(far, 100).await.unwrap();
+    assert!(listed.contains(&short.id), "{listed:?}");
+    assert!(!listed.contains(&forever.id), "{listed:?}");
+
+    let deleted = s
+        .store
+        .delete_expired(short.id, until)
+        .await
+        .unwrap()
+        .expect("deleted at the end of its retention");
+    assert_eq!(deleted.status, Status::Completed);
+    assert!(s.store.get_upload(short.id).await.unwrap().is_none());
+    assert!(!s.store.expired(far, 100).await.unwrap().contains(&short.id));
+    assert!(s
+        .store
+        .delete_expired(forever.id, far)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(get(&s, forever.id).await.status, Status::Completed);
 }
 
 async fn a_lease_is_exclusive_until_released(s: Subject) {

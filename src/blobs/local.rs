@@ -385,6 +385,51 @@ impl ByteStore for LocalDisk {
         .await
     }
 
+    /// Unlinks the completed file (a download that has it open reads on).
+    /// Its fan-out directories stay: they are few, and shared.
+    async fn remove_file(&self, id: Uuid) -> io::Result<u64> {
+        let path = self.file_path(id);
+        let sync = self.sync;
+        blocking(move || {
+            let freed = remove_counting(&path)?;
+            if sync && freed > 0 {
+                // A deletion that a crash could undo would bring the file back.
+                sync_dir(path.parent().expect("files live in a directory"))?;
+            }
+            Ok(freed)
+        })
+        .await
+    }
+
+    /// Walks `files/<ab>/<cd>/`; a name that is not an id is not ours.
+    async fn list_files(&self) -> io::Result<Vec<Uuid>> {
+        let root = self.root.join("files");
+        blocking(move || {
+            let mut ids = Vec::new();
+            for first in std::fs::read_dir(&root)? {
+                let first = first?.path();
+                if !first.is_dir() {
+                    continue;
+                }
+                for second in std::fs::read_dir(&first)? {
+                    let second = second?.path();
+                    if !second.is_dir() {
+                        continue;
+                    }
+                    for file in std::fs::read_dir(&second)? {
+                        let name = file?.file_name();
+                        if let Some(id) = name.to_str().and_then(|n| Uuid::try_parse(n).ok()) {
+                            ids.push(id);
+                        }
+                    }
+                }
+            }
+            ids.sort();
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn file_meta(&self, id: Uuid) -> Result<FileMeta, StorageError> {
         match tokio::fs::metadata(self.file_path(id)).await {
             Ok(meta) => Ok(FileMeta {

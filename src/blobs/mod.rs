@@ -122,6 +122,15 @@ pub trait ByteStore {
     /// freed.
     async fn remove(&self, id: Uuid) -> io::Result<u64>;
 
+    /// Removes a completed file's bytes (none is fine: deleted already);
+    /// returns the bytes freed. Readers that opened the file before may
+    /// finish reading it.
+    async fn remove_file(&self, id: Uuid) -> io::Result<u64>;
+
+    /// The ids of every completed file the store holds (for the scrub, which
+    /// looks each up in the state store: one without a record is an orphan).
+    async fn list_files(&self) -> io::Result<Vec<Uuid>>;
+
     /// The completed file's length and modification time.
     async fn file_meta(&self, id: Uuid) -> Result<FileMeta, StorageError>;
 
@@ -243,6 +252,20 @@ pub mod conformance {
             .unwrap();
         assert_eq!(again.finalize(), <[u8; 32]>::from(Sha256::digest(&data)));
         assert_eq!(store.pending_bytes().await.unwrap(), 0);
+
+        // Completed files are listed; one goes once, removing it again frees nothing.
+        assert_eq!(store.list_files().await.unwrap(), vec![id]);
+        assert_eq!(store.remove_file(id).await.unwrap(), 300);
+        assert!(store.list_files().await.unwrap().is_empty());
+        assert!(matches!(
+            store.file_meta(id).await,
+            Err(StorageError::FileMissing)
+        ));
+        assert!(matches!(
+            store.read_file(id, 0, 1).await,
+            Err(StorageError::FileMissing)
+        ));
+        assert_eq!(store.remove_file(id).await.unwrap(), 0);
 
         // Unknown uploads and files.
         let other = Uuid::new_v4();

@@ -11,7 +11,7 @@ use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 
 use super::ClientError;
-use crate::wire::UploadView;
+use crate::wire::{ScrubReport, UploadView};
 
 /// Control requests are small; a server that takes longer is treated as gone.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -320,6 +320,47 @@ impl Api {
             on_retry,
         )
         .await
+    }
+
+    /// `DELETE /api/v1/files/{id}`: 204, also for a file deleted already.
+    pub async fn delete_file(
+        &self,
+        id: &str,
+        on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+    ) -> Result<(), ClientError> {
+        let path = ["api", "v1", "files", id];
+        self.send(
+            || {
+                self.request(Method::DELETE, &path, None)
+                    .timeout(CONTROL_TIMEOUT)
+            },
+            on_retry,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /api/v1/admin/scrub`: waits (no timeout) while the server
+    /// reads every completed file. A retry is harmless: a scrub changes nothing.
+    pub async fn scrub(
+        &self,
+        bandwidth: Option<u64>,
+        on_retry: &(dyn Fn(&ClientError, Duration) + Sync),
+    ) -> Result<ScrubReport, ClientError> {
+        let path = ["api", "v1", "admin", "scrub"];
+        let resp = self
+            .send(
+                || {
+                    let req = self.request(Method::POST, &path, None);
+                    match bandwidth {
+                        Some(b) => req.query(&[("bandwidth", b)]),
+                        None => req,
+                    }
+                },
+                on_retry,
+            )
+            .await?;
+        json(resp).await
     }
 
     /// The delays between attempts: exponential with jitter, capped, as many

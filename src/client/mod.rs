@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod download;
+pub mod files;
 pub mod progress;
 pub mod resume;
 pub mod status;

@@ -46,6 +46,9 @@ pub struct AuthSettings {
     pub public_downloads: bool,
     /// `/metrics` is open; otherwise it needs an API key while auth is on.
     pub public_metrics: bool,
+    /// An upload's own token may delete its completed file; otherwise
+    /// deleting a file needs an API key.
+    pub owner_may_delete: bool,
 }
 
 impl AuthSettings {
@@ -89,6 +92,7 @@ impl Default for AuthSettings {
             allow_anonymous: false,
             public_downloads: false,
             public_metrics: false,
+            owner_may_delete: false,
         }
     }
 }

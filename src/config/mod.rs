@@ -55,9 +55,27 @@ pub struct Settings {
     /// An unfinished upload expires this long after its last chunk.
     #[serde(with = "humantime_serde")]
     pub upload_ttl: Duration,
+    /// How long a completed file is kept; `None` (the default): forever. A
+    /// create may ask for less (`retention`), a create token cap it.
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention: Option<Duration>,
     /// How often the janitor sweeps expired uploads and orphaned files.
     #[serde(with = "humantime_serde")]
     pub janitor_interval: Duration,
+    /// How often the janitor scrubs every completed file in the background
+    /// (re-hashes it against its SHA-256); `None` (the default): never.
+    #[serde(
+        with = "humantime_serde",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scrub_interval: Option<Duration>,
+    /// Bytes per second a scrub reads at most; 0: as fast as the disk goes.
+    pub scrub_bandwidth: ByteSize,
     /// A chunk file that no upload refers to is removed once it is this old
     /// (a younger one may belong to a create still in progress).
     #[serde(with = "humantime_serde")]
@@ -148,8 +166,11 @@ impl Default for Settings {
             max_chunk_size: ByteSize::mib(64),
             max_file_size: ByteSize::gib(64),
             upload_ttl: Duration::from_secs(24 * 3600),
+            retention: None,
             janitor_interval: Duration::from_secs(600),
             orphan_grace: Duration::from_secs(3600),
+            scrub_interval: None,
+            scrub_bandwidth: ByteSize::mib(32),
             complete_wait: Duration::from_secs(20),
             chunk_digest: ChunkDigest::WhenAsked,
             shutdown_timeout: Duration::from_secs(30),
@@ -238,6 +259,21 @@ impl Settings {
         }
         if self.upload_ttl.is_zero() {
             return invalid("upload_ttl", "must be longer than zero");
+        }
+        if self.retention.is_some_and(|r| r < Duration::from_secs(1)) {
+            return invalid(
+                "retention",
+                "must be at least 1s (leave it unset to keep files)",
+            );
+        }
+        if self
+            .scrub_interval
+            .is_some_and(|i| i < Duration::from_secs(60))
+        {
+            return invalid(
+                "scrub_interval",
+                "must be at least 1m (leave it unset for none)",
+            );
         }
         if self.janitor_interval.is_zero() {
             return invalid("janitor_interval", "must be longer than zero");

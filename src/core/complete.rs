@@ -142,6 +142,8 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
                 id,
                 size: rec.size,
                 sha256: sha256.clone(),
+                // Retention counts from completion: the file's life.
+                expires_at: rec.retention_ms.map(|r| ctx.clock.now_ms() + r),
             })
         }
     };

@@ -13,21 +13,28 @@ use crate::hashing::HashState;
 use crate::state::{IdempotencyRecord, Insert, StateStore};
 use crate::upload::{ChunkSet, Status, UploadRecord};
 use crate::wire::{CreateRequest, UploadView};
+use std::time::Duration;
 use uuid::Uuid;
+
+/// The longest retention a create may ask for: a hundred years, beyond
+/// which "until deleted" (no `retention`) says it better.
+const MAX_RETENTION_SECS: u64 = 100 * 365 * 24 * 3600;
 
 /// Validates a create request and starts the upload. Returns the answer: the
 /// new upload, or the first answer given for the same Idempotency-Key.
 ///
 /// A `limit` (a create token's `max_uploads`) is charged only when an upload
 /// is really started: not for a refused request, nor for a retry that gets
-/// the first answer again.
+/// the first answer again. `max_retention` (a create token's) caps how long
+/// the file is kept, as the server's `retention` does.
 pub async fn create(
     ctx: &AppContext,
     req: CreateRequest,
     idempotency_key: Option<String>,
     limit: Option<&UseLimit>,
+    max_retention: Option<Duration>,
 ) -> Result<UploadView, Error> {
-    let answer = create_answer(ctx, req, idempotency_key, limit).await?;
+    let answer = create_answer(ctx, req, idempotency_key, limit, max_retention).await?;
     serde_json::from_value(answer).map_err(|e| Error::Internal(e.into()))
 }
 
@@ -37,8 +44,10 @@ async fn create_answer(
     req: CreateRequest,
     idempotency_key: Option<String>,
     limit: Option<&UseLimit>,
+    max_retention: Option<Duration>,
 ) -> Result<serde_json::Value, Error> {
     let s = &ctx.settings;
+    let retention = retention(req.retention, s.retention, max_retention)?;
     let request_digest = request_digest(&req);
     let filename = validate_filename(&req.filename)?;
     if req.size > s.max_file_size.0 {
@@ -71,6 +80,7 @@ async fn create_answer(
         file: None,
         failure: None,
         idempotency_key: idempotency_key.clone(),
+        retention_ms: retention.map(|r| r.as_millis() as i64),
     };
     let Some(key) = idempotency_key else {
         return start(ctx, &record, None, limit).await;
@@ -155,6 +165,26 @@ async fn insert(
         let _ = ctx.storage.remove(record.id).await;
     }
     inserted.map_err(|e| store_error(ctx, e))
+}
+
+/// How long the file of a create is kept: the shortest of what it asks
+/// (`retention`, seconds), the server's `retention` and the caller's cap;
+/// `None` when none of them says: until deleted.
+fn retention(
+    asked_secs: Option<u64>,
+    server: Option<Duration>,
+    cap: Option<Duration>,
+) -> Result<Option<Duration>, Error> {
+    let asked = match asked_secs {
+        Some(0) | Some(MAX_RETENTION_SECS..) => {
+            return Err(Error::InvalidRequest(format!(
+                "retention must be a number of seconds from 1 to {MAX_RETENTION_SECS}; \
+                 leave it out to keep the file as long as the server does"
+            )))
+        }
+        other => other.map(Duration::from_secs),
+    };
+    Ok([asked, server, cap].into_iter().flatten().min())
 }
 
 fn validate_filename(name: &str) -> Result<String, Error> {

@@ -17,7 +17,8 @@ pub async fn completed_file(ctx: &AppContext, id: Uuid) -> Result<(UploadRecord,
         .get_upload(id)
         .await
         .map_err(|e| store_error(ctx, e))?
-        .filter(|r| r.status == Status::Completed)
+        // A file past its retention is gone, even before the janitor comes.
+        .filter(|r| r.status == Status::Completed && !r.file_expired(ctx.clock.now_ms()))
         .ok_or_else(|| Error::FileNotFound(id.to_string()))?;
     let meta = ctx
         .storage

@@ -1,5 +1,5 @@
 //! The upload's life, as plain functions over [`AppContext`]: create, write
-//! chunks, complete (assemble), abort, and the bookkeeping between them
+//! chunks, complete (assemble), abort, delete the file, and the bookkeeping between them
 //! (idempotency, quotas, leases, the running hash). Nothing here knows HTTP:
 //! errors are [`Error`]s with stable codes, and each front end (`http::v1`
 //! today) turns calls and answers into its protocol.
@@ -11,12 +11,14 @@ mod catch_up;
 mod chunks;
 mod complete;
 mod create;
+mod delete;
 mod error;
 mod files;
 mod idempotency;
 mod lease;
 mod live;
 mod quota;
+mod scrub;
 mod write;
 
 use std::time::Duration;
@@ -26,10 +28,12 @@ pub use catch_up::spawn_catch_up;
 pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};
 pub use create::create;
+pub use delete::{delete_file, file_deleted, Deletion};
 pub use error::Error;
 pub use files::{completed_file, read_file};
 pub use idempotency::idempotency_key;
 pub use quota::UseLimit;
+pub use scrub::scrub;
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
 /// this while they work, so a holder that died (or lost the store) frees it

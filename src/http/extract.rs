@@ -87,11 +87,33 @@ impl FromRequest for UploadId {
     }
 }
 
+/// What a request with an id in its path does, for the rule it answers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `GET`/`HEAD /api/v1/files/{id}`.
+    Download,
+    /// `DELETE /api/v1/files/{id}`.
+    DeleteFile,
+    /// Anything under `/api/v1/uploads/{id}`.
+    Upload,
+}
+
+fn purpose(req: &HttpRequest) -> Purpose {
+    if !req.path().starts_with("/api/v1/files/") {
+        Purpose::Upload
+    } else if req.method() == Method::GET || req.method() == Method::HEAD {
+        Purpose::Download
+    } else {
+        Purpose::DeleteFile
+    }
+}
+
 fn upload_id(req: &HttpRequest, payload: &mut Payload) -> Result<UploadId, ApiError> {
     let access = access(req)?;
-    let downloads = req.path().starts_with("/api/v1/files/");
-    match req.app_data::<web::Data<AppContext>>() {
-        Some(ctx) if downloads => ctx.auth.may_try_download(&access)?,
+    let purpose = purpose(req);
+    let ctx = req.app_data::<web::Data<AppContext>>();
+    match ctx {
+        Some(ctx) if purpose == Purpose::Download => ctx.auth.may_try_download(&access)?,
         _ => access.require_credentials()?,
     }
     let raw = req.match_info().get("id").unwrap_or_default();
@@ -99,8 +121,9 @@ fn upload_id(req: &HttpRequest, payload: &mut Payload) -> Result<UploadId, ApiEr
     if let Ok(root) = RootSpan::from_request(req, payload).into_inner() {
         root.record("upload_id", tracing::field::display(id));
     }
-    match req.app_data::<web::Data<AppContext>>() {
-        Some(ctx) if downloads => ctx.auth.may_download(&access, id)?,
+    match (ctx, purpose) {
+        (Some(ctx), Purpose::Download) => ctx.auth.may_download(&access, id)?,
+        (Some(ctx), Purpose::DeleteFile) => ctx.auth.may_delete_file(&access, id)?,
         _ => access.may_use(id)?,
     }
     Ok(UploadId(id))

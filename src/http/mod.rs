@@ -11,7 +11,7 @@ pub mod framing;
 pub mod service;
 pub mod v1;
 
-use v1::{files, uploads};
+use v1::{admin, files, uploads};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -22,6 +22,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::PathConfig::default()
             .error_handler(|err, _req| ApiError::invalid(format!("invalid path: {err}")).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _req| ApiError::invalid(format!("invalid query: {err}")).into()),
     )
     .service(
         web::scope("/api/v1")
@@ -63,7 +67,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/files/{id}")
                     .route(web::get().to(files::download))
                     .route(web::head().to(files::download))
-                    .default_service(allowed_only("GET, HEAD")),
+                    .route(web::delete().to(files::delete))
+                    .default_service(allowed_only("GET, HEAD, DELETE")),
+            )
+            .service(
+                web::resource("/admin/scrub")
+                    .route(web::post().to(admin::scrub))
+                    .default_service(allowed_only("POST")),
             )
             .default_service(web::to(not_found)),
     )

@@ -16,6 +16,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod rules;
 
 use std::time::Duration;
 
@@ -276,8 +277,10 @@ pub trait StateStore {
     async fn begin_assembly(&self, id: Uuid) -> Result<Update, StoreError>;
 
     /// `assembling` → `completed` (with the file) or `failed`. A completed
-    /// upload leaves the expiry index: completed files are kept. A failed one is
-    /// kept at least until `keep_until` so that clients can read why.
+    /// upload leaves the expiry index (kept until deleted), unless its file
+    /// has a retention (`FileInfo::expires_at`): then it stays in the index
+    /// by that time, which becomes its `expires_at`. A failed one is kept at
+    /// least until `keep_until` so that clients can read why.
     async fn finish_assembly(
         &self,
         id: Uuid,
@@ -289,12 +292,21 @@ pub trait StateStore {
     /// `tombstone_until` so later requests learn it was aborted (410).
     async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError>;
 
+    /// Atomically and durably deletes a completed upload's record, with its
+    /// idempotency key and its entry in the expiry index: what deleting a
+    /// file does before its bytes go. `Done` with the record as it was;
+    /// `NotFound` when there is none (deleted already, or never was);
+    /// `Rejected` with the record, left alone, when it is not `completed`.
+    /// Of two deletes racing, one gets `Done`, the other `NotFound`.
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError>;
+
     /// Ids of uploads whose `expires_at` is at or before `now_ms`, oldest first.
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError>;
 
     /// Deletes an upload's state (and its idempotency key) if it is still
-    /// expired at `now_ms`; a record refreshed meanwhile is kept. Returns the
-    /// deleted record.
+    /// deletable at `now_ms` ([`rules::deletable`]: expired, or a completed
+    /// file past its retention); a record refreshed meanwhile is kept.
+    /// Returns the deleted record.
     async fn delete_expired(
         &self,
         id: Uuid,
@@ -425,6 +437,9 @@ impl StateStore for Store {
     async fn abort(&self, id: Uuid, tombstone_until: i64) -> Result<Update, StoreError> {
         dispatch!(self, s => s.abort(id, tombstone_until).await)
     }
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.delete_file(id).await)
+    }
     async fn expired(&self, now_ms: i64, limit: usize) -> Result<Vec<Uuid>, StoreError> {
         dispatch!(self, s => s.expired(now_ms, limit).await)
     }
@@ -462,104 +477,6 @@ impl StateStore for Store {
         lease: &Lease,
     ) -> Result<Update, StoreError> {
         dispatch!(self, s => s.record_chunk_and_release(id, mark, lease).await)
-    }
-}
-
-/// The transitions' rules, shared by every backend so that they cannot drift
-/// apart: each takes the current record and either changes it or says no.
-pub mod rules {
-    use super::*;
-    use crate::upload::Status;
-
-    pub fn record_chunk(rec: &mut UploadRecord, mark: &ChunkMark) -> bool {
-        if rec.status != Status::Uploading || rec.is_expired(mark.now_ms) {
-            return false;
-        }
-        if rec.received.insert(mark.index) {
-            rec.bytes_received += mark.len;
-        }
-        rec.expires_at = rec.expires_at.max(mark.expires_at);
-        true
-    }
-
-    pub fn advance_hash(rec: &mut UploadRecord, from_len: u64, to: &HashState) -> bool {
-        if rec.hash.len() != from_len || to.len() <= from_len || to.len() > rec.size {
-            return false;
-        }
-        rec.hash = to.clone();
-        true
-    }
-
-    pub fn begin_assembly(rec: &mut UploadRecord) -> bool {
-        match rec.status {
-            Status::Assembling => true,
-            Status::Uploading if rec.is_fully_received() => {
-                rec.status = Status::Assembling;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    pub fn finish_assembly(
-        rec: &mut UploadRecord,
-        outcome: &Result<FileInfo, Failure>,
-        keep_until: i64,
-    ) -> bool {
-        if rec.status != Status::Assembling {
-            return false;
-        }
-        match outcome {
-            Ok(file) => {
-                rec.status = Status::Completed;
-                rec.file = Some(file.clone());
-            }
-            Err(failure) => {
-                rec.status = Status::Failed;
-                rec.failure = Some(failure.clone());
-                rec.expires_at = rec.expires_at.max(keep_until);
-            }
-        }
-        true
-    }
-
-    pub fn abort(rec: &mut UploadRecord, tombstone_until: i64) -> bool {
-        // An assembly in progress may be renaming the file into place right now.
-        if matches!(rec.status, Status::Completed | Status::Assembling) {
-            return false;
-        }
-        rec.status = Status::Aborted;
-        rec.expires_at = tombstone_until;
-        true
-    }
-
-    /// Whether the janitor may delete this record at `now_ms`.
-    pub fn deletable(rec: &UploadRecord, now_ms: i64) -> bool {
-        matches!(
-            rec.status,
-            Status::Uploading | Status::Failed | Status::Aborted
-        ) && rec.expires_at <= now_ms
-    }
-
-    /// Whether the record belongs in the expiry index.
-    pub fn expires(rec: &UploadRecord) -> bool {
-        rec.status != Status::Completed
-    }
-
-    /// One take from a token bucket as GCRA (the generic cell rate
-    /// algorithm): the bucket is its "theoretical arrival time" `tat` (µs; a
-    /// bucket never drawn from has none), which each request pushes one
-    /// interval further; a request may go while `tat` runs no more than the
-    /// burst tolerance ahead of now. Returns the new `tat` to keep, or the µs
-    /// to wait (and the bucket is left alone). Redis runs the same rule as
-    /// Lua (`RATE_LIMIT` in `redis.rs`).
-    pub fn take_token(tat: Option<i64>, now_us: i64, rate: Rate) -> Result<i64, i64> {
-        let tat = tat.unwrap_or(now_us).max(now_us);
-        let allow_at = tat - rate.tolerance_us();
-        if allow_at > now_us {
-            return Err(allow_at - now_us);
-        }
-        Ok(tat + rate.interval_us())
     }
 }
 

@@ -103,6 +103,7 @@ enum Action {
     Complete,
     Abort,
     Download,
+    DeleteFile,
     Metrics,
 }
 
@@ -112,11 +113,12 @@ fn expected(cred: Cred, action: Action) -> u16 {
     match (cred, action) {
         (None | Expired | Tampered | WrongAlg, _) => 401,
         (ApiKey, Create) => 201,
-        (ApiKey, Abort) => 204,
+        (ApiKey, Abort | DeleteFile) => 204,
         (ApiKey, _) => 200,
         (CreateToken, Create) => 201,
         (CreateToken, _) => 403,
-        (ThisUpload, Create | Metrics) => 403,
+        // Unless auth.owner_may_delete, see `files.rs`.
+        (ThisUpload, Create | Metrics | DeleteFile) => 403,
         (ThisUpload, Abort) => 204,
         (ThisUpload, _) => 200,
         (OtherUpload, _) => 403,
@@ -190,6 +192,7 @@ async fn every_credential_against_every_endpoint() {
             Action::Complete,
             Action::Abort,
             Action::Download,
+            Action::DeleteFile,
             Action::Metrics,
         ];
         let mut failures = Vec::new();
@@ -200,7 +203,7 @@ async fn every_credential_against_every_endpoint() {
                 if action == Action::Complete {
                     keyed_put(&app, &id, &data).await;
                 }
-                if action == Action::Download {
+                if matches!(action, Action::Download | Action::DeleteFile) {
                     keyed_put(&app, &id, &data).await;
                     keyed_complete(&app, &id).await;
                 }
@@ -273,6 +276,17 @@ async fn every_credential_against_every_endpoint() {
                         )
                         .await
                     }
+                    Action::DeleteFile => {
+                        send(
+                            &app,
+                            Method::DELETE,
+                            &format!("/api/v1/files/{id}"),
+                            c,
+                            None,
+                            None,
+                        )
+                        .await
+                    }
                     Action::Metrics => send(&app, Method::GET, "/metrics", c, None, None).await,
                 };
                 let want = expected(cred, action);
@@ -320,7 +334,7 @@ async fn every_credential_against_every_endpoint() {
                     let st = expect_json(st, 200).await;
                     let (status, received) = match action {
                         Action::Complete => ("uploading", 1),
-                        Action::Download => ("completed", 1),
+                        Action::Download | Action::DeleteFile => ("completed", 1),
                         _ => ("uploading", 0),
                     };
                     assert_eq!(

@@ -647,6 +647,40 @@ impl TestApp {
             .join(format!("{}.part", id.simple()))
     }
 
+    /// Where the server keeps a completed file (see `src/blobs/local.rs`).
+    pub fn file_path(&self, id: &str) -> PathBuf {
+        let hex = uuid::Uuid::parse_str(id)
+            .expect("a UUID")
+            .simple()
+            .to_string();
+        self.data_dir
+            .join("files")
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
+    /// `DELETE /api/v1/files/{id}`, with a bearer credential when given.
+    pub async fn delete_file(&self, id: &str, credential: Option<&str>) -> Response {
+        let mut req = self.request(reqwest::Method::DELETE, &format!("/api/v1/files/{id}"));
+        if let Some(c) = credential {
+            req = req.bearer_auth(c);
+        }
+        req.send().await.expect("delete request")
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> String {
+        self.request(reqwest::Method::GET, "/metrics")
+            .bearer_auth(TEST_API_KEY)
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Sends the chunks `indexes` of `data` one after another, asserting 200.
     pub async fn send_chunks(
         &self,

@@ -115,7 +115,11 @@ async fn head_probes_and_wrong_methods_answer_as_http_says() {
                 format!("/api/v1/uploads/{id}/complete"),
                 "POST",
             ),
-            (Method::DELETE, format!("/api/v1/files/{id}"), "GET, HEAD"),
+            (
+                Method::PUT,
+                format!("/api/v1/files/{id}"),
+                "GET, HEAD, DELETE",
+            ),
         ];
         for (method, path, allow) in cases {
             let resp = app.request(method.clone(), &path).send().await.unwrap();

@@ -28,6 +28,7 @@ pub struct Authenticator {
     upload_token_ttl: Option<Duration>,
     public_downloads: bool,
     public_metrics: bool,
+    owner_may_delete: bool,
 }
 
 impl Authenticator {
@@ -56,6 +57,7 @@ impl Authenticator {
             upload_token_ttl: Some(s.upload_token_ttl.unwrap_or(upload_ttl)),
             public_downloads: s.public_downloads,
             public_metrics: s.public_metrics,
+            owner_may_delete: s.owner_may_delete,
         })
     }
 
@@ -68,6 +70,7 @@ impl Authenticator {
             upload_token_ttl: None,
             public_downloads: false,
             public_metrics: false,
+            owner_may_delete: false,
         }
     }
 
@@ -151,6 +154,31 @@ impl Authenticator {
             return Ok(());
         }
         access.may_use(id)
+    }
+
+    /// May this caller delete completed file `id`? An API key may; the
+    /// upload's own token only with `auth.owner_may_delete`.
+    pub fn may_delete_file(&self, access: &Access, id: Uuid) -> Result<(), Error> {
+        match access {
+            Access::Upload { id: own, .. } if *own == id && !self.owner_may_delete => {
+                Err(Error::Forbidden(
+                    "deleting a file needs an API key (or auth.owner_may_delete = true \
+                     for the upload's own token)"
+                        .into(),
+                ))
+            }
+            other => other.may_use(id),
+        }
+    }
+
+    /// May this caller run the operator's endpoints (`/api/v1/admin/...`)?
+    /// Only with an API key (or with authentication off).
+    pub fn may_administer(&self, access: &Access) -> Result<(), Error> {
+        match access {
+            Access::Open | Access::Admin { .. } => Ok(()),
+            Access::Anonymous => Err(missing_credentials()),
+            _ => Err(Error::Forbidden("this endpoint needs an API key".into())),
+        }
     }
 
     /// Does this caller bring what a download needs before its id is even
@@ -270,6 +298,17 @@ impl Access {
                 "a create token only starts uploads; use the upload_token from the create answer"
                     .into(),
             )),
+        }
+    }
+
+    /// The longest retention this caller's uploads may have (a create
+    /// token's `max_retention`); `None`: no cap beyond the server's.
+    pub fn max_retention(&self) -> Option<std::time::Duration> {
+        match self {
+            Access::Create { claims, .. } => {
+                claims.max_retention.map(std::time::Duration::from_secs)
+            }
+            _ => None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Upload tokens: JWTs signed with the configured secret (HS256 only), the
 //! self-hosted counterpart of an S3 presigned URL. A token either names one
 //! upload (`upload_id`) or lets its holder start uploads within limits
-//! (`max_size`, `content_types`, `max_uploads`). `exp` is required.
+//! (`max_size`, `content_types`, `max_uploads`, `max_retention`). `exp` is
+//! required.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +37,10 @@ pub struct Claims {
     /// For a create token: how many uploads it may start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_uploads: Option<u64>,
+    /// For a create token: the longest retention (seconds) its uploads'
+    /// files get; a create asking for more, or for none, gets this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retention: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

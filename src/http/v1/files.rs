@@ -1,4 +1,4 @@
-//! `/api/v1/files/{id}`: downloads of completed files. [`conditional`]
+//! `/api/v1/files/{id}`: downloads of completed files, and their deletion. [`conditional`]
 //! decides between 200, 206, 304, 412 and 416; this handler reads the file and
 //! writes the answer, streaming the bytes so that memory stays bounded.
 
@@ -76,6 +76,14 @@ pub async fn download(
     }
     let body = core::read_file(&ctx, id, start, count).await?;
     Ok(resp.body(SizedStream::new(count, body)))
+}
+
+/// `DELETE /api/v1/files/{id}`: the file's bytes and record go at once;
+/// 204, also when it was gone already.
+#[tracing::instrument(skip_all, fields(upload_id = %id))]
+pub async fn delete(ctx: web::Data<AppContext>, id: UploadId) -> Result<HttpResponse, ApiError> {
+    core::delete_file(&ctx, *id).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// A strong tag from the file's SHA-256: it changes exactly when the bytes

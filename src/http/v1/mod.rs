@@ -1,4 +1,6 @@
-//! API v1 (`/api/v1`, the contract in `docs/API.md`): uploads and files.
+//! API v1 (`/api/v1`, the contract in `docs/API.md`): uploads, files, and
+//! the operator's `admin` endpoints.
 
+pub mod admin;
 pub mod files;
 pub mod uploads;

@@ -38,7 +38,14 @@ pub async fn create(
     let scope = ctx.auth.enabled().then_some(caller.as_str());
     let idempotency_key = core::idempotency_key(single_header(&req, "idempotency-key")?, scope)?;
     let limit = core::UseLimit::of(&access);
-    let mut answer = core::create(&ctx, body, idempotency_key, limit.as_ref()).await?;
+    let mut answer = core::create(
+        &ctx,
+        body,
+        idempotency_key,
+        limit.as_ref(),
+        access.max_retention(),
+    )
+    .await?;
     answer.upload_token = ctx.auth.upload_token(answer.id, &access)?;
     // Accepted for forward compatibility, but a typo (`sha_256`) must not
     // quietly turn a check off: say what was not understood.

@@ -37,12 +37,12 @@ use super::{
 use crate::clock::Clock;
 use crate::config::Durability;
 use crate::guards::limits::reserve::StateReserve;
+use crate::hashing::HashState;
+use crate::upload::{Failure, FileInfo, UploadRecord};
 
 mod writer;
 
-use crate::hashing::HashState;
-use crate::upload::{Failure, FileInfo, UploadRecord};
-use writer::{open_database, writer_loop, Slot};
+use writer::{open_database, writer_loop, Job, Reply, Slot};
 
 /// upload id → record (JSON).
 const UPLOADS: TableDefinition<u128, &[u8]> = TableDefinition::new("uploads");
@@ -53,13 +53,6 @@ const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempote
 
 /// Token name → (uses, lapses at ms): the counts behind `max_uploads`.
 const USES: TableDefinition<&str, (u64, i64)> = TableDefinition::new("uses");
-
-/// Largest number of changes committed together.
-const MAX_BATCH: usize = 512;
-
-type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-
-type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
 
 /// Leases held in this process: what each guards → (token, until ms on the clock).
 type LeaseMap = HashMap<LeaseOf, (u64, i64)>;
@@ -77,15 +70,6 @@ struct Buckets {
 /// Full buckets are forgotten every this many takes, so memory stays bounded
 /// by the callers of the last moments.
 const BUCKET_PRUNE_EVERY: u32 = 4096;
-
-/// One change for the writer thread.
-struct Job {
-    /// Must the change survive a crash once answered? The running hash need
-    /// not: losing its last steps only means hashing those bytes again. A
-    /// batch of such changes only is committed without fsync.
-    durable: bool,
-    run: Change,
-}
 
 /// What the embedded store says of its own health (for `/readyz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +228,24 @@ fn load(
             .map(Some)
             .map_err(|e| StoreError::Corrupt(format!("upload {id}: {e}"))),
     }
+}
+
+/// Removes a record with its entry in the expiry index and its
+/// idempotency key, inside the caller's transaction.
+fn remove_record(
+    txn: &WriteTransaction,
+    uploads: &mut redb::Table<u128, &'static [u8]>,
+    rec: &UploadRecord,
+) -> Result<(), StoreError> {
+    let id = rec.id.as_u128();
+    uploads.remove(id).map_err(unavailable)?;
+    let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
+    expiry.remove((rec.expires_at, id)).map_err(unavailable)?;
+    if let Some(key) = &rec.idempotency_key {
+        let mut idem = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
+        idem.remove(key.as_str()).map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 impl StateStore for EmbeddedStore {
@@ -406,16 +408,23 @@ impl StateStore for EmbeddedStore {
             if !rules::deletable(&rec, now_ms) {
                 return Ok(None);
             }
-            uploads.remove(id.as_u128()).map_err(unavailable)?;
-            let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
-            expiry
-                .remove((rec.expires_at, id.as_u128()))
-                .map_err(unavailable)?;
-            if let Some(key) = &rec.idempotency_key {
-                let mut idem = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
-                idem.remove(key.as_str()).map_err(unavailable)?;
-            }
+            remove_record(txn, &mut uploads, &rec)?;
             Ok(Some(rec))
+        })
+        .await
+    }
+
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError> {
+        self.write(true, move |txn| {
+            let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
+            let Some(rec) = load(&uploads, id)? else {
+                return Ok(Update::NotFound);
+            };
+            if !rules::file_deletable(&rec) {
+                return Ok(Update::Rejected(rec));
+            }
+            remove_record(txn, &mut uploads, &rec)?;
+            Ok(Update::Done(rec))
         })
         .await
     }

@@ -1,18 +1,34 @@
-//! The embedded store's writer thread: group commits, and opening the
-//! database again after an I/O error (giving up the state reserve first when
-//! the disk is full).
+//! The embedded store's writer: one thread that commits every change, in
+//! groups (one transaction and one fsync for all changes queued meanwhile),
+//! and opens the database again after an I/O error.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::Duration;
 
-use redb::Database;
+use redb::{Database, WriteTransaction};
 
-use super::{unavailable, Job, EXPIRY, IDEMPOTENCY, MAX_BATCH, UPLOADS, USES};
+use super::{unavailable, EXPIRY, IDEMPOTENCY, UPLOADS, USES};
 use crate::config::Durability;
 use crate::guards::limits::reserve::StateReserve;
 use crate::state::StoreError;
+
+/// Largest number of changes committed together.
+pub(super) const MAX_BATCH: usize = 512;
+
+pub(super) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+pub(super) type Change = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, StoreError> + Send>;
+
+/// One change for the writer thread.
+pub(super) struct Job {
+    /// Must the change survive a crash once answered? The running hash need
+    /// not: losing its last steps only means hashing those bytes again. A
+    /// batch of such changes only is committed without fsync.
+    pub(super) durable: bool,
+    pub(super) run: Change,
+}
 
 /// The open database, or none while the writer opens it again after an I/O
 /// error. Readers take a handle for the length of one read; redb lets one

@@ -38,13 +38,14 @@ use super::{
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
+mod files;
 mod record;
 mod scripts;
 
 use record::{decode, outcome, record_outcome, status_word, Fields};
 use scripts::{
-    Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, BEGIN_ASSEMBLY, DELETE_EXPIRED, FINISH_ASSEMBLY,
-    RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
+    Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, BEGIN_ASSEMBLY, DELETE_EXPIRED, DELETE_FILE,
+    FINISH_ASSEMBLY, RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
 };
 
 /// How long an upload's keys outlive its `expires_at`, so that the janitor
@@ -90,6 +91,7 @@ impl RedisStore {
                 finish_assembly: Lua::new(FINISH_ASSEMBLY),
                 abort: Lua::new(ABORT),
                 delete_expired: Lua::new(DELETE_EXPIRED),
+                delete_file: Lua::new(DELETE_FILE),
                 release: Lua::new(RELEASE),
                 renew: Lua::new(RENEW),
                 rate_limit: Lua::new(RATE_LIMIT),
@@ -367,22 +369,31 @@ impl StateStore for RedisStore {
             Ok(file) => (1, serde_json::to_string(file).map_err(corrupt)?),
             Err(failure) => (0, serde_json::to_string(failure).map_err(corrupt)?),
         };
+        let file_until = outcome.as_ref().ok().and_then(|f| f.expires_at);
+        let until_arg = file_until.map_or(String::new(), |t| t.to_string());
         let (code,): (i64,) = self
             .query(|| {
                 let mut p = redis::pipe();
                 self.scripts.finish_assembly.add(
                     &mut p,
                     &[&self.meta(id), &self.chunks(id)],
-                    &[&ok, &json, &keep_until, &KEY_GRACE_MS],
+                    &[&ok, &json, &keep_until, &KEY_GRACE_MS, &until_arg],
                 );
                 p
             })
             .await?;
         if code == 1 {
-            // Completed files are kept: out of the index. Failed ones linger.
+            // Completed files are kept: out of the index, unless they have a
+            // retention (then by its end). Failed ones linger.
             self.query::<()>(|| {
                 let mut p = redis::pipe();
-                if ok == 1 {
+                if let Some(until) = file_until {
+                    p.cmd("ZADD")
+                        .arg(self.index())
+                        .arg(until)
+                        .arg(id.to_string())
+                        .ignore();
+                } else if ok == 1 {
                     p.cmd("ZREM").arg(self.index()).arg(id.to_string()).ignore();
                 } else {
                     p.cmd("ZADD")
@@ -459,16 +470,13 @@ impl StateStore for RedisStore {
                 p
             })
             .await?;
-        let map: HashMap<String, Vec<u8>> = fields
-            .chunks_exact(2)
-            .map(|kv| (String::from_utf8_lossy(&kv[0]).into_owned(), kv[1].clone()))
-            .collect();
+        let map = files::pairs(fields);
         let deleted = map.contains_key("rec");
-        let kept_alive = map.get("status").is_some_and(|s| s != b"completed") && !deleted;
+        let kept_alive = !deleted && map.get("keep").is_some_and(|k| k == b"1");
         let rec = if deleted { decode(map, None)? } else { None };
         if !kept_alive {
-            // Deleted now, gone already, or completed: either way no longer the
-            // janitor's business.
+            // Deleted now, gone already, or a file kept until deleted: either
+            // way no longer the janitor's business.
             let idem = rec.as_ref().and_then(|r| r.idempotency_key.clone());
             self.query::<()>(|| {
                 let mut p = redis::pipe();
@@ -481,6 +489,10 @@ impl StateStore for RedisStore {
             .await?;
         }
         Ok(rec)
+    }
+
+    async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError> {
+        self.delete_completed(id).await
     }
 
     async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {

@@ -68,14 +68,18 @@ redis.call('HSET', KEYS[1], 'status', 'assembling')
 return 1
 "#;
 
-/// assembling -> completed (ARGV[1] = 1, ARGV[2] = file JSON) or failed
-/// (ARGV[1] = 0, ARGV[2] = failure JSON, kept until ARGV[3]).
+/// assembling -> completed (ARGV[1] = 1, ARGV[2] = file JSON, ARGV[5] the
+/// end of its retention or '' for none) or failed (ARGV[1] = 0, ARGV[2] =
+/// failure JSON, kept until ARGV[3]). A completed file's keys never expire by
+/// themselves: only a delete (or the janitor, at the end of its retention)
+/// takes them with its bytes.
 pub(super) const FINISH_ASSEMBLY: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 0 end
 if st ~= 'assembling' then return 2 end
 if ARGV[1] == '1' then
   redis.call('HSET', KEYS[1], 'status', 'completed', 'file', ARGV[2])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'expires', ARGV[5]) end
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 else
@@ -100,16 +104,36 @@ redis.call('PEXPIREAT', KEYS[2], until_ms)
 return 1
 "#;
 
-/// Deletes an upload's keys if it is still deletable at ARGV[1]; returns its
-/// fields (HGETALL) when it deleted, an empty list otherwise, and the status
-/// alone when the record exists but must be kept.
+/// Deletes an upload's keys if it is still deletable at ARGV[1]
+/// (`rules::deletable`): an unfinished upload past its expiry, or a completed
+/// file past its retention. Returns its fields (HGETALL) when it deleted, an
+/// empty list when there is no record, and `{'keep', '1'}` for a record kept
+/// that still expires, `{'keep', '0'}` for one that never does (it leaves
+/// the index).
 pub(super) const DELETE_EXPIRED: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {} end
-local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
-if (st ~= 'uploading' and st ~= 'failed' and st ~= 'aborted') or exp > tonumber(ARGV[1]) then
-  return {'status', st}
+local expires = st == 'uploading' or st == 'failed' or st == 'aborted'
+if st == 'completed' then
+  local f = redis.call('HGET', KEYS[1], 'file')
+  local until_ms = f and cjson.decode(f).expires_at
+  expires = until_ms ~= nil and until_ms ~= cjson.null
 end
+if not expires then return {'keep', '0'} end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
+if exp > tonumber(ARGV[1]) then return {'keep', '1'} end
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+return fields
+"#;
+
+/// Deletes a completed upload's keys; returns its fields (HGETALL) when it
+/// deleted, an empty list when there is no upload, and the status alone
+/// when the upload is not completed (and is kept).
+pub(super) const DELETE_FILE: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {} end
+if st ~= 'completed' then return {'status', st} end
 local fields = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1], KEYS[2])
 return fields
@@ -134,6 +158,7 @@ pub(super) struct Scripts {
     pub(super) finish_assembly: Lua,
     pub(super) abort: Lua,
     pub(super) delete_expired: Lua,
+    pub(super) delete_file: Lua,
     pub(super) release: Lua,
     pub(super) renew: Lua,
     pub(super) rate_limit: Lua,
@@ -141,7 +166,7 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn all(&self) -> [&Lua; 10] {
+    pub(super) fn all(&self) -> [&Lua; 11] {
         [
             &self.record_chunk,
             &self.advance_hash,
@@ -149,6 +174,7 @@ impl Scripts {
             &self.finish_assembly,
             &self.abort,
             &self.delete_expired,
+            &self.delete_file,
             &self.release,
             &self.renew,
             &self.rate_limit,

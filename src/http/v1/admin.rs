@@ -3,12 +3,16 @@
 //! integrity scrub in the server, which holds the state store: with the
 //! embedded store no second process could open it.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::context::AppContext;
 use crate::core;
 use crate::guards::auth::Access;
 use crate::http::error::ApiError;
+
+/// The lowest bandwidth a scrub may be asked for: slower, a few small files
+/// would hold the request (and the one scrub slot) for hours.
+const MIN_BANDWIDTH: u64 = 64 * 1024;
 
 #[derive(Debug, serde::Deserialize)]
 pub struct ScrubParams {
@@ -24,10 +28,20 @@ pub struct ScrubParams {
 pub async fn scrub(
     ctx: web::Data<AppContext>,
     access: Access,
-    params: web::Query<ScrubParams>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Credentials before the query is read: an anonymous caller learns
+    // nothing from a validation error.
     ctx.auth.may_administer(&access)?;
+    let params = web::Query::<ScrubParams>::from_query(req.query_string()).map_err(|_| {
+        ApiError::invalid("bandwidth must be a whole number of bytes per second (0: no limit)")
+    })?;
     let bandwidth = params.bandwidth.unwrap_or(ctx.settings.scrub_bandwidth.0);
+    if bandwidth != 0 && bandwidth < MIN_BANDWIDTH {
+        return Err(ApiError::invalid(format!(
+            "bandwidth must be 0 (no limit) or at least {MIN_BANDWIDTH} bytes per second"
+        )));
+    }
     let report = core::scrub(&ctx, Some(bandwidth)).await?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -87,8 +87,9 @@ impl StateReserve {
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let free = fs4::available_space(dir).unwrap_or(0);
-        if self.path.exists() {
-            // Left by a previous run: it is ours, and in place.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.size) {
+            // Left by a previous run: it is ours, and in place. (One cut short
+            // by a crash before its allocation is laid down again below.)
             self.released.store(false, Ordering::SeqCst);
             return true;
         }
@@ -142,6 +143,20 @@ mod tests {
         assert!(r.restore());
         assert!(!r.is_released());
         assert!(dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_short_ballast_left_by_a_crash_is_laid_down_in_full() {
+        // A crash between creating the file and allocating it leaves it short.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"").unwrap();
+        let r = StateReserve::open(dir.path(), 1 << 20, 0);
+        assert!(!r.is_released());
+        assert_eq!(
+            std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(),
+            1 << 20,
+            "a reserve in place must hold its size"
+        );
     }
 
     #[test]

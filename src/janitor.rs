@@ -177,7 +177,7 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
             .with_label_values(&["orphan"])
             .inc();
         ctx.metrics.janitor_freed_bytes.inc_by(freed);
-        tracing::info!(part = %part.name, freed_bytes = freed, "orphaned part file removed");
+        tracing::info!(part = %part.name.to_string_lossy(), freed_bytes = freed, "orphaned part file removed");
     }
     // Housekeeping only: a store hiccup here is no reason to call the sweep failed.
     match ctx.store.purge_lapsed_uses(now).await {

@@ -339,9 +339,10 @@ impl ByteStore for LocalDisk {
             let mut out = Vec::new();
             for entry in std::fs::read_dir(&dir)? {
                 let entry = entry?;
-                let name = entry.file_name().to_string_lossy().into_owned();
+                let name = entry.file_name();
                 let upload = name
-                    .strip_suffix(".part")
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".part"))
                     .and_then(|s| Uuid::try_parse(s).ok());
                 let modified = entry.metadata()?.modified()?;
                 out.push(PartEntry {
@@ -358,7 +359,11 @@ impl ByteStore for LocalDisk {
     async fn remove_orphan(&self, entry: &PartEntry) -> io::Result<u64> {
         // A name from list_parts; one that would reach out of the directory
         // never came from there.
-        if entry.name.contains('/') || entry.name == ".." || entry.name == "." {
+        let mut parts = Path::new(&entry.name).components();
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
                 "not an entry of the uploads directory",

@@ -69,8 +69,10 @@ pub struct PartEntry {
     /// The upload it belongs to, by name; `None` for a stray that is not ours
     /// by name (an editor's backup, a temp file), which still ages out.
     pub upload: Option<Uuid>,
-    /// How the store names it, for logs and for [`ByteStore::remove_orphan`].
-    pub name: String,
+    /// How the store names it, for [`ByteStore::remove_orphan`] (and, made
+    /// readable, for logs). Not necessarily UTF-8: a stray may be named
+    /// anything the file system allows.
+    pub name: std::ffi::OsString,
     pub modified: SystemTime,
 }
 

@@ -94,7 +94,7 @@ pub async fn readyz(ctx: web::Data<AppContext>) -> HttpResponse {
             );
         }
     }
-    if ctx.disk_guard.state_reserve_released() {
+    if ctx.disk_guard.state_reserve_released().await {
         checks["state_reserve"] = "released".into();
         problems.push(
             "the disk filled: the state reserve is given up so that admitted uploads can finish; \
@@ -127,7 +127,7 @@ pub async fn metrics(ctx: web::Data<AppContext>, access: Access) -> Result<HttpR
     }
     ctx.metrics
         .state_reserve_released
-        .set(i64::from(ctx.disk_guard.state_reserve_released()));
+        .set(i64::from(ctx.disk_guard.state_reserve_released().await));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(ctx.metrics.render()))

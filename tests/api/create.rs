@@ -273,6 +273,11 @@ async fn bad_create_requests_answer_400_invalid_request() {
             (r#"{"filename": "a\u0000b.bin", "size": 100}"#, "filename with NUL"),
             (r#"{"filename": "a\rb.bin", "size": 100}"#, "filename with CR"),
             (r#"{"filename": "a\nb.bin", "size": 100}"#, "filename with LF"),
+            (r#"{"filename": "a.bin", "size": 100} x"#, "trailing garbage"),
+            (
+                r#"{"filename": "a.bin", "size": 100}{"filename": "b.bin", "size": 1}"#,
+                "two JSON documents",
+            ),
         ];
         for (body, why) in cases {
             assert_rejected(&app, body, why).await;

@@ -89,3 +89,37 @@ async fn janitor_deletes_expired_uploads_and_orphans_and_keeps_the_rest() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_stray_whose_name_is_not_utf8_is_removed_once() {
+    use std::os::unix::ffi::OsStrExt;
+    bounded(async {
+        let app = spawn_app_with(|s| {
+            s.orphan_grace = Duration::from_secs(60);
+            s.janitor_interval = Duration::from_secs(3600);
+        })
+        .await;
+        // Not ours by name, and not even UTF-8 (a Latin-1 editor backup, say).
+        let stray = app
+            .data_dir
+            .join("uploads")
+            .join(std::ffi::OsStr::from_bytes(b"caf\xe9.part~"));
+        std::fs::write(&stray, b"left behind").unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(600);
+        std::fs::File::options()
+            .write(true)
+            .open(&stray)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+
+        let report = tranche::janitor::sweep(&app.ctx).await.expect("sweep");
+        assert_eq!(report.orphans, 1, "{report:?}");
+        assert_eq!(report.freed_bytes, 11, "{report:?}");
+        assert!(!stray.exists(), "the stray was reported removed but kept");
+
+        let again = tranche::janitor::sweep(&app.ctx).await.expect("sweep");
+        assert_eq!(again.orphans, 0, "counted again: {again:?}");
+    })
+    .await
+}

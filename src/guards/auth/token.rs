@@ -163,8 +163,12 @@ fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error>
     d.deserialize_any(Seconds)
 }
 
+/// An optional NumericDate: `null` counts as absent, as it did when the
+/// claim was a plain `Option<u64>`.
 fn optional_numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    numeric_date(d).map(Some)
+    #[derive(Deserialize)]
+    struct NumericDate(#[serde(deserialize_with = "numeric_date")] u64);
+    Ok(Option::<NumericDate>::deserialize(d)?.map(|n| n.0))
 }
 
 pub fn unix_now() -> u64 {
@@ -287,6 +291,21 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(t.verify(&negative), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_null_iat_reads_as_absent_as_before() {
+        // A backend whose claims struct has `iat: Option<u64>` without
+        // `skip_serializing_if` writes `"iat": null`; earlier versions took it.
+        let t = tokens();
+        let jwt = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "x", "exp": unix_now() + 60, "iat": null}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let claims = t.verify(&jwt).expect("a null iat is no iat");
+        assert_eq!(claims.iat, None);
     }
 
     #[test]

@@ -40,17 +40,24 @@ impl DiskGuard {
     }
 
     /// Is the state reserve given up (the disk filled)? Lays it down again
-    /// first if there is room now.
-    pub fn state_reserve_released(&self) -> bool {
-        self.state_reserve
-            .as_ref()
-            .is_some_and(|r| r.is_released() && !r.restore())
+    /// first if there is room now: a preallocation and an fsync of the
+    /// whole reserve, so on the blocking pool, not on the runtime.
+    pub async fn state_reserve_released(&self) -> bool {
+        let Some(reserve) = self.state_reserve.clone() else {
+            return false;
+        };
+        if !reserve.is_released() {
+            return false;
+        }
+        tokio::task::spawn_blocking(move || !reserve.restore())
+            .await
+            .unwrap_or(true)
     }
 
     /// Admits an upload of `size` bytes and creates its part file, or says 507.
     pub async fn admit(&self, storage: &LocalDisk, id: uuid::Uuid, size: u64) -> Result<(), Error> {
         let _turn = self.admission.lock().await;
-        if self.state_reserve_released() {
+        if self.state_reserve_released().await {
             tracing::warn!(
                 size,
                 "upload refused: the disk filled and the state reserve is in use"

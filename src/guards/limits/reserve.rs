@@ -9,6 +9,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// The ballast's name in the data directory.
 pub const FILE_NAME: &str = ".state-reserve";
@@ -21,6 +22,11 @@ pub struct StateReserve {
     keep_free: u64,
     /// Deleted for the store's sake and not laid down again yet.
     released: AtomicBool,
+    /// Release (the store's writer thread) and restore (a create, `/readyz`)
+    /// take turns: a release landing in the middle of a restore would delete
+    /// the file being laid down, and the restore would then say the reserve
+    /// is in place when nothing is on disk.
+    turn: Mutex<()>,
 }
 
 impl StateReserve {
@@ -32,6 +38,7 @@ impl StateReserve {
             size,
             keep_free,
             released: AtomicBool::new(true),
+            turn: Mutex::new(()),
         };
         reserve.restore();
         reserve
@@ -49,6 +56,7 @@ impl StateReserve {
     /// Deletes the ballast, so that the state store has room to commit.
     /// Returns whether there was one to delete.
     pub fn release(&self) -> bool {
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         let was_held = !self.released.swap(true, Ordering::SeqCst);
         match std::fs::remove_file(&self.path) {
             Ok(()) => {
@@ -72,10 +80,16 @@ impl StateReserve {
         if !self.is_released() {
             return true;
         }
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.is_released() {
+            // Laid down by another restore while this one waited.
+            return true;
+        }
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let free = fs4::available_space(dir).unwrap_or(0);
-        if self.path.exists() {
-            // Left by a previous run: it is ours, and in place.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.size) {
+            // Left by a previous run: it is ours, and in place. (One cut short
+            // by a crash before its allocation is laid down again below.)
             self.released.store(false, Ordering::SeqCst);
             return true;
         }
@@ -129,6 +143,50 @@ mod tests {
         assert!(r.restore());
         assert!(!r.is_released());
         assert!(dir.path().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_short_ballast_left_by_a_crash_is_laid_down_in_full() {
+        // A crash between creating the file and allocating it leaves it short.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"").unwrap();
+        let r = StateReserve::open(dir.path(), 1 << 20, 0);
+        assert!(!r.is_released());
+        assert_eq!(
+            std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len(),
+            1 << 20,
+            "a reserve in place must hold its size"
+        );
+    }
+
+    #[test]
+    fn release_and_restore_racing_agree_with_the_disk() {
+        // The writer thread releases while /readyz or a create restores: once
+        // both are done, "in place" must mean the ballast is on disk.
+        let dir = tempfile::tempdir().unwrap();
+        let r = std::sync::Arc::new(StateReserve::open(dir.path(), 64 << 10, 0));
+        let path = dir.path().join(FILE_NAME);
+        for round in 0..300u64 {
+            r.release();
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let (r2, b2) = (r.clone(), barrier.clone());
+            let restorer = std::thread::spawn(move || {
+                b2.wait();
+                r2.restore();
+            });
+            barrier.wait();
+            // Land somewhere inside the restore.
+            std::thread::sleep(std::time::Duration::from_micros(round % 40));
+            r.release();
+            restorer.join().unwrap();
+            assert_eq!(
+                !r.is_released(),
+                path.exists(),
+                "round {round}: in place = {}, on disk = {}",
+                !r.is_released(),
+                path.exists()
+            );
+        }
     }
 
     #[test]

@@ -106,11 +106,13 @@ async fn read_create_request(
         body.extend_from_slice(&piece);
     }
     let mut ignored = Vec::new();
-    let parsed =
-        serde_ignored::deserialize(&mut serde_json::Deserializer::from_slice(&body), |path| {
-            ignored.push(path.to_string())
-        })
-        .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?;
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid JSON body: {e}"));
+    let mut json = serde_json::Deserializer::from_slice(&body);
+    let parsed = serde_ignored::deserialize(&mut json, |path| ignored.push(path.to_string()))
+        .map_err(invalid)?;
+    // One JSON document and nothing after it, as `serde_json::from_slice`
+    // (and so `web::Json`) insists: trailing bytes are a malformed body.
+    json.end().map_err(invalid)?;
     Ok((parsed, ignored))
 }
 

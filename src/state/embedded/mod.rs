@@ -131,7 +131,9 @@ impl EmbeddedStore {
 
     pub fn health(&self) -> EmbeddedHealth {
         EmbeddedHealth {
-            open: self.slot.db.read().expect("store slot poisoned").is_some(),
+            // Never waits on the async runtime: a slot held for writing is
+            // being opened again, i.e. not open.
+            open: self.slot.db.try_read().is_ok_and(|db| db.is_some()),
             reopened: self.slot.reopened.load(Ordering::Relaxed),
         }
     }
@@ -164,8 +166,11 @@ impl EmbeddedStore {
         &self,
         query: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.slot.get()?;
+        let slot = self.slot.clone();
         tokio::task::spawn_blocking(move || {
+            // Taken here, not on the runtime: while the writer thread opens
+            // the database again it holds the slot, for up to a second.
+            let db = slot.get()?;
             let txn = db.begin_read().map_err(unavailable)?;
             query(&txn)
         })
@@ -504,6 +509,40 @@ mod tests {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_read_waiting_for_a_reopen_does_not_block_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopen(&dir.path().join("state.redb")).await;
+        // The writer thread holds the slot while it opens the database
+        // again (up to a second while reads in progress let go).
+        let slot = store.slot.clone();
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            let _reopening = slot.db.write().unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        is_locked.recv().unwrap();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticking = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                ticking.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let read = store.get_upload(Uuid::new_v4()).await;
+        ticker.abort();
+        writer.join().unwrap();
+        assert!(matches!(read, Ok(None)), "served once reopened: {read:?}");
+        assert!(
+            ticks.load(Ordering::Relaxed) >= 5,
+            "the runtime stood still while the read waited for the reopen"
+        );
+        let health = store.health();
+        assert!(health.open);
     }
 
     #[tokio::test]

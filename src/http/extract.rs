@@ -43,13 +43,18 @@ fn access(req: &HttpRequest) -> Result<Access, Error> {
     ctx.auth.authenticate(header)
 }
 
+/// Was the request routed to `/api/v1/files/{id}`? Asked of the route that
+/// matched, not of the raw path: a percent-encoded path (`/api/v1/%66iles/…`)
+/// is routed by its decoded form and must get that route's rules.
+fn is_file_route(req: &HttpRequest) -> bool {
+    req.match_pattern().as_deref() == Some("/api/v1/files/{id}")
+}
+
 /// A download link (`GET /api/v1/files/{id}?access_token=...`, RFC 6750 §2.3)
 /// may carry its upload's token, since a browser following a link sends no
 /// header: the self-hosted presigned GET URL.
 fn download_link_token(req: &HttpRequest) -> Option<String> {
-    if !(req.method() == Method::GET || req.method() == Method::HEAD)
-        || !req.path().starts_with("/api/v1/files/")
-    {
+    if !(req.method() == Method::GET || req.method() == Method::HEAD) || !is_file_route(req) {
         return None;
     }
     let query =
@@ -99,7 +104,7 @@ enum Purpose {
 }
 
 fn purpose(req: &HttpRequest) -> Purpose {
-    if !req.path().starts_with("/api/v1/files/") {
+    if !is_file_route(req) {
         Purpose::Upload
     } else if req.method() == Method::GET || req.method() == Method::HEAD {
         Purpose::Download

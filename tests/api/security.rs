@@ -313,3 +313,42 @@ async fn download_names_cannot_climb_hide_their_extension_or_decode() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_percent_encoded_file_path_gets_the_download_rules() {
+    bounded(async {
+        let app = spawn_with_auth(|s| s.auth.public_downloads = true).await;
+        let created = expect_json(
+            app.request(Method::POST, "/api/v1/uploads")
+                .bearer_auth(TEST_API_KEY)
+                .json(&json!({"filename": "open.txt", "size": 3}))
+                .send()
+                .await
+                .unwrap(),
+            201,
+        )
+        .await;
+        let id = created["id"].as_str().unwrap();
+        for (method, path) in [
+            (Method::PUT, chunk_url(id, 0)),
+            (Method::POST, format!("/api/v1/uploads/{id}/complete")),
+        ] {
+            let mut req = app.request(method, &path).bearer_auth(TEST_API_KEY);
+            if path.contains("chunks") {
+                req = req.body(b"abc".to_vec());
+            }
+            assert!(req.send().await.unwrap().status().is_success());
+        }
+        // Routed by its decoded form, so answered by the download's rules:
+        // public downloads need no credentials there either.
+        for path in [
+            format!("/api/v1/files/{id}"),
+            format!("/api/v1/%66iles/{id}"),
+        ] {
+            let resp = app.request(Method::GET, &path).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(resp.bytes().await.unwrap().as_ref(), b"abc");
+        }
+    })
+    .await;
+}

@@ -569,4 +569,19 @@ mod tests {
         assert_eq!(store.purge_lapsed_uses(now).await.unwrap(), 0);
         assert_eq!(store.add_use("t", 1, later).await.unwrap(), 3);
     }
+
+    #[tokio::test]
+    async fn a_change_that_panics_fails_its_batch_not_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopen(&dir.path().join("state.redb")).await;
+        let later = Clock::system().now_ms() + 60_000;
+        let panicked = store
+            .write(true, |_txn| -> Result<(), StoreError> {
+                panic!("a bug in a change")
+            })
+            .await;
+        assert!(panicked.is_err());
+        // The writer is alive: the next change lands.
+        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 1);
+    }
 }

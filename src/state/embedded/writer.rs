@@ -117,10 +117,18 @@ fn commit_batch(db: &Database, batch: Vec<Job>, durability: Durability) -> bool 
     let mut replies = Vec::with_capacity(batch.len());
     let mut failed = None;
     for job in batch {
-        match (job.run)(&txn) {
-            Ok(reply) => replies.push(reply),
-            Err(e) => {
+        // A change that panics (a bug) fails its batch, not the writer: a
+        // dead writer thread would answer every later write 503 for good.
+        let run = std::panic::AssertUnwindSafe(|| (job.run)(&txn));
+        match std::panic::catch_unwind(run) {
+            Ok(Ok(reply)) => replies.push(reply),
+            Ok(Err(e)) => {
                 failed = Some(e);
+                break;
+            }
+            Err(_) => {
+                tracing::error!("a state store change panicked; its batch is refused");
+                failed = Some(StoreError::Corrupt("a state store change panicked".into()));
                 break;
             }
         }

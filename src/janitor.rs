@@ -77,7 +77,9 @@ async fn sweep_every(ctx: &AppContext, interval: Duration, shutdown: &Cancellati
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                match sweep(ctx).await {
+                let result = sweep(ctx).await;
+                ctx.metrics.janitor_sweeps.inc();
+                match result {
                     Ok(r) if r != SweepReport::default() => tracing::info!(
                         expired_uploads = r.expired_uploads, expired_files = r.expired_files,
                         tombstones = r.tombstones,
@@ -169,7 +171,11 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
         if referenced {
             continue;
         }
-        let freed = ctx.storage.remove_orphan(&part).await?;
+        let Some(freed) = ctx.storage.remove_orphan(&part).await? else {
+            // Another sweep (another instance on the same data directory,
+            // say) took it meanwhile: not ours to count.
+            continue;
+        };
         report.orphans += 1;
         report.freed_bytes += freed;
         ctx.metrics

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub assembly_duration: Histogram,
     pub janitor_deleted: IntCounterVec,
     pub janitor_freed_bytes: IntCounter,
+    /// Background sweeps run (whatever they found): a janitor that stopped
+    /// shows as a flat line.
+    pub janitor_sweeps: IntCounter,
     pub store_errors: IntCounter,
     pub free_disk_bytes: IntGauge,
     /// Times the embedded store was opened again after an I/O error.
@@ -88,6 +91,11 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let janitor_sweeps = IntCounter::new(
+            "tranche_janitor_sweeps_total",
+            "Background janitor sweeps run, whatever they found",
+        )
+        .expect("valid metric");
         let janitor_freed_bytes = IntCounter::new(
             "tranche_janitor_freed_bytes_total",
             "Disk bytes the janitor freed",
@@ -155,6 +163,7 @@ impl Metrics {
             Box::new(assembly_duration.clone()),
             Box::new(janitor_deleted.clone()),
             Box::new(janitor_freed_bytes.clone()),
+            Box::new(janitor_sweeps.clone()),
             Box::new(store_errors.clone()),
             Box::new(free_disk_bytes.clone()),
         ] {
@@ -182,6 +191,7 @@ impl Metrics {
             assembly_duration,
             janitor_deleted,
             janitor_freed_bytes,
+            janitor_sweeps,
             store_errors,
             free_disk_bytes,
             store_reopens,

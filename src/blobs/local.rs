@@ -356,7 +356,7 @@ impl ByteStore for LocalDisk {
         .await
     }
 
-    async fn remove_orphan(&self, entry: &PartEntry) -> io::Result<u64> {
+    async fn remove_orphan(&self, entry: &PartEntry) -> io::Result<Option<u64>> {
         // A name from list_parts; one that would reach out of the directory
         // never came from there.
         let mut parts = Path::new(&entry.name).components();
@@ -370,7 +370,19 @@ impl ByteStore for LocalDisk {
             ));
         }
         let path = self.root.join("uploads").join(&entry.name);
-        blocking(move || remove_counting(&path)).await
+        blocking(move || {
+            let size = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(Some(size)),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// Bytes promised to unfinished uploads: part files are preallocated to

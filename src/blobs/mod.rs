@@ -145,7 +145,8 @@ pub trait ByteStore {
     async fn list_parts(&self) -> io::Result<Vec<PartEntry>>;
 
     /// Removes an entry of [`ByteStore::list_parts`]; returns the bytes freed.
-    async fn remove_orphan(&self, entry: &PartEntry) -> io::Result<u64>;
+    /// `None` when it was gone already (another sweep took it).
+    async fn remove_orphan(&self, entry: &PartEntry) -> io::Result<Option<u64>>;
 
     /// Bytes promised to unfinished uploads.
     async fn pending_bytes(&self) -> io::Result<u64>;
@@ -294,7 +295,8 @@ pub mod conformance {
             .iter()
             .find(|p| p.upload == Some(third))
             .expect("listed");
-        assert_eq!(store.remove_orphan(part).await.unwrap(), 50);
+        assert_eq!(store.remove_orphan(part).await.unwrap(), Some(50));
+        assert_eq!(store.remove_orphan(part).await.unwrap(), None);
         assert!(store
             .list_parts()
             .await

@@ -99,6 +99,16 @@ async fn a_stray_whose_name_is_not_utf8_is_removed_once() {
             s.janitor_interval = Duration::from_secs(3600);
         })
         .await;
+        // The background janitor sweeps once at start: let it be done, so
+        // that this test's sweep is the one that meets the stray.
+        let started = std::time::Instant::now();
+        while app.ctx.metrics.janitor_sweeps.get() == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no sweep at start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // Not ours by name, and not even UTF-8 (a Latin-1 editor backup, say).
         let stray = app
             .data_dir

@@ -7,7 +7,7 @@ use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::{header, Method};
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use tracing_actix_web::RootSpan;
 use uuid::Uuid;
 
@@ -25,7 +25,19 @@ impl FromRequest for Access {
     }
 }
 
+/// The caller's rights, worked out once per request: a handler taking both
+/// [`Access`] and [`UploadId`] asks twice, and a token's signature is worth
+/// checking once.
 fn access(req: &HttpRequest) -> Result<Access, Error> {
+    if let Some(access) = req.extensions().get::<Access>() {
+        return Ok(access.clone());
+    }
+    let access = authenticate(req)?;
+    req.extensions_mut().insert(access.clone());
+    Ok(access)
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Access, Error> {
     let Some(ctx) = req.app_data::<web::Data<AppContext>>() else {
         return Ok(Access::Open);
     };

@@ -78,6 +78,11 @@ struct ChunkAnswer {
 }
 
 impl Api {
+    /// The client of a command's `--server`, `--token` and `--retries`.
+    pub fn for_client(args: &crate::cli::ClientArgs) -> Result<Api, ClientError> {
+        Api::new(&args.server, args.token.clone(), args.retries)
+    }
+
     pub fn new(server: &str, token: Option<String>, retries: usize) -> Result<Api, ClientError> {
         let mut base = Url::parse(server)
             .map_err(|e| ClientError::local(format!("--server {server:?}"), e))?;

@@ -361,11 +361,7 @@ async fn fetch(
 }
 
 pub async fn run(args: DownloadArgs) -> u8 {
-    let api = match Api::new(
-        &args.client.server,
-        args.client.token.clone(),
-        args.client.retries,
-    ) {
+    let api = match Api::for_client(&args.client) {
         Ok(api) => api,
         Err(e) => return super::fail(&args.client, &e),
     };

@@ -22,11 +22,7 @@ fn retry_note(args: &ClientArgs) -> impl Fn(&ClientError, std::time::Duration) +
 /// 5 when one did not.
 pub async fn scrub(args: ScrubArgs) -> u8 {
     let work = async {
-        let api = Api::new(
-            &args.client.server,
-            args.client.token.clone(),
-            args.client.retries,
-        )?;
+        let api = Api::for_client(&args.client)?;
         api.scrub(args.bandwidth.map(|b| b.0), &retry_note(&args.client))
             .await
     };
@@ -69,11 +65,7 @@ pub async fn scrub(args: ScrubArgs) -> u8 {
 
 pub async fn delete(args: FileDeleteArgs) -> u8 {
     let work = async {
-        let api = Api::new(
-            &args.client.server,
-            args.client.token.clone(),
-            args.client.retries,
-        )?;
+        let api = Api::for_client(&args.client)?;
         // DELETE is idempotent: a retry after a lost answer is harmless.
         api.delete_file(&args.id, &retry_note(&args.client)).await
     };

@@ -64,11 +64,7 @@ fn ranges(indexes: &[u64]) -> String {
 
 pub async fn run(args: StatusArgs) -> u8 {
     let work = async {
-        let api = Api::new(
-            &args.client.server,
-            args.client.token.clone(),
-            args.client.retries,
-        )?;
+        let api = Api::for_client(&args.client)?;
         let on_retry = |e: &ClientError, d: std::time::Duration| {
             if !args.client.quiet {
                 eprintln!(

@@ -86,11 +86,7 @@ fn shell_quote(arg: &str) -> String {
 /// others (Ctrl-C does). Returns the exit code.
 pub async fn run(args: UploadArgs) -> u8 {
     let setup = || -> Result<(Api, StateDir), ClientError> {
-        let api = Api::new(
-            &args.client.server,
-            args.client.token.clone(),
-            args.client.retries,
-        )?;
+        let api = Api::for_client(&args.client)?;
         let states = StateDir::new(args.state_dir.clone())?;
         states.check_writable()?;
         Ok((api, states))

@@ -111,9 +111,9 @@ async fn start(
     idempotency: Option<(&str, &str)>,
     limit: Option<&UseLimit>,
 ) -> Result<serde_json::Value, Error> {
-    let answer =
-        // A new upload has no file yet, so no file URL to name.
-        serde_json::to_value(UploadView::of(record, |_| String::new())).map_err(|e| Error::Internal(e.into()))?;
+    // A new upload has no file yet, so no file URL to name.
+    let view = UploadView::of(record, |_| String::new());
+    let answer = serde_json::to_value(view).map_err(|e| Error::Internal(e.into()))?;
     let taken = match limit {
         Some(limit) => Some(limit.take(ctx).await?),
         None => None,

@@ -1,6 +1,7 @@
 // tus-js-client (npm, Node build) against the real tranche: a multi-MiB file
 // in many PATCHes, an aborted upload resumed by a new Upload from its stored
-// fingerprint, a length deferred to the last PATCH, parallel parts joined by
+// fingerprint, data sent with the creation POST, termination, a length
+// deferred to the last PATCH, parallel parts joined by
 // concatenation, a server killed with SIGKILL mid-PATCH and restarted, and
 // authentication by bearer token. Every test ends by comparing the server's
 // SHA-256 (API v1) and the download with the file's.
@@ -38,7 +39,8 @@ function urlStorage(t) {
 /**
  * Runs an Upload to its end. `prepare(upload)` runs before start (to pick a
  * previous upload); `onChunk(upload, accepted)` sees every acknowledged PATCH
- * and may answer 'abort', which stops the upload and resolves with `aborted`.
+ * and may answer 'abort' (stop) or 'terminate' (stop and DELETE), which
+ * resolves with `aborted`.
  * Every request's method, status and Upload-Offset are recorded.
  */
 function run(input, options, { onChunk, prepare } = {}) {
@@ -55,9 +57,11 @@ function run(input, options, { onChunk, prepare } = {}) {
       onChunkComplete: (chunk, accepted, total) => {
         log.chunks.push({ chunk, accepted, total });
         options.onChunkComplete?.(chunk, accepted, total);
-        if (!aborted && onChunk?.(upload, accepted) === 'abort') {
+        const stop = aborted ? undefined : onChunk?.(upload, accepted);
+        if (stop === 'abort' || stop === 'terminate') {
           aborted = true;
-          upload.abort().then(() => resolve({ upload, log, aborted }), reject);
+          // abort(true) is tus-js-client's termination: a DELETE.
+          upload.abort(stop === 'terminate').then(() => resolve({ upload, log, aborted }), reject);
         }
       },
       onSuccess: () => resolve({ upload, log, aborted }),
@@ -123,6 +127,33 @@ test('an aborted upload is resumed by a new Upload from its fingerprint, from th
   assert.equal(firstChunk.accepted - firstChunk.chunk, offset, 'the first PATCH of the resume started at that offset');
   await assertStored(server, second.upload.url, f);
   assert.deepEqual(await second.upload.findPreviousUploads(), [], 'success forgot the fingerprint');
+});
+
+test('creation-with-upload: the first chunk rides on the POST', { timeout: 60_000 }, async (t) => {
+  const server = await serve(t);
+  const f = file(t, 'eager.bin', 1 * MiB + 99);
+  const { upload, log } = await run(createReadStream(f.path), {
+    endpoint: server.endpoint,
+    chunkSize: 512 * KiB,
+    uploadDataDuringCreation: true,
+  });
+  assert.equal(log.requests[0].method, 'POST');
+  assert.equal(Number(log.requests[0].offset), 512 * KiB, 'the POST answered with the offset after its body');
+  assert.equal(log.requests.filter((r) => r.method === 'PATCH').length, 2, 'the rest in two PATCHes');
+  await assertStored(server, upload.url, f);
+});
+
+test('termination: abort(true) deletes the upload on the server', { timeout: 60_000 }, async (t) => {
+  const server = await serve(t);
+  const f = file(t, 'unwanted.bin', 2 * MiB);
+  const { upload, log, aborted } = await run(createReadStream(f.path), { endpoint: server.endpoint, chunkSize: 256 * KiB }, {
+    onChunk: (_, accepted) => (accepted >= 512 * KiB ? 'terminate' : undefined),
+  });
+  assert.ok(aborted);
+  const deleted = log.requests.find((r) => r.method === 'DELETE');
+  assert.equal(deleted?.status, 204, 'DELETE answered 204');
+  const head = await fetch(upload.url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
+  assert.ok([404, 410].includes(head.status), `HEAD after termination answers 404 or 410, not ${head.status}`);
 });
 
 test('a stream of unknown length: Upload-Defer-Length, the length sent with the last PATCH', { timeout: 60_000 }, async (t) => {

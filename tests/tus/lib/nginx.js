@@ -72,9 +72,9 @@ export class Nginx {
         `    fastcgi_temp_path ${p}/fastcgi;\n    uwsgi_temp_path ${p}/uwsgi;\n    scgi_temp_path ${p}/scgi;\n` +
         `    access_log ${p}/access.log;\n    include ${p}/tranche.conf;\n}\n`,
     );
-    // A process group of its own (detached), so stop() can reach the workers.
+    // In the test run's process group (not detached): when tests/tus_clients.rs
+    // kills that group, an nginx left behind by a failed test goes with it.
     this.child = spawn(binary(), ['-p', p, '-c', join(p, 'nginx.conf'), '-g', 'daemon off;'], {
-      detached: true,
       stdio: 'ignore',
     });
     this.exited = new Promise((ok) => this.child.on('exit', ok));
@@ -121,16 +121,19 @@ export class Nginx {
     return out;
   }
 
-  /** SIGQUIT (workers finish, master waits for them), then the whole group is killed. */
+  /**
+   * SIGQUIT: the master tells its workers to finish and waits for them; if
+   * that takes more than 5 s, SIGKILL (tests/tus_clients.rs kills the group,
+   * workers included, when the run ends).
+   */
   async stop() {
     if (this.child.exitCode == null && this.child.signalCode == null) {
       this.child.kill('SIGQUIT');
-      await Promise.race([this.exited, sleep(5000)]);
-    }
-    try {
-      process.kill(-this.child.pid, 'SIGKILL');
-    } catch {
-      // the group is already gone
+      const quit = await Promise.race([this.exited.then(() => true), sleep(5000).then(() => false)]);
+      if (!quit) {
+        this.child.kill('SIGKILL');
+        await this.exited;
+      }
     }
     rmSync(this.prefix, { recursive: true, force: true });
   }

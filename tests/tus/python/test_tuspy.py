@@ -46,7 +46,7 @@ class TuspyTest(unittest.TestCase):
         self.assertEqual(upload["file"]["sha256"], sha256_of(data), "the server's SHA-256 is the file's")
         self.assertEqual(sha256_of(self.server.download(upload_id)), sha256_of(data), "the download serves the same bytes")
         if filename is not None:
-            self.assertEqual(upload["file"].get("filename", upload.get("filename")), filename)
+            self.assertEqual(upload["filename"], filename)
         return upload
 
     def test_small_chunks(self):

@@ -95,7 +95,9 @@ test('Uppy (Dashboard + Tus) uploads a file chosen in the Dashboard', { timeout:
   const server = await serve(t);
   const f = file(t, 'report.pdf', 3 * MiB + 100);
   const page = await uppyWith(await launch(t), server, f, 512 * KiB);
-  await page.evaluate(() => window.uppy.upload());
+  // As a person would: the Dashboard's own Upload button, then its status bar.
+  await page.locator('.uppy-StatusBar-actionBtn--upload').click();
+  await page.locator('.uppy-StatusBar.is-complete').waitFor({ timeout: 60_000 });
   await assertUppySucceeded(page, server, f);
 });
 

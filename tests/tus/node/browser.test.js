@@ -1,8 +1,9 @@
 // tus clients where most of them run: in a browser. tus-js-client's published
 // bundle uploads a Blob made in the page (same origin, and from another origin
 // through CORS), and Uppy's published bundle (Dashboard + Tus) uploads a file
-// chosen in its Dashboard, pauses and resumes it, and picks it up again in a
-// new tab after the first was closed mid-upload.
+// chosen in its Dashboard, pauses and resumes it, picks it up again in a new
+// tab after the first was closed mid-upload, and uploads from another origin
+// with a create token minted for it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -53,11 +54,14 @@ test('tus-js-client in Chromium from a page on another origin (CORS)', { timeout
   await assertStored(server, got.url, got.sha256, 1 * MiB + 3);
 });
 
-/** Opens the Uppy page and adds `f` through the Dashboard's file input. */
-async function uppyWith(context, server, f, chunkSize) {
+/**
+ * Opens the Uppy page (from tranche's origin unless `origin` says otherwise)
+ * and adds `f` through the Dashboard's file input.
+ */
+async function uppyWith(context, server, f, chunkSize, { origin = server.origin, token } = {}) {
   const page = await context.newPage();
-  const q = new URLSearchParams({ endpoint: server.endpoint, chunkSize: String(chunkSize) });
-  await page.goto(server.url(`/uppy.html?${q}`));
+  const q = new URLSearchParams({ endpoint: server.endpoint, chunkSize: String(chunkSize), ...(token ? { token } : {}) });
+  await page.goto(`${origin}/uppy.html?${q}`);
   await page.locator('.uppy-Dashboard-input').first().setInputFiles(f.path);
   await page.waitForFunction((n) => window.uppy.getFiles().some((x) => x.name === n), f.name);
   return page;
@@ -148,4 +152,34 @@ test('Uppy: a tab closed mid-upload, the same file added in a new tab resumes fr
   assert.ok(!requests.some((r) => r.method === 'POST'), 'no new upload was created');
   const firstPatch = requests.find((r) => r.method === 'PATCH');
   assert.ok(Number(firstPatch?.offset) >= offset, `the new tab's first PATCH starts at ${firstPatch?.offset}, not at 0`);
+});
+
+test('Uppy on another origin with a create token: CORS and the token on every tus request', { timeout: 60_000 }, async (t) => {
+  const pageOrigin = await serveSite(t, site(t));
+  const apiKey = 'uppy-test-key-0123456789abcdefghij';
+  const server = await Tranche.start({
+    env: {
+      TRANCHE_AUTH__ENABLED: 'true',
+      TRANCHE_AUTH__API_KEYS: JSON.stringify([apiKey]),
+      TRANCHE_AUTH__JWT_SECRET: 'uppy-test-secret-0123456789-abcdefghij',
+      TRANCHE_CORS__ALLOWED_ORIGINS: JSON.stringify([pageOrigin]),
+    },
+    apiKey,
+  });
+  t.after(() => server.stop());
+  // What an app's backend hands the page: room for one upload of 4 MiB.
+  const token = await server.mintToken('--max-size', '4MiB', '--max-uploads', '1');
+  const context = await launch(t);
+
+  const f = file(t, 'photo.bin', 3 * MiB);
+  const page = await uppyWith(context, server, f, 512 * KiB, { origin: pageOrigin, token });
+  void page.evaluate(() => window.uppy.upload());
+  await assertUppySucceeded(page, server, f);
+
+  const big = file(t, 'too-big.bin', 4 * MiB + 1);
+  const refused = await uppyWith(context, server, big, 512 * KiB, { origin: pageOrigin, token });
+  void refused.evaluate(() => window.uppy.upload());
+  const error = await waitForEvent(refused, 'error');
+  assert.equal(error.name, big.name, "Uppy reports the file past the token's max size as failed");
+  assert.match(error.message, /response code: 4\d\d/, 'refused by tranche, not lost on the way');
 });

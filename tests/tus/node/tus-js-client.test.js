@@ -191,11 +191,16 @@ test('tranche killed with SIGKILL mid-PATCH: restarted, the client resumes and t
   const chunk = 512 * KiB;
   let acknowledged = 0;
   let killed;
+  const failures = [];
   const { upload, log } = await run(createReadStream(f.path), {
     endpoint: server.endpoint,
     chunkSize: chunk,
     // About 20 s of retries: the server is back within a second or two.
     retryDelays: [200, 500, 1000, 1000, 2000, 2000, 3000, 3000, 3000, 3000],
+    onShouldRetry: (err, attempt, options) => {
+      failures.push(err.originalRequest?.getMethod());
+      return tus.defaultOptions.onShouldRetry(err, attempt, options);
+    },
     onProgress: (sent) => {
       // Mid-PATCH: past the third acknowledged chunk, bytes of the fourth on the wire.
       if (!killed && acknowledged >= 3 * chunk && sent > acknowledged + chunk / 4) {
@@ -209,6 +214,7 @@ test('tranche killed with SIGKILL mid-PATCH: restarted, the client resumes and t
   });
   assert.ok(killed, 'the server was killed mid-upload');
   const { acknowledgedAtKill } = await killed;
+  assert.equal(failures[0], 'PATCH', `the kill cut a PATCH off (failed requests: ${failures})`);
   // After the restart the client asked where to go on; that offset keeps
   // every acknowledged byte (a 204 means durable) and is not past the file.
   const heads = log.requests.filter((r) => r.method === 'HEAD');

@@ -1,10 +1,10 @@
 // tus-js-client (npm, Node build) against the real tranche: a multi-MiB file
 // in many PATCHes, an aborted upload resumed by a new Upload from its stored
 // fingerprint, data sent with the creation POST, termination, a length
-// deferred to the last PATCH, parallel parts joined by
-// concatenation, a server killed with SIGKILL mid-PATCH and restarted, and
-// authentication by bearer token. Every test ends by comparing the server's
-// SHA-256 (API v1) and the download with the file's.
+// deferred to the last PATCH, parallel parts joined by concatenation, a
+// server killed with SIGKILL mid-PATCH and restarted, and authentication by
+// bearer token. Every upload ends by comparing the server's SHA-256 (API v1)
+// and the download with the file's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream, mkdtempSync, rmSync } from 'node:fs';
@@ -40,17 +40,21 @@ function urlStorage(t) {
  * Runs an Upload to its end. `prepare(upload)` runs before start (to pick a
  * previous upload); `onChunk(upload, accepted)` sees every acknowledged PATCH
  * and may answer 'abort' (stop) or 'terminate' (stop and DELETE), which
- * resolves with `aborted`.
- * Every request's method, status and Upload-Offset are recorded.
+ * resolves with `aborted`. Every request's tus headers (`log.sent`) and
+ * every answer's status and Upload-Offset (`log.requests`) are recorded.
  */
 function run(input, options, { onChunk, prepare } = {}) {
   return new Promise((resolve, reject) => {
-    const log = { requests: [], chunks: [] };
+    const log = { sent: [], requests: [], chunks: [] };
     let aborted = false;
     const upload = new tus.Upload(input, {
       // A test that wants retries says so; others fail at the first error.
       retryDelays: null,
       ...options,
+      onBeforeRequest: (req) => {
+        const h = (name) => req.getHeader(name) ?? null;
+        log.sent.push({ method: req.getMethod(), length: h('Upload-Length'), defer: h('Upload-Defer-Length'), concat: h('Upload-Concat') });
+      },
       onAfterResponse: (req, res) => {
         log.requests.push({ method: req.getMethod(), url: req.getURL(), status: res.getStatus(), offset: res.getHeader('Upload-Offset') });
       },
@@ -165,8 +169,15 @@ test('a stream of unknown length: Upload-Defer-Length, the length sent with the 
     for (let i = 0; i < f.size; i += 100_000) yield f.bytes.subarray(i, i + 100_000);
   })());
   const { upload, log } = await run(stream, { endpoint: server.endpoint, chunkSize: 512 * KiB, uploadLengthDeferred: true });
-  assert.equal(log.requests[0].method, 'POST');
-  assert.ok(log.requests.filter((r) => r.method === 'PATCH').length >= 7);
+  assert.deepEqual(log.sent[0], { method: 'POST', length: null, defer: '1', concat: null });
+  const patches = log.sent.filter((r) => r.method === 'PATCH');
+  assert.ok(patches.length >= 7, `${patches.length} PATCHes`);
+  assert.deepEqual(
+    patches.filter((r) => r.length != null).map((r) => Number(r.length)),
+    [f.size],
+    'one PATCH, the last, told the length',
+  );
+  assert.equal(patches.at(-1).length, String(f.size));
   await assertStored(server, upload.url, f);
 });
 
@@ -182,6 +193,8 @@ test('parallelUploads: 2 sends two partial uploads and concatenates them', { tim
   const posts = log.requests.filter((r) => r.method === 'POST');
   assert.equal(posts.length, 3, 'two partial uploads and the final one');
   assert.ok(posts.every((r) => r.status === 201), `every POST answered 201: ${posts.map((r) => r.status)}`);
+  const concat = log.sent.filter((r) => r.method === 'POST').map((r) => r.concat?.split(';')[0]);
+  assert.deepEqual(concat, ['partial', 'partial', 'final']);
   await assertStored(server, upload.url, f, { filename: f.name });
 });
 

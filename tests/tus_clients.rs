@@ -25,6 +25,12 @@
 //! --prefix tests/tus` (tus-js-client, uppy, playwright-core) itself when
 //! needed. Without tuspy in `.venv` its tests say how to install it and pass,
 //! unless `CI` is set: there they fail.
+//!
+//! By hand, in `tests/tus` after a `cargo build`:
+//! `TUS_TEST_STORE=redis node --test node/browser.test.js`, or
+//! `../../.venv/bin/python -m unittest discover -v -s python`
+//! (`TUS_TRANCHE_BIN` names another binary than `target/debug/tranche`,
+//! `TEST_LOG=1` shows the server's log).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -217,7 +217,9 @@ impl ByteStore for LocalDisk {
             }
             if batch_len >= BATCH_SIZE || ((end || idle) && batch_len > 0) {
                 if let Some(job) = in_flight.take() {
-                    hasher = join(job).await?;
+                    hasher = join(job)
+                        .await
+                        .map_err(|e| no_space(e, expected - received))?;
                 }
                 let pieces = std::mem::take(&mut batch);
                 let at = offset + written;
@@ -249,7 +251,9 @@ impl ByteStore for LocalDisk {
             }
         }
         if let Some(job) = in_flight.take() {
-            hasher = join(job).await?;
+            hasher = join(job)
+                .await
+                .map_err(|e| no_space(e, expected - received))?;
         }
         if received < expected && !cut && !opts.at_most {
             return Err(WriteError::TooShort { received, expected });
@@ -260,7 +264,9 @@ impl ByteStore for LocalDisk {
             // must never point at bytes a crash could lose.
             let file = file.clone();
             let started = std::time::Instant::now();
-            blocking(move || file.sync_data().map_err(StorageError::from)).await?;
+            blocking(move || file.sync_data().map_err(StorageError::from))
+                .await
+                .map_err(|e| no_space(e, received))?;
             tracing::debug!(
                 sync_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "write synced"
@@ -583,6 +589,19 @@ async fn blocking<T: Send + 'static, E: From<io::Error> + Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| E::from(io::Error::other(e)))?
+}
+
+/// A write that found the disk full says so: a part file without room
+/// reserved at create (an upload whose length was not known) can meet it.
+fn no_space(e: StorageError, needed: u64) -> StorageError {
+    match e {
+        StorageError::Io(io)
+            if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
+        {
+            StorageError::NoSpace { needed }
+        }
+        other => other,
+    }
 }
 
 async fn join<T>(job: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StorageError> {

@@ -72,8 +72,15 @@ where
         }
         other => other?,
     };
-    if rec.is_fully_received() && !is_partial(&rec) {
-        return finish(ctx, id).await;
+    settle(ctx, rec).await
+}
+
+/// Finishes a sequential upload that has every byte (a file of 0 bytes has
+/// them all at creation: tus clients send no PATCH for it); returns others
+/// as they are.
+pub async fn settle(ctx: &AppContext, rec: UploadRecord) -> Result<UploadRecord, Error> {
+    if rec.status == Status::Uploading && rec.is_fully_received() && !is_partial(&rec) {
+        return finish(ctx, rec.id).await;
     }
     Ok(rec)
 }

@@ -281,6 +281,24 @@ impl ByteStore for LocalDisk {
         })
     }
 
+    async fn grow(&self, id: Uuid, size: u64) -> Result<(), StorageError> {
+        let path = self.part_path(id);
+        let sync = self.sync;
+        blocking(move || {
+            let file = match OpenOptions::new().write(true).open(&path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::PartMissing),
+                other => other?,
+            };
+            fs4::fs_std::FileExt::allocate(&file, size)
+                .map_err(|e| no_space(StorageError::Io(e), size))?;
+            if sync {
+                file.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Copies with `std::io::copy`, which on Linux lets the kernel move the
     /// bytes (`copy_file_range`): no trip through user space, and on file
     /// systems that share extents (XFS, Btrfs) possibly no copy at all.

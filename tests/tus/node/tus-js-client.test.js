@@ -1,6 +1,7 @@
 // tus-js-client (npm, Node build) against the real tranche: a multi-MiB file
 // in many PATCHes, an aborted upload resumed by a new Upload from its stored
-// fingerprint, data sent with the creation POST, termination, a length
+// fingerprint, data sent with the creation POST, termination, an empty file,
+// a SHA-256 announced in metadata (right and wrong), a length
 // deferred to the last PATCH, parallel parts joined by concatenation, a
 // server killed with SIGKILL mid-PATCH and restarted, and authentication by
 // bearer token. Every upload ends by comparing the server's SHA-256 (API v1)
@@ -159,6 +160,33 @@ test('termination: abort(true) deletes the upload on the server', { timeout: 60_
   assert.equal(deleted?.status, 204, 'DELETE answered 204');
   const head = await fetch(upload.url, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0' } });
   assert.ok([404, 410].includes(head.status), `HEAD after termination answers 404 or 410, not ${head.status}`);
+});
+
+test('an empty file: created, never PATCHed, completed with the SHA-256 of nothing', { timeout: 60_000 }, async (t) => {
+  const server = await serve(t);
+  const f = file(t, 'empty.txt', 0);
+  const { upload, log } = await run(createReadStream(f.path), { endpoint: server.endpoint, metadata: { filename: f.name } });
+  assert.deepEqual(log.requests.map((r) => `${r.method} ${r.status}`), ['POST 201']);
+  await assertStored(server, upload.url, f, { filename: f.name });
+});
+
+test('a sha256 metadata key: the right one completes, a wrong one fails the last PATCH with 422', { timeout: 60_000 }, async (t) => {
+  const server = await serve(t);
+  const f = file(t, 'announced.bin', 1 * MiB + 5);
+  const { upload } = await run(createReadStream(f.path), { endpoint: server.endpoint, chunkSize: 256 * KiB, metadata: { sha256: f.sha256 } });
+  await assertStored(server, upload.url, f);
+
+  const wrong = f.sha256.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+  const failure = await run(createReadStream(f.path), { endpoint: server.endpoint, chunkSize: 256 * KiB, metadata: { sha256: wrong } }).then(
+    () => assert.fail('an upload announcing another SHA-256 succeeded'),
+    (e) => e,
+  );
+  assert.equal(failure.originalRequest?.getMethod(), 'PATCH');
+  assert.equal(failure.originalResponse?.getStatus(), 422, String(failure));
+  assert.match(failure.originalResponse.getBody(), /digest_mismatch/);
+  const id = idOf(failure.originalRequest.getURL());
+  const record = await server.json(`/api/v1/uploads/${id}`);
+  assert.notEqual(record.status, 'completed', 'the mismatched file is not published');
 });
 
 test('a stream of unknown length: Upload-Defer-Length, the length sent with the last PATCH', { timeout: 60_000 }, async (t) => {

@@ -1,8 +1,9 @@
-"""tuspy (PyPI) against the real tranche: a file in many small PATCHes, every
-PATCH with an Upload-Checksum (sha1), a checksum that does not match, an
-upload stopped part-way and resumed by a new uploader from tuspy's URL store
-and from the bare URL, and tuspy's aiohttp-based AsyncUploader. Each test
-ends by comparing the server's SHA-256 and the download with the file's."""
+"""tuspy (PyPI) against the real tranche: a file in many small PATCHes, an
+empty file, every PATCH with an Upload-Checksum (sha1), a checksum that does
+not match, an upload stopped part-way and resumed by a new uploader from
+tuspy's URL store and from the bare URL, tuspy's aiohttp-based AsyncUploader,
+and bearer tokens. Each upload ends by comparing the server's SHA-256 and the
+download with the file's."""
 
 import asyncio
 import hashlib
@@ -55,6 +56,12 @@ class TuspyTest(unittest.TestCase):
         uploader.upload()
         self.assertEqual(uploader.offset, len(data))
         self.assert_stored(uploader.url, data, filename="survey.csv")
+
+    def test_an_empty_file(self):
+        path, data = self.make_file("empty.txt", 0)
+        uploader = self.client.uploader(path, metadata={"filename": "empty.txt"})
+        uploader.upload()
+        self.assert_stored(uploader.url, data, filename="empty.txt")
 
     def test_every_patch_with_a_sha1_checksum(self):
         path, data = self.make_file("checked.bin", 2 * MiB + 77)

@@ -99,8 +99,12 @@ class Tranche:
             raise RuntimeError(f"TUS_TEST_STORE={store}: embedded or redis")
         self.port = free_port()
         self.log = os.path.join(self.workdir, "tranche.log")
+        self.proc = None
+        self._spawn()
+
+    def _spawn(self):
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("TRANCHE_")}
-        with open(self.log, "w") as log:
+        with open(self.log, "a") as log:
             # cwd in the data directory: no stray ./config.toml is read.
             self.proc = subprocess.Popen(
                 [tranche_bin(), "serve", "--bind", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir],
@@ -108,6 +112,15 @@ class Tranche:
                 stdout=subprocess.DEVNULL, stderr=log,
             )
         _wait(self._healthy, "tranche", self.proc, self.log)
+
+    def kill(self):
+        """SIGKILL, as in a crash: no graceful shutdown."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self):
+        """Starts it again on the same port, data directory and store."""
+        self._spawn()
 
     def _healthy(self):
         try:
@@ -145,8 +158,7 @@ class Tranche:
         return res.content
 
     def stop(self):
-        self.proc.kill()
-        self.proc.wait()
+        self.kill()
         if self.redis:
             self.redis.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

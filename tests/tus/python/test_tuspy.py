@@ -1,8 +1,9 @@
 """tuspy (PyPI) against the real tranche: a file in many small PATCHes, an
 empty file, every PATCH with an Upload-Checksum (sha1), a checksum that does
 not match, an upload stopped part-way and resumed by a new uploader from
-tuspy's URL store and from the bare URL, tuspy's aiohttp-based AsyncUploader,
-and bearer tokens. Each upload ends by comparing the server's SHA-256 and the
+tuspy's URL store and from the bare URL, tranche killed with SIGKILL while
+tuspy uploads and restarted, tuspy's aiohttp-based AsyncUploader, and bearer
+tokens. Each upload ends by comparing the server's SHA-256 and the
 download with the file's."""
 
 import asyncio
@@ -10,6 +11,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
+import time
 import unittest
 
 from tusclient import client as tus_client
@@ -111,6 +114,40 @@ class TuspyTest(unittest.TestCase):
         self.assertEqual(second.offset, 600 * KiB, "the server kept what was acknowledged")
         second.upload()
         self.assert_stored(first.url, data)
+
+    def test_tranche_killed_mid_upload_tuspy_retries_and_resumes(self):
+        path, data = self.make_file("crash.bin", 6 * MiB)
+        retried = []
+
+        class CountingUploader(Uploader):
+            def _retry_or_cry(self, error):
+                retried.append(type(error).__name__)
+                return super()._retry_or_cry(error)
+
+        # Up to 20 tries half a second apart: tranche is back within a second or two.
+        uploader = CountingUploader(path, client=self.client, chunk_size=256 * KiB, upload_checksum=True,
+                                    retries=20, retry_delay=0.5)
+        uploader.upload(stop_at=1 * MiB)
+        acknowledged = uploader.offset
+
+        def crash_and_restart():
+            # Kill while tuspy is sending: once the server has moved past
+            # what was acknowledged before this thread started.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and uploader.get_offset() <= acknowledged:
+                time.sleep(0.005)
+            self.server.kill()
+            time.sleep(0.3)
+            self.server.restart()
+
+        crash = threading.Thread(target=crash_and_restart)
+        crash.start()
+        try:
+            uploader.upload()
+        finally:
+            crash.join()
+        self.assertTrue(retried, "the crash cost tuspy at least one failed request")
+        self.assert_stored(uploader.url, data)
 
     def test_async_uploader(self):
         path, data = self.make_file("async.bin", 1 * MiB + 9)

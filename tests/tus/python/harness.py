@@ -158,7 +158,9 @@ class Tranche:
         return res.content
 
     def stop(self):
-        self.kill()
-        if self.redis:
-            self.redis.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            self.kill()
+        finally:
+            if self.redis:
+                self.redis.stop()
+            shutil.rmtree(self.workdir, ignore_errors=True)

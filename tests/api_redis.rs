@@ -46,3 +46,5 @@ mod service;
 mod smoke;
 #[path = "api/status.rs"]
 mod status;
+#[path = "api/tus.rs"]
+mod tus;

@@ -24,3 +24,4 @@ mod security;
 mod service;
 mod smoke;
 mod status;
+mod tus;

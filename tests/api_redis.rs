@@ -48,3 +48,5 @@ mod smoke;
 mod status;
 #[path = "api/tus.rs"]
 mod tus;
+#[path = "api/tus_ext.rs"]
+mod tus_ext;

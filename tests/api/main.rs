@@ -25,3 +25,4 @@ mod service;
 mod smoke;
 mod status;
 mod tus;
+mod tus_ext;

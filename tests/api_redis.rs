@@ -48,5 +48,7 @@ mod smoke;
 mod status;
 #[path = "api/tus.rs"]
 mod tus;
+#[path = "api/tus_concat.rs"]
+mod tus_concat;
 #[path = "api/tus_ext.rs"]
 mod tus_ext;

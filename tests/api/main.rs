@@ -25,4 +25,5 @@ mod service;
 mod smoke;
 mod status;
 mod tus;
+mod tus_concat;
 mod tus_ext;

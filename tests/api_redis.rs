@@ -48,6 +48,8 @@ mod smoke;
 mod status;
 #[path = "api/tus.rs"]
 mod tus;
+#[path = "api/tus_auth.rs"]
+mod tus_auth;
 #[path = "api/tus_concat.rs"]
 mod tus_concat;
 #[path = "api/tus_ext.rs"]

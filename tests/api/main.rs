@@ -25,5 +25,6 @@ mod service;
 mod smoke;
 mod status;
 mod tus;
+mod tus_auth;
 mod tus_concat;
 mod tus_ext;

@@ -1,0 +1,159 @@
+//! The tus endpoint with authentication on. The spec leaves authorisation to
+//! the server ("the implementation of authentication and authorization is
+//! left for the Server to decide"); tranche's contract: no credential gets
+//! 401, the API key may do everything, a create token may create uploads and
+//! then drive the ones it created, never another token's.
+
+use reqwest::Url;
+use tranche::guards::auth::Claims;
+
+use crate::helpers::*;
+use crate::tus::*;
+
+fn create_token(sub: &str) -> String {
+    test_tokens()
+        .mint(&Claims {
+            exp: tranche::guards::auth::token::unix_now() + 600,
+            sub: Some(sub.into()),
+            max_size: Some(1 << 20),
+            ..Claims::default()
+        })
+        .unwrap()
+}
+
+/// The upload behind `url` as the API key sees it.
+async fn offset_by_key(app: &TestApp, url: &Url) -> u64 {
+    Tus::with_bearer(app, TEST_API_KEY).offset_of(url).await
+}
+
+#[tokio::test]
+async fn tus_without_credentials_every_request_gets_401_and_changes_nothing() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let anonymous = Tus::new(&app);
+        let keyed = Tus::with_bearer(&app, TEST_API_KEY);
+        let url = keyed.create(10, None).await;
+        keyed.patch_ok(&url, 0, b"01234").await;
+
+        let created = anonymous
+            .post(&[("Upload-Length", "10")])
+            .await
+            .expect(&[401]);
+        assert!(created.header("location").is_none(), "{created}");
+        let head = anonymous.head(&url).await.expect(&[401]);
+        assert!(head.offset().is_none(), "{head}: no offset to strangers");
+        anonymous.patch(&url, 5, b"56789").await.expect(&[401]);
+        anonymous.delete(&url).await.expect(&[401]);
+        // A credential that is not one: same as none.
+        let forged = Tus::with_bearer(&app, "not-a-key-nor-a-token");
+        forged.patch(&url, 5, b"56789").await.expect(&[401]);
+
+        assert_eq!(offset_by_key(&app, &url).await, 5);
+        keyed.patch_ok(&url, 5, b"56789").await;
+        keyed.assert_file(&url, b"0123456789").await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_the_api_key_may_do_everything() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let keyed = Tus::with_bearer(&app, TEST_API_KEY);
+        let data = test_data(5000, 31);
+        let url = keyed.upload(&data, 2000, None).await;
+        keyed.assert_file(&url, &data).await;
+        keyed.delete(&url).await.expect(&[204]);
+        keyed.head(&url).await.expect(&[404, 410]);
+
+        let part = keyed.location(
+            &keyed
+                .post(&[("Upload-Length", "3"), ("Upload-Concat", "partial")])
+                .await
+                .expect(&[201]),
+        );
+        keyed.patch_ok(&part, 0, b"abc").await;
+        let concat = format!("final;{}", part.path());
+        let fin = keyed.location(
+            &keyed
+                .post(&[("Upload-Concat", &concat)])
+                .await
+                .expect(&[201]),
+        );
+        keyed
+            .completed_view(&upload_id(&fin), std::time::Duration::from_secs(10))
+            .await;
+        keyed.assert_file(&fin, b"abc").await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_create_token_drives_its_own_uploads_and_no_one_elses() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let alice = Tus::with_bearer(&app, &create_token("alice"));
+        let bob = Tus::with_bearer(&app, &create_token("bob"));
+        let keyed = Tus::with_bearer(&app, TEST_API_KEY);
+
+        let data = test_data(3000, 32);
+        let url = alice.create(3000, None).await;
+        alice.patch_ok(&url, 0, &data[..1000]).await;
+        assert_eq!(alice.offset_of(&url).await, 1000);
+
+        // Bob's token is valid, just not for Alice's upload.
+        let head = bob.head(&url).await.expect(&[403, 404]);
+        assert!(head.offset().is_none(), "{head}");
+        bob.patch(&url, 1000, &test_data(2000, 33))
+            .await
+            .expect(&[403, 404]);
+        bob.delete(&url).await.expect(&[403, 404]);
+        assert_eq!(offset_by_key(&app, &url).await, 1000);
+
+        alice.patch_ok(&url, 1000, &data[1000..]).await;
+        keyed.assert_file(&url, &data).await;
+
+        // Bob's own upload is his to terminate, and Alice's to leave alone.
+        let his = bob.create(10, None).await;
+        alice.delete(&his).await.expect(&[403, 404]);
+        bob.delete(&his).await.expect(&[204]);
+        keyed.head(&his).await.expect(&[404, 410]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_an_upload_scoped_token_of_another_upload_is_refused() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let keyed = Tus::with_bearer(&app, TEST_API_KEY);
+        let url = keyed.create(10, None).await;
+        // A token minted for some other upload id.
+        let other = test_tokens()
+            .mint(&Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
+                upload_id: Some(uuid::Uuid::new_v4()),
+                ..Claims::default()
+            })
+            .unwrap();
+        let stranger = Tus::with_bearer(&app, &other);
+        stranger.head(&url).await.expect(&[403, 404]);
+        stranger
+            .patch(&url, 0, b"0123456789")
+            .await
+            .expect(&[403, 404]);
+        assert_eq!(offset_by_key(&app, &url).await, 0);
+        // The token of this very upload may drive it.
+        let own = test_tokens()
+            .mint(&Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
+                upload_id: Some(upload_id(&url).parse().unwrap()),
+                ..Claims::default()
+            })
+            .unwrap();
+        let owner = Tus::with_bearer(&app, &own);
+        owner.patch_ok(&url, 0, b"0123456789").await;
+        keyed.assert_file(&url, b"0123456789").await;
+    })
+    .await
+}

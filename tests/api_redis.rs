@@ -54,3 +54,5 @@ mod tus_auth;
 mod tus_concat;
 #[path = "api/tus_ext.rs"]
 mod tus_ext;
+#[path = "api/tus_faults.rs"]
+mod tus_faults;

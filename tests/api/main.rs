@@ -28,3 +28,4 @@ mod tus;
 mod tus_auth;
 mod tus_concat;
 mod tus_ext;
+mod tus_faults;

@@ -56,3 +56,5 @@ mod tus_concat;
 mod tus_ext;
 #[path = "api/tus_faults.rs"]
 mod tus_faults;
+#[path = "api/tus_redis.rs"]
+mod tus_redis;

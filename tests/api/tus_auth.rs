@@ -1,8 +1,9 @@
-//! The tus endpoint with authentication on. The spec leaves authorisation to
-//! the server ("the implementation of authentication and authorization is
-//! left for the Server to decide"); tranche's contract: no credential gets
-//! 401, the API key may do everything, a create token may create uploads and
-//! then drive the ones it created, never another token's.
+//! Who may talk to the tus endpoint: callers with credentials, and browser
+//! pages of other origins (CORS). The spec leaves authorisation to the server
+//! ("the implementation of authentication and authorization is left for the
+//! Server to decide"); tranche's contract: no credential gets 401, the API key
+//! may do everything, a create token may create uploads and then drive the
+//! ones it created, never another token's.
 
 use reqwest::Url;
 use tranche::guards::auth::Claims;
@@ -154,6 +155,92 @@ async fn tus_an_upload_scoped_token_of_another_upload_is_refused() {
         let owner = Tus::with_bearer(&app, &own);
         owner.patch_ok(&url, 0, b"0123456789").await;
         keyed.assert_file(&url, b"0123456789").await;
+    })
+    .await
+}
+
+const PAGE: &str = "https://app.example.com";
+
+#[tokio::test]
+async fn tus_a_page_of_an_allowed_origin_may_send_and_read_the_tus_headers() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.cors.allowed_origins = vec![PAGE.into()]).await;
+        let tus = Tus::new(&app);
+        let url = tus.create(10, None).await;
+        // What tus-js-client and Uppy send from a browser.
+        let sent = [
+            "tus-resumable",
+            "upload-length",
+            "upload-offset",
+            "upload-metadata",
+            "upload-defer-length",
+            "upload-concat",
+            "upload-checksum",
+            "x-http-method-override",
+            "content-type",
+            "authorization",
+        ];
+        for (target, method) in [
+            (TUS_PATH, "POST"),
+            (url.as_str(), "PATCH"),
+            (url.as_str(), "HEAD"),
+            (url.as_str(), "DELETE"),
+        ] {
+            let resp = tus
+                .bare(reqwest::Method::OPTIONS, target)
+                .header("Origin", PAGE)
+                .header("Access-Control-Request-Method", method)
+                .header("Access-Control-Request-Headers", sent.join(", "))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                resp.status().is_success(),
+                "{method} preflight: {}",
+                resp.status()
+            );
+            let h = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+                    .unwrap_or_default()
+            };
+            assert_eq!(h("access-control-allow-origin"), PAGE.to_ascii_lowercase());
+            assert!(h("access-control-allow-methods").contains(&method.to_ascii_lowercase()));
+            let allowed = h("access-control-allow-headers");
+            for name in sent {
+                assert!(allowed.contains(name), "{name} not allowed: {allowed}");
+            }
+        }
+        // And reads what the protocol answers with.
+        let answer = tus
+            .send(
+                tus.patch_request(&url, 0, b"0123456789")
+                    .header("Origin", PAGE),
+            )
+            .await
+            .expect(&[204]);
+        assert_eq!(answer.header("access-control-allow-origin"), Some(PAGE));
+        let exposed = answer
+            .header("access-control-expose-headers")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        for name in [
+            "location",
+            "tus-resumable",
+            "tus-version",
+            "tus-extension",
+            "tus-max-size",
+            "tus-checksum-algorithm",
+            "upload-offset",
+            "upload-length",
+            "upload-metadata",
+            "upload-defer-length",
+            "upload-concat",
+            "upload-expires",
+        ] {
+            assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+        }
     })
     .await
 }

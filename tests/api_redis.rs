@@ -50,8 +50,12 @@ mod status;
 mod tus;
 #[path = "api/tus_auth.rs"]
 mod tus_auth;
+#[path = "api/tus_client.rs"]
+mod tus_client;
 #[path = "api/tus_concat.rs"]
 mod tus_concat;
+#[path = "api/tus_config.rs"]
+mod tus_config;
 #[path = "api/tus_ext.rs"]
 mod tus_ext;
 #[path = "api/tus_faults.rs"]

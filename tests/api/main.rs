@@ -26,6 +26,8 @@ mod smoke;
 mod status;
 mod tus;
 mod tus_auth;
+mod tus_client;
 mod tus_concat;
+mod tus_config;
 mod tus_ext;
 mod tus_faults;

@@ -9,7 +9,7 @@ use reqwest::Url;
 use tranche::guards::auth::Claims;
 
 use crate::helpers::*;
-use crate::tus::*;
+use crate::tus_client::*;
 
 fn create_token(sub: &str) -> String {
     test_tokens()

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, Url};
 
 use crate::helpers::*;
-use crate::tus::*;
+use crate::tus_client::*;
 
 /// A final upload may be assembled after its 201; this long at most.
 const ASSEMBLY: Duration = Duration::from_secs(10);

@@ -8,7 +8,7 @@ use reqwest::Method;
 use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
-use crate::tus::*;
+use crate::tus_client::*;
 
 // ---------------------------------------------------------------------------
 // Creation With Upload

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
-use crate::tus::*;
+use crate::tus_client::*;
 
 /// A PATCH written by hand on a plain socket, for what reqwest will not do:
 /// announce a length, send part of it, and stall or hang up.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Client;
 
 use crate::helpers::*;
-use crate::tus::*;
+use crate::tus_client::*;
 
 fn client() -> Client {
     Client::builder()

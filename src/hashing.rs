@@ -94,11 +94,97 @@ fn as_blocks(data: &[u8]) -> &[GenericArray<u8, U64>] {
     unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), data.len() / 64) }
 }
 
+/// A digest of the bytes of one write, asked for by its request: API v1's
+/// `Content-Digest` (SHA-256), tus's `Upload-Checksum` (SHA-1, SHA-256, MD5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sha1,
+    Sha256,
+    Md5,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 3] = [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Md5];
+
+    /// The name tus gives it (lowercase, as its registry does).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Md5 => "md5",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Algorithm> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
+
+    pub fn hasher(self) -> Hasher {
+        use sha2::Digest;
+        match self {
+            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Md5 => Hasher::Md5(md5::Md5::new()),
+        }
+    }
+}
+
+/// A running digest of one of the [`Algorithm`]s.
+#[derive(Clone)]
+pub enum Hasher {
+    Sha1(sha1::Sha1),
+    Sha256(sha2::Sha256),
+    Md5(md5::Md5),
+}
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        match self {
+            Hasher::Sha1(h) => h.update(bytes),
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Md5(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finalize(self) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Md5(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use sha2::{Digest, Sha256};
+
+    #[test]
+    fn every_algorithm_gives_its_known_digest() {
+        let hex_of = |a: Algorithm| {
+            let mut h = a.hasher();
+            h.update(b"ab");
+            h.update(b"c");
+            hex::encode(h.finalize())
+        };
+        assert_eq!(hex_of(Algorithm::Md5), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            hex_of(Algorithm::Sha1),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            hex_of(Algorithm::Sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(Algorithm::parse("SHA1"), Some(Algorithm::Sha1));
+        assert_eq!(Algorithm::parse("crc32"), None);
+    }
 
     #[test]
     fn empty_input() {

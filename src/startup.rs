@@ -31,12 +31,55 @@ use crate::state::{EmbeddedStore, RedisStore, Store};
 use crate::telemetry::AccessLog;
 use crate::{http, janitor};
 
+const TUS_REQUEST_HEADERS: [&str; 9] = [
+    "Tus-Resumable",
+    "Upload-Length",
+    "Upload-Offset",
+    "Upload-Metadata",
+    "Upload-Defer-Length",
+    "Upload-Concat",
+    "Upload-Checksum",
+    "X-HTTP-Method-Override",
+    "X-Requested-With",
+];
+const TUS_RESPONSE_HEADERS: [&str; 11] = [
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Metadata",
+    "Upload-Defer-Length",
+    "Upload-Concat",
+    "Upload-Expires",
+];
+
 /// The CORS policy of `settings`; only used when it names some origin.
-fn cors(settings: &CorsSettings) -> Cors {
+fn cors(settings: &CorsSettings, tus: bool) -> Cors {
+    // tus clients in a browser send and read these whatever `[cors]` lists.
+    let (tus_sent, tus_read): (&[&str], &[&str]) = if tus {
+        (&TUS_REQUEST_HEADERS, &TUS_RESPONSE_HEADERS)
+    } else {
+        (&[], &[])
+    };
     let mut cors = Cors::default()
-        .allowed_methods(["GET", "HEAD", "POST", "PUT", "DELETE"])
-        .allowed_headers(settings.allowed_headers.iter().map(String::as_str))
-        .expose_headers(settings.exposed_headers.iter().map(String::as_str))
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+        .allowed_headers(
+            settings
+                .allowed_headers
+                .iter()
+                .map(String::as_str)
+                .chain(tus_sent.iter().copied()),
+        )
+        .expose_headers(
+            settings
+                .exposed_headers
+                .iter()
+                .map(String::as_str)
+                .chain(tus_read.iter().copied()),
+        )
         .max_age(settings.max_age.as_secs() as usize)
         // A request from another origin still gets its answer (curl and
         // servers send `Origin` too); only the CORS headers are left out, and
@@ -175,16 +218,21 @@ impl Application {
             n => n,
         };
         let cors_settings = ctx.settings.cors.clone();
+        let tus_scope = ctx
+            .settings
+            .tus
+            .enabled
+            .then(|| ctx.settings.tus.scope().to_owned());
         let server = FramingServer::new(move || {
             let app = App::new()
                 .wrap(Condition::new(
                     !cors_settings.allowed_origins.is_empty(),
-                    cors(&cors_settings),
+                    cors(&cors_settings, tus_scope.is_some()),
                 ))
                 .wrap(ErrorHandlers::new().default_handler(cors_error_as_json))
                 .wrap(TracingLogger::<AccessLog>::new())
                 .app_data(data.clone())
-                .configure(http::configure);
+                .configure(|cfg| http::configure(cfg, tus_scope.as_deref()));
             if serve_static {
                 app.service(
                     web::scope("")

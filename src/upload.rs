@@ -48,6 +48,43 @@ pub struct UploadRecord {
     /// How long the completed file is kept (ms); `None`: until deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<i64>,
+    /// Set for an upload written in order from its start (a tus upload):
+    /// its progress is a byte offset, not a set of chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<Sequential>,
+}
+
+/// The progress of an upload written in order, byte by byte from its start:
+/// tus's model. Its `received` chunk set stays empty; the offset says it all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequential {
+    /// Bytes durably written and counted, from the start of the file.
+    pub offset: u64,
+    /// The length is not known yet (tus's `Upload-Defer-Length`): the record's
+    /// `size` is 0 until a write sets it.
+    #[serde(default)]
+    pub length_deferred: bool,
+    /// The metadata exactly as the client sent it (tus's `Upload-Metadata`),
+    /// so that it is given back byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_metadata: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concat: Option<Concat>,
+    /// The create token that started the upload (its id), which may go on
+    /// writing it: a tus client sends one credential for every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+}
+
+/// An upload's part in a concatenation (tus's `concatenation` extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concat {
+    /// A piece, meant to be concatenated into a final upload; never a file of
+    /// its own.
+    Partial,
+    /// The concatenation of these partial uploads, in order.
+    Final(Vec<Uuid>),
 }
 
 impl UploadRecord {
@@ -61,14 +98,36 @@ impl UploadRecord {
         (start, (start + self.chunk_size).min(self.size))
     }
 
+    /// Whether chunk `index` is received: counted, or (for a sequential
+    /// upload) wholly before its offset.
+    pub fn has_chunk(&self, index: u64) -> bool {
+        match &self.sequential {
+            None => self.received.contains(index),
+            Some(_) if self.is_fully_received() => index < self.chunk_count(),
+            Some(seq) => self.chunk_range(index).1 <= seq.offset,
+        }
+    }
+
+    pub fn received_chunks(&self) -> u64 {
+        match &self.sequential {
+            None => self.received.count(),
+            Some(_) => (0..self.chunk_count())
+                .take_while(|&i| self.has_chunk(i))
+                .count() as u64,
+        }
+    }
+
     pub fn missing_chunks(&self) -> Vec<u64> {
         (0..self.chunk_count())
-            .filter(|&i| !self.received.contains(i))
+            .filter(|&i| !self.has_chunk(i))
             .collect()
     }
 
     pub fn is_fully_received(&self) -> bool {
-        self.received.count() == self.chunk_count()
+        match &self.sequential {
+            None => self.received.count() == self.chunk_count(),
+            Some(seq) => !seq.length_deferred && seq.offset == self.size,
+        }
     }
 
     /// The first chunk that the running hash has not covered yet, if the hash
@@ -80,6 +139,9 @@ impl UploadRecord {
     /// How many bytes from the start of the file have arrived with no gap:
     /// where a client that sends the file in order (a tus client) goes on.
     pub fn received_offset(&self) -> u64 {
+        if let Some(seq) = &self.sequential {
+            return seq.offset;
+        }
         (0..self.chunk_count())
             .find(|&i| !self.received.contains(i))
             .map_or(self.size, |i| self.chunk_range(i).0)
@@ -147,7 +209,7 @@ impl UploadView {
             chunk_size: r.chunk_size,
             chunk_count: r.chunk_count(),
             status: r.status,
-            received_chunks: r.received.count(),
+            received_chunks: r.received_chunks(),
             bytes_received: r.bytes_received,
             missing_chunks: r.missing_chunks(),
             sha256: r.expected_sha256.clone(),

@@ -743,3 +743,65 @@ async fn nginx_streams_chunks_survives_a_killed_instance_and_refuses_oversized_o
     })
     .await
 }
+
+/// A tus client with no special settings, through the shipped config: a
+/// first PATCH larger than any chunk location would let through (tus
+/// clients send a whole file in one PATCH by default), the rest in pieces
+/// that nginx spreads over the instances sharing Redis.
+#[tokio::test]
+async fn a_tus_upload_goes_through_nginx_across_instances() {
+    bounded_for(NGINX_TEST_TIMEOUT, async {
+        let c = Cluster::start().await;
+        let data = test_data(70 * 1024 * 1024 + 3 * 1000, 77);
+        let tus = |req: reqwest::RequestBuilder| req.header("tus-resumable", "1.0.0");
+        let created = tus(c.client.post(c.nginx.url("/files/")))
+            .header("upload-length", data.len())
+            .header("upload-metadata", "filename dHVzLmJpbg==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let location = created.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            location.starts_with(&c.nginx.origin()),
+            "Location points at nginx: {location}"
+        );
+        let mut offset = 0;
+        let first = data.len() - 3000;
+        for end in [first, first + 1000, first + 2000, data.len()] {
+            let resp = tus(c.client.patch(&location))
+                .header("upload-offset", offset)
+                .header("content-type", "application/offset+octet-stream")
+                .body(data[offset..end].to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 204, "PATCH at {offset}");
+            assert_eq!(resp.headers()["upload-offset"], end.to_string().as_str());
+            assert_eq!(resp.headers()["tus-resumable"], "1.0.0");
+            offset = end;
+        }
+        let id = location.rsplit('/').next().unwrap();
+        let done = expect_json(
+            c.client
+                .get(c.nginx.url(&format!("/api/v1/uploads/{id}")))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["filename"], "tus.bin");
+        assert_eq!(done["file"]["sha256"], sha256_hex(&data));
+        let file = c
+            .client
+            .get(c.nginx.url(&format!("/api/v1/files/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(file.status(), 200);
+        assert_eq!(sha256_hex(&file.bytes().await.unwrap()), sha256_hex(&data));
+    })
+    .await;
+}

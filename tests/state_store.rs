@@ -26,10 +26,10 @@ use tranche::clock::Clock;
 use tranche::config::Durability;
 use tranche::hashing::HashState;
 use tranche::state::{
-    ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, Rate, RedisStore, StateStore,
-    Store, Update,
+    ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, OffsetMark, Rate, RedisStore,
+    StateStore, Store, Update,
 };
-use tranche::upload::{ChunkSet, Failure, FileInfo, Status, UploadRecord};
+use tranche::upload::{ChunkSet, Concat, Failure, FileInfo, Sequential, Status, UploadRecord};
 use uuid::Uuid;
 
 use helpers::{Backend, RedisServer};
@@ -129,6 +129,9 @@ conformance!(
     a_rate_bucket_allows_its_burst_then_says_how_long_to_wait,
     a_rate_bucket_is_never_overdrawn_by_racing_takers,
     a_rate_bucket_refills_with_time,
+    an_offset_moves_only_from_where_it_stands,
+    a_deferred_length_is_set_once_and_bounds_the_offset,
+    of_racing_moves_from_one_offset_exactly_one_wins,
 );
 
 const CHUNK: u64 = 1024;
@@ -155,6 +158,35 @@ fn record(clock: &Clock, size: u64) -> UploadRecord {
         failure: None,
         idempotency_key: None,
         retention_ms: None,
+        sequential: None,
+    }
+}
+
+/// A new upload written in order (a tus upload) of `size` bytes, or of a
+/// length not known yet.
+fn sequential(clock: &Clock, size: Option<u64>) -> UploadRecord {
+    UploadRecord {
+        sequential: Some(Sequential {
+            length_deferred: size.is_none(),
+            raw_metadata: Some("filename YS5iaW4=,empty ,flag".into()),
+            concat: Some(Concat::Partial),
+            creator: Some("token".into()),
+            ..Sequential::default()
+        }),
+        ..record(clock, size.unwrap_or(0))
+    }
+}
+
+/// Bytes `from..to` of a sequential upload as written now (setting its
+/// length to `length`).
+fn moved(clock: &Clock, from: u64, to: u64, length: Option<u64>) -> OffsetMark {
+    let now = clock.now_ms();
+    OffsetMark {
+        from,
+        to,
+        length,
+        now_ms: now,
+        expires_at: now + 2 * TTL_MS,
     }
 }
 
@@ -1092,6 +1124,178 @@ async fn a_rate_bucket_refills_with_time(s: Subject) {
 
 /// Asks `attempt` until it gives something: at once with the embedded store,
 /// whose time the test moved; within a bounded poll on Redis's own clock.
+async fn an_offset_moves_only_from_where_it_stands(s: Subject) {
+    let rec = sequential(&s.clock, Some(3000));
+    insert(&s, &rec).await;
+    let read = get(&s, rec.id).await;
+    assert_eq!(read.sequential, rec.sequential, "read back as written");
+    assert_eq!(read.size, 3000);
+
+    let first = moved(&s.clock, 0, 1000, None);
+    let slid_to = first.expires_at;
+    let after = done(s.store.advance_offset(rec.id, first).await.unwrap());
+    assert_eq!(after.received_offset(), 1000);
+    assert_eq!(after.bytes_received, 1000);
+    assert_eq!(after.expires_at, slid_to, "the expiry slides");
+    // From anywhere but where it stands, or past the length: refused.
+    let stale = rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 0, 500, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(stale.received_offset(), 1000);
+    rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 1000, 3001, None))
+            .await
+            .unwrap(),
+    );
+    rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 1000, 900, None))
+            .await
+            .unwrap(),
+    );
+    rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 1000, 2000, Some(2500)))
+            .await
+            .unwrap(),
+    );
+    assert!(
+        matches!(
+            s.store.begin_assembly(rec.id).await.unwrap(),
+            Update::Rejected(_)
+        ),
+        "not every byte is there"
+    );
+    // The running hash never passes the offset.
+    let mut past = HashState::default();
+    past.update(&[1; 1001]);
+    assert!(!s.store.advance_hash(rec.id, 0, past).await.unwrap());
+
+    let whole = done(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 1000, 3000, Some(3000)))
+            .await
+            .unwrap(),
+    );
+    assert!(whole.is_fully_received());
+    assert_eq!(get(&s, rec.id).await.received_offset(), 3000);
+    assert_eq!(
+        done(s.store.begin_assembly(rec.id).await.unwrap()).status,
+        Status::Assembling
+    );
+    rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 3000, 3000, None))
+            .await
+            .unwrap(),
+    );
+
+    // An upload of chunks has no offset to move; an unknown one is not found.
+    let chunked = record(&s.clock, 10);
+    insert(&s, &chunked).await;
+    rejected(
+        s.store
+            .advance_offset(chunked.id, moved(&s.clock, 0, 5, None))
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        s.store
+            .advance_offset(Uuid::new_v4(), moved(&s.clock, 0, 5, None))
+            .await
+            .unwrap(),
+        Update::NotFound
+    ));
+    // Nor does an expired one.
+    let late = sequential(&s.clock, Some(10));
+    insert(&s, &late).await;
+    s.clock.advance(Duration::from_millis(TTL_MS as u64 + 1));
+    rejected(
+        s.store
+            .advance_offset(late.id, moved(&s.clock, 0, 5, None))
+            .await
+            .unwrap(),
+    );
+}
+
+async fn a_deferred_length_is_set_once_and_bounds_the_offset(s: Subject) {
+    let rec = sequential(&s.clock, None);
+    insert(&s, &rec).await;
+    let read = get(&s, rec.id).await;
+    assert!(read.sequential.as_ref().unwrap().length_deferred);
+    assert!(!read.is_fully_received());
+
+    let some = done(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 0, 700, None))
+            .await
+            .unwrap(),
+    );
+    assert!(some.sequential.as_ref().unwrap().length_deferred);
+    // A length shorter than what is there cannot be set.
+    rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 700, 700, Some(600)))
+            .await
+            .unwrap(),
+    );
+    let set = done(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 700, 800, Some(1000)))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(set.size, 1000);
+    assert!(!set.sequential.as_ref().unwrap().length_deferred);
+    let read = get(&s, rec.id).await;
+    assert_eq!((read.size, read.received_offset()), (1000, 800));
+    assert!(!read.sequential.as_ref().unwrap().length_deferred);
+    // Once set, it stays.
+    rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 800, 900, Some(900)))
+            .await
+            .unwrap(),
+    );
+    rejected(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 800, 1001, None))
+            .await
+            .unwrap(),
+    );
+    let whole = done(
+        s.store
+            .advance_offset(rec.id, moved(&s.clock, 800, 1000, None))
+            .await
+            .unwrap(),
+    );
+    assert!(whole.is_fully_received());
+}
+
+async fn of_racing_moves_from_one_offset_exactly_one_wins(s: Subject) {
+    let rec = sequential(&s.clock, Some(100));
+    insert(&s, &rec).await;
+    let moves = (1..=8u64).map(|n| {
+        let store = s.store.clone();
+        let mark = moved(&s.clock, 0, n * 10, None);
+        async move { store.advance_offset(rec.id, mark).await.unwrap() }
+    });
+    let outcomes = futures::future::join_all(moves).await;
+    let won: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|u| match u {
+            Update::Done(r) => Some(r.received_offset()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one move applies: {outcomes:?}");
+    assert_eq!(get(&s, rec.id).await.received_offset(), won[0]);
+}
+
 async fn until_some<T, E: std::fmt::Debug, F>(attempt: impl Fn() -> F) -> T
 where
     F: std::future::Future<Output = Result<Option<T>, E>>,

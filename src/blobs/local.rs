@@ -27,9 +27,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::blobs::{
-    ByteStore, ByteStream, FileMeta, PartEntry, StorageError, WriteError, WrittenChunk,
+    ByteStore, ByteStream, FileMeta, PartEntry, StorageError, WriteError, WriteOptions,
+    WrittenChunk,
 };
-use crate::hashing::HashState;
+use crate::hashing::{Algorithm, HashState, Hasher};
 
 /// The most body bytes gathered before a hand-off to the blocking pool. At
 /// most two batches are held per request (one filling, one being written), so
@@ -143,20 +144,20 @@ impl ByteStore for LocalDisk {
         blocking(move || remove_counting(&path)).await
     }
 
-    /// Streams one chunk body into the part file at `offset`. The body's own
-    /// buffers are written as they come (no copy), gathered into batches of up
-    /// to [`BATCH_SIZE`]: while one batch is written on the blocking pool, the
-    /// next fills from the socket, so a request holds at most two batches. The
-    /// body must be exactly `expected` bytes. With `chunk_digest`, the chunk's
-    /// own SHA-256 is computed from the same buffers. With `sync`, the bytes
-    /// are on disk when this returns Ok.
+    /// Streams a body into the part file at `offset`. The body's own buffers
+    /// are written as they come (no copy), gathered into batches of up to
+    /// [`BATCH_SIZE`]: while one batch is written on the blocking pool, the
+    /// next fills from the socket, so a request holds at most two batches.
+    /// A digest asked for is computed from the same buffers. With `sync`, the
+    /// bytes are on disk when this returns Ok (or, keeping a cut-off body's
+    /// bytes, when it returns `Incomplete`).
     async fn write_at<S, E>(
         &self,
         id: Uuid,
         offset: u64,
         expected: u64,
         mut body: S,
-        chunk_digest: bool,
+        opts: WriteOptions,
     ) -> Result<WrittenChunk, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -168,12 +169,13 @@ impl ByteStore for LocalDisk {
         })
         .await?;
 
-        let mut hasher = chunk_digest.then(Sha256::new);
+        let mut hasher = opts.digest.map(Algorithm::hasher);
         let mut batch: Vec<Bytes> = Vec::new();
         let mut batch_len = 0usize;
-        let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Option<Sha256>>>> = None;
+        let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Option<Hasher>>>> = None;
         let mut received: u64 = 0;
         let mut written: u64 = 0;
+        let mut cut = false;
 
         loop {
             // Take what the socket has already delivered; when it has nothing
@@ -185,9 +187,15 @@ impl ByteStore for LocalDisk {
                 None if batch_len > 0 => (None, true),
                 None => (body.next().await, false),
             };
-            let end = item.is_none() && !idle;
+            let mut end = item.is_none() && !idle;
             match item {
                 None => {}
+                Some(Err(_)) if opts.keep_partial => {
+                    // What arrived is written and made durable below, then
+                    // reported: the caller counts it.
+                    cut = true;
+                    end = true;
+                }
                 Some(Err(_)) => {
                     // Let the write in flight finish so nothing touches the file later.
                     if let Some(job) = in_flight.take() {
@@ -243,25 +251,64 @@ impl ByteStore for LocalDisk {
         if let Some(job) = in_flight.take() {
             hasher = join(job).await?;
         }
-        if received < expected {
+        if received < expected && !cut && !opts.at_most {
             return Err(WriteError::TooShort { received, expected });
         }
         debug_assert_eq!(written, received);
-        if self.sync && expected > 0 {
-            // The chunk counts only once its bytes are on disk: the store's
-            // record must never point at bytes a crash could lose.
+        if self.sync && received > 0 {
+            // Bytes count only once they are on disk: the store's record
+            // must never point at bytes a crash could lose.
             let file = file.clone();
             let started = std::time::Instant::now();
             blocking(move || file.sync_data().map_err(StorageError::from)).await?;
             tracing::debug!(
                 sync_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "chunk synced"
+                "write synced"
             );
+        }
+        if cut {
+            return Err(WriteError::Incomplete { received, expected });
         }
         Ok(WrittenChunk {
             len: received,
-            chunk_sha256: hasher.map(|h| h.finalize().into()),
+            digest: hasher.map(Hasher::finalize),
         })
+    }
+
+    /// Copies with `std::io::copy`, which on Linux lets the kernel move the
+    /// bytes (`copy_file_range`): no trip through user space, and on file
+    /// systems that share extents (XFS, Btrfs) possibly no copy at all.
+    async fn copy_part(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), StorageError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (src, dest) = (self.part_path(from), self.part_path(to));
+        let sync = self.sync;
+        blocking(move || {
+            let open = |r: io::Result<File>| match r {
+                Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::PartMissing),
+                other => Ok(other?),
+            };
+            let src = open(File::open(&src))?;
+            let mut dest = open(OpenOptions::new().write(true).open(&dest))?;
+            dest.seek(SeekFrom::Start(offset))?;
+            let copied = io::copy(&mut src.take(len), &mut dest)?;
+            if copied < len {
+                return Err(StorageError::Io(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    format!("the part holds {copied} of the {len} bytes to copy"),
+                )));
+            }
+            if sync {
+                dest.sync_data()?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Extends `state` over the part file's bytes up to offset `until`, reading

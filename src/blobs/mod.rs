@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::Stream;
 use uuid::Uuid;
 
-use crate::hashing::HashState;
+use crate::hashing::{Algorithm, HashState};
 
 pub use local::LocalDisk;
 
@@ -50,8 +50,22 @@ pub enum WriteError {
 #[derive(Debug)]
 pub struct WrittenChunk {
     pub len: u64,
-    /// The SHA-256 of the bytes written, when it was asked for.
-    pub chunk_sha256: Option<[u8; 32]>,
+    /// The digest of the bytes written, when one was asked for.
+    pub digest: Option<Vec<u8>>,
+}
+
+/// How [`ByteStore::write_at`] treats its body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Also compute this digest of the bytes written.
+    pub digest: Option<Algorithm>,
+    /// The length is the most the body may carry, not what it must: a body
+    /// that ends early is fine (a write that goes on from where it ends).
+    pub at_most: bool,
+    /// A body cut off keeps what arrived: those bytes are written (durably,
+    /// when the store is) and reported by [`WriteError::Incomplete`], so the
+    /// caller may count them. Otherwise they are left for the caller to ignore.
+    pub keep_partial: bool,
 }
 
 /// A completed file's length and modification time, for downloads.
@@ -87,22 +101,34 @@ pub trait ByteStore {
     /// reported now ([`StorageError::NoSpace`]) rather than mid-upload.
     async fn create(&self, id: Uuid, size: u64) -> Result<(), StorageError>;
 
-    /// Streams `body`, which must be exactly `len` bytes, into upload `id` at
-    /// `offset`, holding bounded memory whatever `len` is. With
-    /// `chunk_digest`, also returns the SHA-256 of those bytes. When the
-    /// store is durable, the bytes are on stable storage when this returns
-    /// Ok; on Err, bytes of the range may have been written, but the caller
-    /// does not count them.
+    /// Streams `body`, which must be exactly `len` bytes (at most, with
+    /// `opts.at_most`), into upload `id` at `offset`, holding bounded memory
+    /// whatever `len` is; with `opts.digest`, also returns the digest of
+    /// those bytes. When the store is durable, the bytes are on stable
+    /// storage when this returns Ok; on Err, bytes of the range may have
+    /// been written, but the caller does not count them, except those that
+    /// `WriteError::Incomplete` reports under `opts.keep_partial`.
     async fn write_at<S, E>(
         &self,
         id: Uuid,
         offset: u64,
         len: u64,
         body: S,
-        chunk_digest: bool,
+        opts: WriteOptions,
     ) -> Result<WrittenChunk, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin;
+
+    /// Copies the first `len` bytes of upload `from` into upload `to` at
+    /// `offset` (durably, when the store is): how a concatenation's final
+    /// upload gets its partial uploads' bytes.
+    async fn copy_part(
+        &self,
+        from: Uuid,
+        to: Uuid,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), StorageError>;
 
     /// Extends `state` over upload `id`'s bytes up to offset `until` (from
     /// the completed file if the upload was published meanwhile).
@@ -185,6 +211,11 @@ pub mod conformance {
     }
 
     pub async fn check(store: &impl ByteStore) {
+        let exact = WriteOptions::default();
+        let sha256 = WriteOptions {
+            digest: Some(Algorithm::Sha256),
+            ..exact
+        };
         let id = Uuid::new_v4();
         let data: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
         store.create(id, 300).await.unwrap();
@@ -192,13 +223,13 @@ pub mod conformance {
 
         // Writes at offsets, in any order, in pieces; each says its digest.
         let w = store
-            .write_at(id, 200, 100, body(&[&data[200..250], &data[250..]]), true)
+            .write_at(id, 200, 100, body(&[&data[200..250], &data[250..]]), sha256)
             .await
             .unwrap();
         assert_eq!(w.len, 100);
-        assert_eq!(w.chunk_sha256, Some(Sha256::digest(&data[200..]).into()));
+        assert_eq!(w.digest, Some(Sha256::digest(&data[200..]).to_vec()));
         store
-            .write_at(id, 0, 200, body(&[&data[..200]]), false)
+            .write_at(id, 0, 200, body(&[&data[..200]]), exact)
             .await
             .unwrap();
         assert_eq!(
@@ -207,9 +238,9 @@ pub mod conformance {
         );
 
         // Bodies of the wrong length, or cut off, are errors.
-        let long = store.write_at(id, 0, 10, body(&[&[0u8; 11]]), false).await;
+        let long = store.write_at(id, 0, 10, body(&[&[0u8; 11]]), exact).await;
         assert!(matches!(long, Err(WriteError::TooLong { expected: 10 })));
-        let short = store.write_at(id, 0, 10, body(&[&[0u8; 9]]), false).await;
+        let short = store.write_at(id, 0, 10, body(&[&[0u8; 9]]), exact).await;
         assert!(matches!(
             short,
             Err(WriteError::TooShort {
@@ -221,16 +252,52 @@ pub mod conformance {
             Ok(Bytes::from_static(b"abc")),
             Err(io::Error::other("cut")),
         ]);
-        let cut = store.write_at(id, 0, 10, cut, false).await;
+        let cut = store.write_at(id, 0, 10, cut, exact).await;
         assert!(matches!(
             cut,
             Err(WriteError::Incomplete { received: 3, .. })
         ));
+        // A body that may end early is fine short; one that keeps what
+        // arrived stores the bytes before the cut.
+        let up_to = WriteOptions {
+            at_most: true,
+            keep_partial: true,
+            ..exact
+        };
+        let w = store.write_at(id, 0, 10, body(&[b"xyz"]), up_to).await;
+        assert_eq!(w.unwrap().len, 3);
+        let cut = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"kept")),
+            Err(io::Error::other("cut")),
+        ]);
+        let cut = store.write_at(id, 0, 10, cut, up_to).await;
+        assert!(matches!(
+            cut,
+            Err(WriteError::Incomplete { received: 4, .. })
+        ));
+        assert_eq!(
+            store.hash_range(id, 0, 4).await.unwrap(),
+            <[u8; 32]>::from(Sha256::digest(b"kept"))
+        );
         // Rewrite what those attempts may have touched, as a client resends.
         store
-            .write_at(id, 0, 200, body(&[&data[..200]]), false)
+            .write_at(id, 0, 200, body(&[&data[..200]]), exact)
             .await
             .unwrap();
+
+        // One upload's bytes copied into another, at an offset.
+        let whole = Uuid::new_v4();
+        store.create(whole, 400).await.unwrap();
+        store.copy_part(id, whole, 100, 300).await.unwrap();
+        assert_eq!(
+            store.hash_range(whole, 100, 300).await.unwrap(),
+            <[u8; 32]>::from(Sha256::digest(&data))
+        );
+        assert!(matches!(
+            store.copy_part(Uuid::new_v4(), whole, 0, 1).await,
+            Err(StorageError::PartMissing)
+        ));
+        store.remove(whole).await.unwrap();
 
         // The running hash extends over stored bytes, in steps.
         let mut state = HashState::default();
@@ -272,7 +339,7 @@ pub mod conformance {
 
         // Unknown uploads and files.
         let other = Uuid::new_v4();
-        let w = store.write_at(other, 0, 1, body(&[b"x"]), false).await;
+        let w = store.write_at(other, 0, 1, body(&[b"x"]), exact).await;
         assert!(matches!(
             w,
             Err(WriteError::Storage(StorageError::PartMissing))

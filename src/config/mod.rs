@@ -15,11 +15,13 @@ mod auth;
 mod cors;
 mod limits;
 mod proxies;
+mod tus;
 
 pub use auth::AuthSettings;
 pub use cors::CorsSettings;
 pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;
+pub use tus::TusSettings;
 
 /// Upper bound on chunks per upload. It keeps the received-chunk bitmap small
 /// (1.25 KiB) so that recording a chunk stays cheap in every store; a wish that
@@ -101,6 +103,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub rate_limit: RateLimitSettings,
+    /// The tus 1.0 front end.
+    pub tus: TusSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +190,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             limits: LimitSettings::default(),
             rate_limit: RateLimitSettings::default(),
+            tus: TusSettings::default(),
         }
     }
 }
@@ -256,6 +261,9 @@ impl Settings {
                 "chunk_size",
                 "must lie between min_chunk_size and max_chunk_size",
             );
+        }
+        if let Err(problem) = self.tus.validate() {
+            return invalid("tus.path", &problem);
         }
         if self.upload_ttl.is_zero() {
             return invalid("upload_ttl", "must be longer than zero");

@@ -14,6 +14,9 @@ const CATCH_UP_STEP: u64 = 64 << 20;
 /// Whether the chunk after the hashed prefix has arrived, so the running hash
 /// can move on by reading it back.
 pub(super) fn needs_catch_up(rec: &UploadRecord) -> bool {
+    if let Some(seq) = &rec.sequential {
+        return rec.hash.len() < seq.offset;
+    }
     let next = rec.hash_frontier();
     rec.hash.len() < rec.size && next < rec.chunk_count() && rec.received.contains(next)
 }
@@ -48,6 +51,18 @@ pub fn spawn_catch_up(ctx: &AppContext, id: Uuid) {
     });
 }
 
+/// Where the run of received chunks after the hashed prefix (`from`) ends,
+/// up to a step.
+fn received_run(rec: &UploadRecord, from: u64) -> u64 {
+    let mut next = rec.hash_frontier();
+    let mut until = from;
+    while next < rec.chunk_count() && rec.received.contains(next) && until - from < CATCH_UP_STEP {
+        until = rec.chunk_range(next).1;
+        next += 1;
+    }
+    until
+}
+
 async fn catch_up(ctx: &AppContext, id: Uuid) -> anyhow::Result<()> {
     loop {
         let Some(rec) = ctx.store.get_upload(id).await? else {
@@ -56,17 +71,12 @@ async fn catch_up(ctx: &AppContext, id: Uuid) -> anyhow::Result<()> {
         if rec.status != Status::Uploading || !needs_catch_up(&rec) {
             return Ok(());
         }
-        // Hash the run of received chunks after the prefix, up to a step.
-        let mut next = rec.hash_frontier();
         let from = rec.hash.len();
-        let mut until = from;
-        while next < rec.chunk_count()
-            && rec.received.contains(next)
-            && until - from < CATCH_UP_STEP
-        {
-            until = rec.chunk_range(next).1;
-            next += 1;
-        }
+        let until = match &rec.sequential {
+            // Written in order: everything before the offset, up to a step.
+            Some(seq) => seq.offset.min(from + CATCH_UP_STEP),
+            None => received_run(&rec, from),
+        };
         let state = ctx.storage.hash_until(id, rec.hash.clone(), until).await?;
         // Someone else may have moved the hash on meanwhile; then reload and retry.
         ctx.store.advance_hash(id, from, state).await?;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::Stream;
 use uuid::Uuid;
 
-use crate::blobs::{ByteStore, StorageError, WriteError};
+use crate::blobs::{ByteStore, StorageError, WriteError, WriteOptions};
 use crate::config::ChunkDigest;
 use crate::context::AppContext;
 use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
@@ -19,6 +19,7 @@ use crate::core::live::{check_live, status_conflict, store_error};
 use crate::core::write::{gone_meanwhile, write_range};
 use crate::core::{Error, LEASE_TTL};
 use crate::guards::limits::{idle_limited, BodyError};
+use crate::hashing::Algorithm;
 use crate::state::{ChunkMark, StateStore, Update};
 use crate::upload::{Status, UploadRecord};
 use crate::wire::ChunkAnswer;
@@ -141,6 +142,9 @@ where
     }
     let want_chunk_hash = digest.requested || ctx.settings.chunk_digest == ChunkDigest::Always;
 
+    if rec.sequential.is_some() {
+        return Err(Error::NotChunked(id.to_string()));
+    }
     if rec.received.contains(index) {
         // Already stored: never rewrite counted bytes (a cut-off resend would
         // corrupt them). The resend must carry the same bytes: a client whose
@@ -159,30 +163,34 @@ where
         return Ok(chunk_answer(&rec, index, expected, chunk_sha));
     }
 
+    let opts = WriteOptions {
+        digest: want_chunk_hash.then_some(Algorithm::Sha256),
+        ..WriteOptions::default()
+    };
     let started = Instant::now();
-    let written =
-        match write_range(ctx, &rec, start, expected, body, want_chunk_hash, guard).await? {
-            Ok(w) => w,
-            Err(WriteError::TooLong { expected }) => {
-                return Err(Error::ChunkTooLong { index, expected })
-            }
-            Err(WriteError::TooShort { received, expected }) => {
-                return Err(Error::ChunkTooShort {
-                    index,
-                    expected,
-                    actual: received,
-                })
-            }
-            Err(WriteError::Incomplete { received, expected }) => {
-                return Err(Error::BodyIncomplete {
-                    index,
-                    received,
-                    expected,
-                })
-            }
-            Err(WriteError::Storage(e)) => return Err(e.into()),
-        };
-    let chunk_sha = check_digest(digest.sha256, written.chunk_sha256)?;
+    let written = match write_range(ctx, &rec, start, expected, body, opts, guard).await? {
+        Ok(w) => w,
+        Err(WriteError::TooLong { expected }) => {
+            return Err(Error::ChunkTooLong { index, expected })
+        }
+        Err(WriteError::TooShort { received, expected }) => {
+            return Err(Error::ChunkTooShort {
+                index,
+                expected,
+                actual: received,
+            })
+        }
+        Err(WriteError::Incomplete { received, expected }) => {
+            return Err(Error::BodyIncomplete {
+                index,
+                received,
+                expected,
+            })
+        }
+        Err(WriteError::Storage(e)) => return Err(e.into()),
+    };
+    let sha256 = written.digest.and_then(|d| <[u8; 32]>::try_from(d).ok());
+    let chunk_sha = check_digest(digest.sha256, sha256)?;
     let now = ctx.clock.now_ms();
     let mark = ChunkMark {
         index,

@@ -11,7 +11,7 @@ use crate::core::Error;
 use crate::guards::limits::content;
 use crate::hashing::HashState;
 use crate::state::{IdempotencyRecord, Insert, StateStore};
-use crate::upload::{ChunkSet, Status, UploadRecord};
+use crate::upload::{ChunkSet, Sequential, Status, UploadRecord};
 use crate::wire::{CreateRequest, UploadView};
 use std::time::Duration;
 use uuid::Uuid;
@@ -46,42 +46,9 @@ async fn create_answer(
     limit: Option<&UseLimit>,
     max_retention: Option<Duration>,
 ) -> Result<serde_json::Value, Error> {
-    let s = &ctx.settings;
-    let retention = retention(req.retention, s.retention, max_retention)?;
     let request_digest = request_digest(&req);
-    let filename = validate_filename(&req.filename)?;
-    if req.size > s.max_file_size.0 {
-        return Err(Error::FileTooLarge {
-            size: req.size,
-            max: s.max_file_size.0,
-        });
-    }
-    let content_type = match req.content_type.as_deref() {
-        None | Some("") => "application/octet-stream".to_string(),
-        Some(ct) => validate_content_type(ct)?,
-    };
-    content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
-    let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
-    let now = ctx.clock.now_ms();
-    let record = UploadRecord {
-        id: Uuid::new_v4(),
-        filename,
-        size: req.size,
-        content_type,
-        expected_sha256,
-        chunk_size: s.chunk_size_for(req.size, req.chunk_size),
-        metadata: req.metadata.unwrap_or_default(),
-        status: Status::Uploading,
-        received: ChunkSet::default(),
-        bytes_received: 0,
-        hash: HashState::default(),
-        created_at: now,
-        expires_at: now + s.upload_ttl.as_millis() as i64,
-        file: None,
-        failure: None,
-        idempotency_key: idempotency_key.clone(),
-        retention_ms: retention.map(|r| r.as_millis() as i64),
-    };
+    let mut record = new_record(ctx, req, max_retention)?;
+    record.idempotency_key = idempotency_key.clone();
     let Some(key) = idempotency_key else {
         return start(ctx, &record, None, limit).await;
     };
@@ -101,6 +68,78 @@ async fn create_answer(
     let result = guard.hold_while(work).await.and_then(|r| r);
     guard.release().await;
     result
+}
+
+/// Starts an upload written in order from its start (a tus upload): the
+/// same checks, limits and record as [`create`], its progress an offset.
+/// With `sequential.length_deferred`, `req.size` is ignored (0 until a
+/// write sets the length).
+pub async fn create_sequential(
+    ctx: &AppContext,
+    mut req: CreateRequest,
+    sequential: Sequential,
+    limit: Option<&UseLimit>,
+    max_retention: Option<Duration>,
+) -> Result<UploadRecord, Error> {
+    let deferred = sequential.length_deferred;
+    if deferred {
+        req.size = 0;
+    }
+    let mut record = new_record(ctx, req, max_retention)?;
+    if deferred {
+        // Chunks only describe the upload in views; sized for the largest
+        // file it may become, they stay within the chunk count's bound.
+        record.chunk_size = ctx
+            .settings
+            .chunk_size_for(ctx.settings.max_file_size.0, None);
+    }
+    record.sequential = Some(sequential);
+    start(ctx, &record, None, limit).await?;
+    Ok(record)
+}
+
+/// A new upload's record, from a create request checked against the settings.
+fn new_record(
+    ctx: &AppContext,
+    req: CreateRequest,
+    max_retention: Option<Duration>,
+) -> Result<UploadRecord, Error> {
+    let s = &ctx.settings;
+    let retention = retention(req.retention, s.retention, max_retention)?;
+    let filename = validate_filename(&req.filename)?;
+    if req.size > s.max_file_size.0 {
+        return Err(Error::FileTooLarge {
+            size: req.size,
+            max: s.max_file_size.0,
+        });
+    }
+    let content_type = match req.content_type.as_deref() {
+        None | Some("") => "application/octet-stream".to_string(),
+        Some(ct) => validate_content_type(ct)?,
+    };
+    content::check_allowed(&s.limits.allowed_content_types, &content_type)?;
+    let expected_sha256 = req.sha256.as_deref().map(validate_sha256).transpose()?;
+    let now = ctx.clock.now_ms();
+    Ok(UploadRecord {
+        id: Uuid::new_v4(),
+        filename,
+        size: req.size,
+        content_type,
+        expected_sha256,
+        chunk_size: s.chunk_size_for(req.size, req.chunk_size),
+        metadata: req.metadata.unwrap_or_default(),
+        status: Status::Uploading,
+        received: ChunkSet::default(),
+        bytes_received: 0,
+        hash: HashState::default(),
+        created_at: now,
+        expires_at: now + s.upload_ttl.as_millis() as i64,
+        file: None,
+        failure: None,
+        idempotency_key: None,
+        retention_ms: retention.map(|r| r.as_millis() as i64),
+        sequential: None,
+    })
 }
 
 /// Starts the upload `record`: takes a `max_uploads` use if there is a limit,

@@ -58,6 +58,24 @@ pub enum Error {
     },
     #[error("chunk {index} is being written by another request; retry when it has finished")]
     ChunkInProgress { index: u64 },
+    #[error("upload {0} is being written by another request; retry when it has finished")]
+    UploadLocked(String),
+    #[error("the upload stands at offset {expected}, not {actual}; ask for its offset (HEAD) and resume from there")]
+    OffsetMismatch { expected: u64, actual: u64 },
+    #[error(
+        "these bytes would pass the upload's length of {length} bytes; nothing of them was kept"
+    )]
+    BeyondLength { length: u64 },
+    #[error("the {algorithm} checksum of the bytes is {actual}, not {expected} as announced; nothing of them was kept, send them again")]
+    ChecksumMismatch {
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("upload {0} is written at an offset, in order (tus), not in chunks")]
+    NotChunked(String),
+    #[error("upload {0} takes chunks (API v1), not writes at an offset")]
+    NotSequential(String),
     #[error("chunk {index} was already received with different bytes; if the file changed, abort this upload and start a new one")]
     ChunkConflict { index: u64 },
     #[error(
@@ -133,6 +151,11 @@ impl Error {
             Error::UploadFailed { .. } => "upload_failed",
             Error::ChunkInProgress { .. } => "chunk_in_progress",
             Error::ChunkConflict { .. } => "chunk_conflict",
+            Error::UploadLocked(_) => "upload_locked",
+            Error::OffsetMismatch { .. } => "offset_mismatch",
+            Error::BeyondLength { .. } => "beyond_length",
+            Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::NotChunked(_) | Error::NotSequential(_) => "wrong_protocol",
             Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::CreateInProgress => "create_in_progress",
             Error::Unauthorized(_) | Error::InvalidCredentials(_) => "unauthorized",

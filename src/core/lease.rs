@@ -48,6 +48,7 @@ impl LeaseGuard {
                 Err(match &lease.of {
                     LeaseOf::Chunk { index, .. } => Error::ChunkInProgress { index: *index },
                     LeaseOf::Create(_) => Error::CreateInProgress,
+                    LeaseOf::Append(upload) => Error::UploadLocked(upload.to_string()),
                     LeaseOf::Complete(upload) => Error::UploadAssembling(upload.to_string()),
                 })
             }

@@ -1,15 +1,18 @@
 //! The upload's life, as plain functions over [`AppContext`]: create, write
-//! chunks, complete (assemble), abort, delete the file, and the bookkeeping between them
-//! (idempotency, quotas, leases, the running hash). Nothing here knows HTTP:
-//! errors are [`Error`]s with stable codes, and each front end (`http::v1`
-//! today) turns calls and answers into its protocol.
+//! chunks (API v1) or write at an offset (`append`: tus), concatenate,
+//! complete (assemble), abort, delete the file, and the bookkeeping between
+//! them (idempotency, quotas, leases, the running hash). Nothing here knows
+//! HTTP: errors are [`Error`]s with stable codes, and each front end
+//! (`http::v1`, `http::tus`) turns calls and answers into its protocol.
 //!
 //! [`AppContext`]: crate::context::AppContext
 
 mod abort;
+mod append;
 mod catch_up;
 mod chunks;
 mod complete;
+mod concat;
 mod create;
 mod delete;
 mod error;
@@ -24,10 +27,12 @@ mod write;
 use std::time::Duration;
 
 pub use abort::abort;
+pub use append::{append, Append};
 pub use catch_up::spawn_catch_up;
 pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};
-pub use create::create;
+pub use concat::concatenate;
+pub use create::{create, create_sequential};
 pub use delete::{delete_file, file_deleted, Deletion};
 pub use error::Error;
 pub use files::{completed_file, read_file};

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
-use crate::blobs::{ByteStore, StorageError, WriteError, WrittenChunk};
+use crate::blobs::{ByteStore, StorageError, WriteError, WriteOptions, WrittenChunk};
 use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{load_live, status_conflict};
@@ -29,7 +29,7 @@ pub(super) async fn write_range<S>(
     offset: u64,
     len: u64,
     body: S,
-    chunk_digest: bool,
+    opts: WriteOptions,
     guard: &LeaseGuard,
 ) -> Result<Result<WrittenChunk, WriteError>, Error>
 where
@@ -47,7 +47,7 @@ where
     // task once the range is recorded (see `catch_up`): hashed inline,
     // SHA-256 (~1.1 GB/s on one core) would set the pace of every write; in
     // the background it overlaps with the next one's transfer.
-    let write = ctx.storage.write_at(id, offset, len, body, chunk_digest);
+    let write = ctx.storage.write_at(id, offset, len, body, opts);
     match guard.hold_while(write).await? {
         Err(WriteError::Storage(StorageError::PartMissing)) => Err(gone_meanwhile(ctx, id).await),
         other => Ok(other),

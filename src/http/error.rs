@@ -24,6 +24,8 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("the file does not meet the request's If-Match or If-Unmodified-Since condition (it changed, or the tag is wrong); read its current ETag with HEAD")]
     PreconditionFailed,
+    #[error("this server speaks tus 1.0.0; send Tus-Resumable: 1.0.0")]
+    TusVersion,
     #[error("the range selects none of the file's {size} bytes; ask for a range that starts below {size}, or send no Range for the whole file")]
     RangeNotSatisfiable { size: u64 },
 }
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PreconditionFailed => "precondition_failed",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::TusVersion => "tus_version_unsupported",
         }
     }
 
@@ -88,9 +91,15 @@ impl ApiError {
             }
             Error::DigestMismatch {
                 expected, actual, ..
+            }
+            | Error::ChecksumMismatch {
+                expected, actual, ..
             } => {
                 m.insert("expected".into(), json!(expected));
                 m.insert("actual".into(), json!(actual));
+            }
+            Error::OffsetMismatch { expected, .. } => {
+                m.insert("offset".into(), json!(expected));
             }
             Error::UploadFailed { code, .. } => {
                 m.insert("cause".into(), json!(code));
@@ -129,9 +138,19 @@ fn core_status(e: &Error) -> StatusCode {
         | Error::UploadFailed { .. }
         | Error::ChunkInProgress { .. }
         | Error::CreateInProgress
-        | Error::ChunkConflict { .. } => StatusCode::CONFLICT,
+        | Error::ChunkConflict { .. }
+        | Error::OffsetMismatch { .. }
+        | Error::NotChunked(_)
+        | Error::NotSequential(_) => StatusCode::CONFLICT,
+        Error::UploadLocked(_) => StatusCode::LOCKED,
+        // tus's own status for a checksum mismatch (its checksum extension).
+        Error::ChecksumMismatch { .. } => {
+            StatusCode::from_u16(460).expect("460 is a valid status code")
+        }
         Error::UploadExpired(_) | Error::UploadAborted(_) => StatusCode::GONE,
-        Error::FileTooLarge { .. } | Error::ChunkTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::FileTooLarge { .. } | Error::ChunkTooLong { .. } | Error::BeyondLength { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         Error::DigestMismatch { .. } | Error::IdempotencyKeyReused => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -149,6 +168,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::TusVersion => StatusCode::PRECONDITION_FAILED,
         }
     }
 
@@ -167,6 +187,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { allow, .. } => {
                 resp.insert_header((header::ALLOW, *allow));
             }
+            ApiError::TusVersion => {
+                resp.insert_header(("Tus-Version", "1.0.0"));
+            }
             ApiError::RangeNotSatisfiable { size } => {
                 // RFC 9110 §15.5.17: the length a client can build a valid range on.
                 resp.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
@@ -184,7 +207,7 @@ fn core_headers(e: &Error, resp: &mut actix_web::HttpResponseBuilder) {
         Error::StoreUnavailable(_) => {
             resp.insert_header((header::RETRY_AFTER, "2"));
         }
-        Error::ChunkInProgress { .. } | Error::CreateInProgress => {
+        Error::ChunkInProgress { .. } | Error::CreateInProgress | Error::UploadLocked(_) => {
             resp.insert_header((header::RETRY_AFTER, "1"));
         }
         Error::RateLimited { retry_after, .. } => {

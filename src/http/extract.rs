@@ -28,7 +28,7 @@ impl FromRequest for Access {
 /// The caller's rights, worked out once per request: a handler taking both
 /// [`Access`] and [`UploadId`] asks twice, and a token's signature is worth
 /// checking once.
-fn access(req: &HttpRequest) -> Result<Access, Error> {
+pub fn access(req: &HttpRequest) -> Result<Access, Error> {
     if let Some(access) = req.extensions().get::<Access>() {
         return Ok(access.clone());
     }

@@ -1,4 +1,4 @@
-//! The HTTP front end: API v1's routes and the service endpoints. Handlers
+//! The HTTP front ends: API v1's routes, tus 1.0's, and the service endpoints. Handlers
 //! are thin: they take what [`extract`] checked (credentials, the upload id),
 //! call [`crate::core`] and shape the answer; [`error`] is where every error
 //! becomes an answer. Only this layer, startup and telemetry know actix.
@@ -9,6 +9,7 @@ pub mod extract;
 pub mod forwarded;
 pub mod framing;
 pub mod service;
+pub mod tus;
 pub mod v1;
 
 use v1::{admin, files, uploads};
@@ -17,8 +18,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::http::error::ApiError;
 
-/// Routes and extractor settings.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Routes and extractor settings; the tus routes under `tus_scope`, if any.
+pub fn configure(cfg: &mut web::ServiceConfig, tus_scope: Option<&str>) {
+    if let Some(scope) = tus_scope {
+        tus::configure(cfg, scope);
+    }
     cfg.app_data(
         web::PathConfig::default()
             .error_handler(|err, _req| ApiError::invalid(format!("invalid path: {err}")).into()),

@@ -158,12 +158,29 @@ pub struct ChunkMark {
     pub expires_at: i64,
 }
 
+/// Bytes written in order at a sequential upload's offset, to be counted.
+#[derive(Debug, Clone)]
+pub struct OffsetMark {
+    /// The offset the write started at: the count moves only from there.
+    pub from: u64,
+    /// Where the bytes written end.
+    pub to: u64,
+    /// The upload's length, when this write sets it (it was deferred).
+    pub length: Option<u64>,
+    pub now_ms: i64,
+    /// The upload's new `expires_at` (sliding expiry).
+    pub expires_at: i64,
+}
+
 /// What a lease guards: one writer at a time for each. The store derives
 /// its key names from it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LeaseOf {
     /// Writing chunk `index` of an upload.
     Chunk { upload: Uuid, index: u64 },
+    /// Writing at a sequential upload's offset (one writer at a time: its
+    /// bytes go in order).
+    Append(Uuid),
     /// Assembling an upload.
     Complete(Uuid),
     /// Creating the upload of an Idempotency-Key (as scoped to its caller),
@@ -175,6 +192,7 @@ impl std::fmt::Display for LeaseOf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LeaseOf::Chunk { upload, index } => write!(f, "chunk {index} of {upload}"),
+            LeaseOf::Append(upload) => write!(f, "writing at the offset of {upload}"),
             LeaseOf::Complete(upload) => write!(f, "completion of {upload}"),
             LeaseOf::Create(key) => write!(f, "create with key {key}"),
         }
@@ -259,6 +277,12 @@ pub trait StateStore {
     /// `uploading` and not expired (else `Rejected`). Counting a chunk twice is
     /// a no-op apart from refreshing the expiry.
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError>;
+
+    /// Atomically and durably moves a sequential upload's offset from
+    /// `mark.from` to `mark.to` (setting its deferred length, if `mark`
+    /// carries one): only while it is `uploading`, not expired, stands at
+    /// `mark.from`, and `mark.to` does not pass its length (else `Rejected`).
+    async fn advance_offset(&self, id: Uuid, mark: OffsetMark) -> Result<Update, StoreError>;
 
     /// Compare-and-set of the running hash: replaces it with `to` only if it
     /// currently covers exactly `from_len` bytes. Returns whether it did.
@@ -414,6 +438,9 @@ impl StateStore for Store {
     }
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
         dispatch!(self, s => s.record_chunk(id, mark).await)
+    }
+    async fn advance_offset(&self, id: Uuid, mark: OffsetMark) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.advance_offset(id, mark).await)
     }
     async fn advance_hash(
         &self,

@@ -15,8 +15,38 @@ pub fn record_chunk(rec: &mut UploadRecord, mark: &ChunkMark) -> bool {
     true
 }
 
+pub fn advance_offset(rec: &mut UploadRecord, mark: &OffsetMark) -> bool {
+    if rec.status != Status::Uploading || rec.is_expired(mark.now_ms) {
+        return false;
+    }
+    let Some(seq) = rec.sequential.as_mut() else {
+        return false;
+    };
+    if seq.offset != mark.from || mark.to < mark.from {
+        return false;
+    }
+    let size = match (mark.length, seq.length_deferred) {
+        (Some(length), true) => length,
+        (Some(length), false) if length != rec.size => return false,
+        (_, true) => u64::MAX,
+        (_, false) => rec.size,
+    };
+    if mark.to > size {
+        return false;
+    }
+    if let Some(length) = mark.length {
+        rec.size = length;
+        seq.length_deferred = false;
+    }
+    seq.offset = mark.to;
+    rec.bytes_received = mark.to;
+    rec.expires_at = rec.expires_at.max(mark.expires_at);
+    true
+}
+
 pub fn advance_hash(rec: &mut UploadRecord, from_len: u64, to: &HashState) -> bool {
-    if rec.hash.len() != from_len || to.len() <= from_len || to.len() > rec.size {
+    let limit = rec.sequential.as_ref().map_or(rec.size, |seq| seq.offset);
+    if rec.hash.len() != from_len || to.len() <= from_len || to.len() > limit {
         return false;
     }
     rec.hash = to.clone();

@@ -171,6 +171,30 @@ impl Authenticator {
         }
     }
 
+    /// [`Authenticator::may_delete_file`] for a file uploaded with tus: the
+    /// create token that started it counts as its owner.
+    pub fn may_delete_sequential_file(
+        &self,
+        access: &Access,
+        id: Uuid,
+        creator: Option<&str>,
+    ) -> Result<(), Error> {
+        match access {
+            Access::Create { token_id, .. } if creator == Some(token_id.as_str()) => {
+                if self.owner_may_delete {
+                    Ok(())
+                } else {
+                    Err(Error::Forbidden(
+                        "deleting a file needs an API key (or auth.owner_may_delete = true \
+                         for the token that uploaded it)"
+                            .into(),
+                    ))
+                }
+            }
+            other => self.may_delete_file(other, id),
+        }
+    }
+
     /// May this caller run the operator's endpoints (`/api/v1/admin/...`)?
     /// Only with an API key (or with authentication off).
     pub fn may_administer(&self, access: &Access) -> Result<(), Error> {
@@ -298,6 +322,27 @@ impl Access {
                 "a create token only starts uploads; use the upload_token from the create answer"
                     .into(),
             )),
+        }
+    }
+
+    /// [`Access::may_use`] for an upload written in order (tus) that the
+    /// create token `creator` started: that token may go on with it, since a
+    /// tus client sends the same credential with every request.
+    pub fn may_use_sequential(&self, id: Uuid, creator: Option<&str>) -> Result<(), Error> {
+        match self {
+            Access::Create { token_id, .. } if creator == Some(token_id.as_str()) => Ok(()),
+            Access::Create { .. } => Err(Error::Forbidden(
+                "a create token may only go on with the uploads it started".into(),
+            )),
+            other => other.may_use(id),
+        }
+    }
+
+    /// The id of the create token the caller holds, if that is what it holds.
+    pub fn create_token_id(&self) -> Option<&str> {
+        match self {
+            Access::Create { token_id, .. } => Some(token_id),
+            _ => None,
         }
     }
 

@@ -31,8 +31,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
-    rules, ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, Rate, StateStore, StoreError,
-    Update,
+    rules, ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, OffsetMark, Rate, StateStore,
+    StoreError, Update,
 };
 use crate::clock::Clock;
 use crate::config::Durability;
@@ -346,6 +346,11 @@ impl StateStore for EmbeddedStore {
 
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
         self.update(id, true, move |rec| rules::record_chunk(rec, &mark))
+            .await
+    }
+
+    async fn advance_offset(&self, id: Uuid, mark: OffsetMark) -> Result<Update, StoreError> {
+        self.update(id, true, move |rec| rules::advance_offset(rec, &mark))
             .await
     }
 

@@ -33,7 +33,8 @@ use redis::{ErrorKind, Pipeline, RedisError};
 use uuid::Uuid;
 
 use super::{
-    ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, Rate, StateStore, StoreError, Update,
+    ChunkMark, IdempotencyRecord, Insert, Lease, LeaseOf, OffsetMark, Rate, StateStore, StoreError,
+    Update,
 };
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
@@ -42,10 +43,10 @@ mod files;
 mod record;
 mod scripts;
 
-use record::{decode, outcome, record_outcome, status_word, Fields};
+use record::{decode, outcome, record_outcome, status_word, Fields, RecordReply};
 use scripts::{
-    Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, BEGIN_ASSEMBLY, DELETE_EXPIRED, DELETE_FILE,
-    FINISH_ASSEMBLY, RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
+    Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, ADVANCE_OFFSET, BEGIN_ASSEMBLY, DELETE_EXPIRED,
+    DELETE_FILE, FINISH_ASSEMBLY, RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
 };
 
 /// How long an upload's keys outlive its `expires_at`, so that the janitor
@@ -86,6 +87,7 @@ impl RedisStore {
             prefix: prefix.into(),
             scripts: Arc::new(Scripts {
                 record_chunk: Lua::new(RECORD_CHUNK),
+                advance_offset: Lua::new(ADVANCE_OFFSET),
                 advance_hash: Lua::new(ADVANCE_HASH),
                 begin_assembly: Lua::new(BEGIN_ASSEMBLY),
                 finish_assembly: Lua::new(FINISH_ASSEMBLY),
@@ -141,6 +143,7 @@ impl RedisStore {
         let prefix = &self.prefix;
         match of {
             LeaseOf::Chunk { upload, index } => format!("{prefix}{{{upload}}}:lease:chunk:{index}"),
+            LeaseOf::Append(upload) => format!("{prefix}{{{upload}}}:lease:append"),
             LeaseOf::Complete(upload) => format!("{prefix}{{{upload}}}:lease:complete"),
             LeaseOf::Create(key) => format!("{prefix}lease:create:{key}"),
         }
@@ -247,8 +250,21 @@ impl StateStore for RedisStore {
                     .arg("hash_len")
                     .arg(record.hash.len())
                     .arg("count")
-                    .arg(record.chunk_count())
-                    .ignore();
+                    .arg(record.chunk_count());
+                if let Some(seq) = &record.sequential {
+                    // The offset and (unless deferred) the length, kept where
+                    // the scripts can move and compare them.
+                    let size = if seq.length_deferred {
+                        String::new()
+                    } else {
+                        record.size.to_string()
+                    };
+                    p.arg("seq_offset")
+                        .arg(seq.offset)
+                        .arg("seq_size")
+                        .arg(size);
+                }
+                p.ignore();
                 p.cmd("PEXPIREAT")
                     .arg(self.meta(id))
                     .arg(record.expires_at + KEY_GRACE_MS)
@@ -322,6 +338,38 @@ impl StateStore for RedisStore {
 
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError> {
         let (code, fields, bitmap) = self.record_pipeline(id, &mark, None).await?;
+        record_outcome(code, fields, bitmap)
+    }
+
+    async fn advance_offset(&self, id: Uuid, mark: OffsetMark) -> Result<Update, StoreError> {
+        let length = mark.length.map(|l| l.to_string()).unwrap_or_default();
+        let (code, fields, bitmap): RecordReply = self
+            .query(|| {
+                let mut p = redis::pipe();
+                self.scripts.advance_offset.add(
+                    &mut p,
+                    &[&self.meta(id)],
+                    &[
+                        &mark.from,
+                        &mark.to,
+                        &length,
+                        &mark.now_ms,
+                        &mark.expires_at,
+                        &KEY_GRACE_MS,
+                    ],
+                );
+                // XX: never re-adds an upload that left the index.
+                p.cmd("ZADD")
+                    .arg(self.index())
+                    .arg("XX")
+                    .arg("GT")
+                    .arg(mark.expires_at)
+                    .arg(id.to_string())
+                    .ignore();
+                self.add_read(&mut p, id);
+                p
+            })
+            .await?;
         record_outcome(code, fields, bitmap)
     }
 

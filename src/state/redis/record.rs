@@ -38,6 +38,16 @@ pub(super) fn decode(
         rec.failure = Some(serde_json::from_slice(failure).map_err(corrupt)?);
     }
     rec.received = ChunkSet::from_msb_first(&bitmap.unwrap_or_default());
+    if let Some(seq) = rec.sequential.as_mut() {
+        seq.offset = number("seq_offset")? as u64;
+        match text("seq_size")? {
+            "" => seq.length_deferred = true,
+            size => {
+                rec.size = size.parse().map_err(corrupt)?;
+                seq.length_deferred = false;
+            }
+        }
+    }
     Ok(Some(rec))
 }
 

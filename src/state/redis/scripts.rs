@@ -45,14 +45,44 @@ redis.call('PEXPIREAT', KEYS[2], until_ms)
 return 1
 "#;
 
+/// Moves a sequential upload's offset, `rules::advance_offset`: from ARGV[1]
+/// to ARGV[2], setting its length to ARGV[3] if not '' (it was deferred:
+/// `seq_size` is ''). ARGV[4] now, ARGV[5] the new expiry, ARGV[6] the keys'
+/// grace. 0: no upload, 1: moved, 2: rejected.
+pub(super) const ADVANCE_OFFSET: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires'))
+if st ~= 'uploading' or exp <= tonumber(ARGV[4]) then return 2 end
+local off = redis.call('HGET', KEYS[1], 'seq_offset')
+if not off or off ~= ARGV[1] then return 2 end
+local to = tonumber(ARGV[2])
+if to < tonumber(off) then return 2 end
+local size = redis.call('HGET', KEYS[1], 'seq_size')
+if ARGV[3] ~= '' then
+  if size ~= '' and size ~= ARGV[3] then return 2 end
+  size = ARGV[3]
+end
+if size ~= '' and to > tonumber(size) then return 2 end
+local new = math.max(exp, tonumber(ARGV[5]))
+redis.call('HSET', KEYS[1], 'seq_offset', ARGV[2], 'seq_size', size, 'bytes', ARGV[2],
+  'expires', string.format('%.0f', new))
+local until_ms = string.format('%.0f', new + tonumber(ARGV[6]))
+redis.call('PEXPIREAT', KEYS[1], until_ms)
+return 1
+"#;
+
 /// Compare-and-set of the running hash, `rules::advance_hash`: from ARGV[1]
-/// bytes to ARGV[2] (forward, never past the file's size). Returns 1 if it
-/// was replaced.
+/// bytes to ARGV[2] (forward, never past the file's size, nor past a
+/// sequential upload's offset). Returns 1 if it was replaced.
 pub(super) const ADVANCE_HASH: &str = r#"
 if redis.call('HGET', KEYS[1], 'hash_len') ~= ARGV[1] then return 0 end
 local to = tonumber(ARGV[2])
 if to <= tonumber(ARGV[1]) then return 0 end
-if to > cjson.decode(redis.call('HGET', KEYS[1], 'rec')).size then return 0 end
+local off = redis.call('HGET', KEYS[1], 'seq_offset')
+if off then
+  if to > tonumber(off) then return 0 end
+elseif to > cjson.decode(redis.call('HGET', KEYS[1], 'rec')).size then return 0 end
 redis.call('HSET', KEYS[1], 'hash', ARGV[3], 'hash_len', ARGV[2])
 return 1
 "#;
@@ -63,7 +93,10 @@ local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 0 end
 if st == 'assembling' then return 1 end
 if st ~= 'uploading' then return 2 end
-if redis.call('BITCOUNT', KEYS[2]) ~= tonumber(redis.call('HGET', KEYS[1], 'count')) then return 2 end
+local off = redis.call('HGET', KEYS[1], 'seq_offset')
+if off then
+  if off ~= redis.call('HGET', KEYS[1], 'seq_size') then return 2 end
+elseif redis.call('BITCOUNT', KEYS[2]) ~= tonumber(redis.call('HGET', KEYS[1], 'count')) then return 2 end
 redis.call('HSET', KEYS[1], 'status', 'assembling')
 return 1
 "#;
@@ -153,6 +186,7 @@ return 0
 
 pub(super) struct Scripts {
     pub(super) record_chunk: Lua,
+    pub(super) advance_offset: Lua,
     pub(super) advance_hash: Lua,
     pub(super) begin_assembly: Lua,
     pub(super) finish_assembly: Lua,
@@ -166,9 +200,10 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn all(&self) -> [&Lua; 11] {
+    pub(super) fn all(&self) -> [&Lua; 12] {
         [
             &self.record_chunk,
+            &self.advance_offset,
             &self.advance_hash,
             &self.begin_assembly,
             &self.finish_assembly,

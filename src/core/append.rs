@@ -1,0 +1,255 @@
+//! Writing at a sequential upload's offset (a tus PATCH): the bytes go on
+//! from where the upload stands, one writer at a time, through the same
+//! write path as a chunk. Bytes that arrived before a body was cut off are
+//! kept and counted, so that the client resumes from the byte where it
+//! stopped. The write that reaches the upload's length finishes it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use uuid::Uuid;
+
+use crate::blobs::{WriteError, WriteOptions};
+use crate::context::AppContext;
+use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
+use crate::core::complete::{complete, Completion};
+use crate::core::lease::LeaseGuard;
+use crate::core::live::{check_live, status_conflict, store_error};
+use crate::core::write::write_range;
+use crate::core::{Error, LEASE_TTL};
+use crate::guards::limits::{idle_limited, BodyError};
+use crate::hashing::Algorithm;
+use crate::state::{LeaseOf, OffsetMark, StateStore, Update};
+use crate::upload::{Concat, Sequential, Status, UploadRecord};
+
+/// One write at an offset, as its request describes it.
+#[derive(Debug, Clone, Default)]
+pub struct Append {
+    /// Where the client believes the upload stands; it must.
+    pub offset: u64,
+    /// The body's length, when the request says it.
+    pub content_length: Option<u64>,
+    /// The upload's length, when the request sets it (it was deferred) or
+    /// repeats it.
+    pub length: Option<u64>,
+    /// A digest the bytes must have to count (tus's `Upload-Checksum`).
+    pub checksum: Option<(Algorithm, Vec<u8>)>,
+}
+
+/// Writes `body` at upload `id`'s offset and counts it. Returns the record
+/// after the write: its new offset, and when the write reached the length,
+/// the completed upload (or one still assembling).
+pub async fn append<S, E>(
+    ctx: &AppContext,
+    id: Uuid,
+    req: Append,
+    body: S,
+) -> Result<UploadRecord, Error>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let stalled = Arc::new(AtomicBool::new(false));
+    let idle_limit = ctx.settings.limits.body_idle_timeout;
+    let body = idle_limited(body, idle_limit, stalled.clone());
+    let lease = ctx
+        .store
+        .try_lease(LeaseOf::Append(id), LEASE_TTL)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+        .ok_or_else(|| Error::UploadLocked(id.to_string()))?;
+    let mut guard = LeaseGuard::new(ctx, lease);
+    let result = append_leased(ctx, id, req, body, &mut guard).await;
+    // Released before answering: the client's next write must not find it taken.
+    guard.release().await;
+    let rec = match result {
+        Err(Error::BodyIncomplete { index, .. }) if stalled.load(Ordering::Relaxed) => {
+            return Err(Error::BodyTimeout {
+                index,
+                idle_secs: idle_limit.as_secs().max(1),
+            })
+        }
+        other => other?,
+    };
+    if rec.is_fully_received() && !is_partial(&rec) {
+        return finish(ctx, id).await;
+    }
+    Ok(rec)
+}
+
+async fn append_leased<S>(
+    ctx: &AppContext,
+    id: Uuid,
+    req: Append,
+    body: S,
+    guard: &mut LeaseGuard,
+) -> Result<UploadRecord, Error>
+where
+    S: Stream<Item = Result<Bytes, BodyError>> + Unpin,
+{
+    let rec = ctx
+        .store
+        .get_upload(id)
+        .await
+        .map_err(|e| store_error(ctx, e))?;
+    let rec = check_live(id, rec, ctx.clock.now_ms())?;
+    let seq = writable(&rec)?;
+    let max_file = ctx.settings.max_file_size.0;
+    // The length this write is held to: the upload's, or the one it sets.
+    let length = match (req.length, seq.length_deferred) {
+        (Some(length), true) if length > max_file => {
+            return Err(Error::FileTooLarge {
+                size: length,
+                max: max_file,
+            })
+        }
+        (Some(length), true) if length < seq.offset => {
+            return Err(Error::InvalidRequest(format!(
+                "the length {length} is shorter than the {} bytes already written",
+                seq.offset
+            )))
+        }
+        (Some(length), false) if length != rec.size => {
+            return Err(Error::InvalidRequest(format!(
+                "the upload's length is {}; it cannot change",
+                rec.size
+            )))
+        }
+        (Some(length), _) => Some(length),
+        (None, true) => None,
+        (None, false) => Some(rec.size),
+    };
+    if req.offset != seq.offset {
+        return Err(Error::OffsetMismatch {
+            expected: seq.offset,
+            actual: req.offset,
+        });
+    }
+    let room = length.unwrap_or(max_file) - seq.offset;
+    let too_long = || match length {
+        Some(length) => Error::BeyondLength { length },
+        None => Error::FileTooLarge {
+            size: seq.offset + req.content_length.unwrap_or(room + 1),
+            max: max_file,
+        },
+    };
+    if req.content_length.is_some_and(|n| n > room) {
+        return Err(too_long());
+    }
+    let opts = WriteOptions {
+        digest: req.checksum.as_ref().map(|(alg, _)| *alg),
+        at_most: req.content_length.is_none(),
+        // Bytes under a checksum count only whole: a cut-off body's cannot
+        // be checked.
+        keep_partial: req.checksum.is_none(),
+    };
+    let len = req.content_length.unwrap_or(room);
+    let written = write_range(ctx, &rec, seq.offset, len, body, opts, guard).await?;
+    let (written, cut) = match written {
+        Ok(w) => {
+            if let (Some((alg, want)), Some(got)) = (&req.checksum, &w.digest) {
+                if want != got {
+                    return Err(checksum_mismatch(*alg, want, got));
+                }
+            }
+            (w.len, None)
+        }
+        Err(WriteError::Incomplete { received, expected }) if opts.keep_partial => {
+            (received, Some((received, expected)))
+        }
+        Err(WriteError::Incomplete { received, expected }) => {
+            return Err(incomplete(received, expected))
+        }
+        Err(WriteError::TooLong { .. }) => return Err(too_long()),
+        Err(WriteError::TooShort { received, expected }) => {
+            return Err(incomplete(received, expected))
+        }
+        Err(WriteError::Storage(e)) => return Err(e.into()),
+    };
+    let rec = record(ctx, id, seq.offset, written, req.length, guard).await?;
+    if let Some((received, expected)) = cut {
+        tracing::info!(upload_id = %id, kept = received, "body cut off; the bytes that arrived were kept");
+        return Err(incomplete(received, expected));
+    }
+    Ok(rec)
+}
+
+/// The upload's progress, if it may be written at its offset.
+fn writable(rec: &UploadRecord) -> Result<&Sequential, Error> {
+    let Some(seq) = rec.sequential.as_ref() else {
+        return Err(Error::NotSequential(rec.id.to_string()));
+    };
+    if let Some(Concat::Final(_)) = seq.concat {
+        return Err(Error::Forbidden(
+            "a final upload is made of its partial uploads; it takes no bytes of its own".into(),
+        ));
+    }
+    if rec.status != Status::Uploading {
+        return Err(status_conflict(rec));
+    }
+    Ok(seq)
+}
+
+/// Counts `written` bytes from `from` (and the length, if the write set it).
+async fn record(
+    ctx: &AppContext,
+    id: Uuid,
+    from: u64,
+    written: u64,
+    length: Option<u64>,
+    guard: &LeaseGuard,
+) -> Result<UploadRecord, Error> {
+    let now = ctx.clock.now_ms();
+    let mark = OffsetMark {
+        from,
+        to: from + written,
+        length,
+        now_ms: now,
+        expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
+    };
+    let update = guard.hold_while(ctx.store.advance_offset(id, mark)).await?;
+    let rec = match update.map_err(|e| store_error(ctx, e))? {
+        Update::Done(rec) => rec,
+        Update::NotFound => return Err(Error::UploadNotFound(id.to_string())),
+        Update::Rejected(rec) => return Err(status_conflict(&rec)),
+    };
+    ctx.metrics.chunk_bytes_received.inc_by(written);
+    if needs_catch_up(&rec) {
+        spawn_catch_up(ctx, id);
+    }
+    Ok(rec)
+}
+
+/// Assembles an upload whose last byte arrived, waiting for it as a
+/// complete request does.
+pub(super) async fn finish(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
+    match complete(ctx, id).await? {
+        Completion::Completed(rec) | Completion::Assembling(rec) => Ok(rec),
+    }
+}
+
+fn is_partial(rec: &UploadRecord) -> bool {
+    rec.sequential
+        .as_ref()
+        .is_some_and(|s| s.concat == Some(Concat::Partial))
+}
+
+fn incomplete(received: u64, expected: u64) -> Error {
+    // A write at an offset has no chunk index; 0 stands for "this write".
+    Error::BodyIncomplete {
+        index: 0,
+        received,
+        expected,
+    }
+}
+
+fn checksum_mismatch(alg: Algorithm, want: &[u8], got: &[u8]) -> Error {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Error::ChecksumMismatch {
+        algorithm: alg.name(),
+        expected: b64.encode(want),
+        actual: b64.encode(got),
+    }
+}

@@ -347,7 +347,19 @@ async fn tus_bytes_past_the_upload_length_get_413_and_none_are_stored() {
             tus.patch_ok(&url, offset, &data[offset as usize..]).await;
         }
         tus.assert_file(&url, &data).await;
-        // And on a complete upload, one more byte.
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_byte_past_a_completed_upload_gets_413() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let data = test_data(1000, 6);
+        let url = tus.upload(&data, 1000, None).await;
+        tus.assert_file(&url, &data).await;
+        // At the right offset (so not 409), one byte past Upload-Length.
         tus.patch(&url, 1000, b"x").await.expect(&[413]);
         assert_eq!(tus.offset_of(&url).await, 1000);
         assert_eq!(tus.download(&upload_id(&url)).await, data);
@@ -540,6 +552,114 @@ async fn tus_creation_without_a_length_or_with_a_bad_one_is_refused() {
             tus.post(&[("Upload-Defer-Length", bad)])
                 .await
                 .expect(&[400]);
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_patches_of_any_size_cross_the_servers_chunk_boundaries() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        // The test server's chunks are 64 KiB; tus clients know nothing of
+        // them: one byte, a few odd sizes, then one big PATCH for the rest.
+        let data = test_data(3 * 1024 * 1024 + 7, 5);
+        let url = tus.create(data.len() as u64, None).await;
+        let mut offset = 0u64;
+        for size in [1usize, 65_535, 2, 70_001, 131_072] {
+            let end = offset as usize + size;
+            offset = tus
+                .patch_ok(&url, offset, &data[offset as usize..end])
+                .await;
+        }
+        tus.patch_ok(&url, offset, &data[offset as usize..]).await;
+        tus.assert_file(&url, &data).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_an_empty_patch_at_the_current_offset_changes_nothing() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let url = tus.create(10, None).await;
+        tus.patch_ok(&url, 0, b"01234").await;
+        // Offsets match and no byte goes past the length: "The new offset
+        // MUST be the sum of the offset before the PATCH request and the
+        // number of bytes received".
+        tus.patch_ok(&url, 5, b"").await;
+        tus.patch_ok(&url, 5, b"56789").await;
+        tus.assert_file(&url, b"0123456789").await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_completed_upload_takes_an_empty_patch_at_its_end() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let url = tus.upload(b"0123456789", 10, None).await;
+        tus.assert_file(&url, b"0123456789").await;
+        // Its offset is its length, so the offsets match (409 is for "If the
+        // offsets do not match"), and "The Server SHOULD accept PATCH
+        // requests against any upload URL".
+        tus.patch_ok(&url, 10, b"").await;
+        assert_eq!(tus.offset_of(&url).await, 10);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_every_answer_under_the_endpoint_carries_tus_resumable() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let url = tus.create(10, None).await;
+        let deeper = tus.url(&format!("{}/extra", url.path()));
+        // Methods the protocol does not use, and a path below an upload:
+        // refused, but as the tus server ("MUST be included in every ...
+        // response"; Answer::read checks it).
+        for (method, target) in [
+            (Method::PUT, url.as_str()),
+            (Method::GET, TUS_PATH),
+            (Method::PATCH, TUS_PATH),
+            (Method::HEAD, deeper.as_str()),
+            (Method::PATCH, deeper.as_str()),
+        ] {
+            let answer = tus
+                .send(
+                    tus.request(method.clone(), target)
+                        .header("Upload-Offset", "0")
+                        .header("Content-Type", OCTETS)
+                        .body(b"0123456789".to_vec()),
+                )
+                .await;
+            assert!((400..500).contains(&answer.status), "{answer}");
+        }
+        assert_eq!(tus.offset_of(&url).await, 0);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_metadata_that_is_not_base64_is_refused_or_kept_exactly() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        // "the value MUST be Base64 encoded"; the Server "MAY decide to ...
+        // reject it". It may not mangle it.
+        let meta = "filename not*base64!";
+        let answer = tus
+            .post(&[("Upload-Length", "1"), ("Upload-Metadata", meta)])
+            .await;
+        if answer.status == 201 {
+            let head = tus.head(&tus.location(&answer)).await.expect(&[200, 204]);
+            assert_eq!(head.header("upload-metadata"), Some(meta), "{head}");
+        } else {
+            assert_eq!(answer.status, 400, "{answer}");
         }
     })
     .await

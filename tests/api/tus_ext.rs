@@ -481,3 +481,19 @@ async fn tus_a_completed_upload_can_be_terminated_too() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_an_upload_aborted_through_api_v1_is_gone_for_tus_too() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let url = tus.create(10, None).await;
+        tus.patch_ok(&url, 0, b"01234").await;
+        let resp = app.abort(&upload_id(&url)).await;
+        assert_eq!(resp.status(), 204);
+        let head = tus.head(&url).await.expect(&[404, 410]);
+        assert!(head.offset().is_none(), "{head}");
+        tus.patch(&url, 5, b"56789").await.expect(&[404, 410]);
+    })
+    .await
+}

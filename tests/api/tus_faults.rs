@@ -276,3 +276,67 @@ async fn tus_sigkill_mid_patch_then_restart_resume_and_the_sha256_is_right() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_head_answers_with_the_offset_while_a_patch_is_under_way() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let data = test_data(100_000, 47);
+        let url = tus.create(100_000, None).await;
+        tus.patch_ok(&url, 0, &data[..10_000]).await;
+        let mut inflight = RawPatch::start(&url, 10_000, 90_000).await;
+        inflight.send(&data[10_000..50_000]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // "The Server MUST always include the Upload-Offset header in the
+        // response for a HEAD request": a writer elsewhere does not excuse it.
+        let head = tus.head(&url).await.expect(&[200, 204]);
+        let offset = head.offset().unwrap_or_else(|| panic!("{head}"));
+        assert!((10_000..=50_000).contains(&offset), "{head}");
+        inflight.send(&data[50_000..]).await;
+        let (status, text) = inflight.answer(Duration::from_secs(10)).await;
+        assert_eq!(status, Some(204), "{text}");
+        tus.assert_file(&url, &data).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_cut_patch_with_a_checksum_counts_for_nothing() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let data = test_data(60_000, 48);
+        let url = tus.create(60_000, None).await;
+        tus.patch_ok(&url, 0, &data[..10_000]).await;
+        // "Once the entire request has been received, the Server MUST verify
+        // the uploaded chunk against the provided checksum": a body that
+        // never arrived whole cannot be verified, so none of it is taken.
+        let digest = {
+            use sha2::{Digest, Sha256};
+            b64(&Sha256::digest(&data[10_000..]))
+        };
+        let port = url.port().unwrap();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let head = format!(
+            "PATCH {} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTus-Resumable: {TUS_VERSION}\r\n\
+             Content-Type: {OCTETS}\r\nUpload-Offset: 10000\r\nUpload-Checksum: sha256 {digest}\r\n\
+             Content-Length: 50000\r\nConnection: close\r\n\r\n",
+            url.path()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&data[10_000..30_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        RawPatch { stream }.hang_up().await;
+        // Give the server the moment it may need to notice, then look.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let offset = offset_after_cut(&tus, &url, 10_000).await;
+        assert_eq!(
+            offset, 10_000,
+            "a cut checksummed body must count for nothing"
+        );
+        tus.patch_ok(&url, 10_000, &data[10_000..]).await;
+        tus.assert_file(&url, &data).await;
+    })
+    .await
+}

@@ -60,5 +60,7 @@ mod tus_config;
 mod tus_ext;
 #[path = "api/tus_faults.rs"]
 mod tus_faults;
+#[path = "api/tus_metadata.rs"]
+mod tus_metadata;
 #[path = "api/tus_redis.rs"]
 mod tus_redis;

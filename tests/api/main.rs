@@ -31,3 +31,4 @@ mod tus_concat;
 mod tus_config;
 mod tus_ext;
 mod tus_faults;
+mod tus_metadata;

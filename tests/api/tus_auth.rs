@@ -244,3 +244,200 @@ async fn tus_a_page_of_an_allowed_origin_may_send_and_read_the_tus_headers() {
     })
     .await
 }
+
+fn create_token_up_to(sub: &str, max_size: u64) -> String {
+    test_tokens()
+        .mint(&Claims {
+            exp: tranche::guards::auth::token::unix_now() + 600,
+            sub: Some(sub.into()),
+            max_size: Some(max_size),
+            ..Claims::default()
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tus_a_final_upload_cannot_take_another_callers_partials() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let alice = Tus::with_bearer(&app, &create_token("alice"));
+        let bob = Tus::with_bearer(&app, &create_token("bob"));
+        let secret = alice.location(
+            &alice
+                .post(&[("Upload-Length", "6"), ("Upload-Concat", "partial")])
+                .await
+                .expect(&[201]),
+        );
+        alice.patch_ok(&secret, 0, b"secret").await;
+        // Bob names Alice's partial in a final of his own: he would get her
+        // bytes as his file.
+        let concat = format!("final;{}", secret.path());
+        let answer = bob.post(&[("Upload-Concat", &concat)]).await;
+        assert!([403, 404].contains(&answer.status), "{answer}");
+        assert!(answer.header("location").is_none(), "{answer}");
+        // Alice may.
+        let mine = alice.location(
+            &alice
+                .post(&[("Upload-Concat", &concat)])
+                .await
+                .expect(&[201]),
+        );
+        Tus::with_bearer(&app, TEST_API_KEY)
+            .assert_file(&mine, b"secret")
+            .await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_create_tokens_max_size_holds_at_creation() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let carol = Tus::with_bearer(&app, &create_token_up_to("carol", 1000));
+        let answer = carol.post(&[("Upload-Length", "1001")]).await;
+        assert!([403, 413].contains(&answer.status), "{answer}");
+        assert!(answer.header("location").is_none(), "{answer}");
+        carol
+            .post(&[("Upload-Length", "1000")])
+            .await
+            .expect(&[201]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_create_tokens_max_size_holds_for_a_deferred_length() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let carol = Tus::with_bearer(&app, &create_token_up_to("carol", 1000));
+        let keyed = Tus::with_bearer(&app, TEST_API_KEY);
+        // The length comes later; the token's limit still holds, for the
+        // bytes and for the length when it is told.
+        let url = carol.location(
+            &carol
+                .post(&[("Upload-Defer-Length", "1")])
+                .await
+                .expect(&[201]),
+        );
+        carol.patch_ok(&url, 0, &test_data(900, 34)).await;
+        let answer = carol.patch(&url, 900, &test_data(200, 35)).await;
+        assert!([403, 413].contains(&answer.status), "{answer}");
+        let offset = keyed.offset_of(&url).await;
+        assert!(offset <= 1000, "offset {offset} past the token's max_size");
+        let req = carol
+            .patch_request(&url, offset, b"")
+            .header("Upload-Length", "5000");
+        let answer = carol.send(req).await;
+        assert!([403, 413].contains(&answer.status), "{answer}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_create_tokens_max_size_holds_for_a_final_upload() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let carol = Tus::with_bearer(&app, &create_token_up_to("carol", 1000));
+        // Each partial within the limit, their sum not.
+        let mut parts = Vec::new();
+        for seed in [36, 37] {
+            let part = carol.location(
+                &carol
+                    .post(&[("Upload-Length", "800"), ("Upload-Concat", "partial")])
+                    .await
+                    .expect(&[201]),
+            );
+            carol.patch_ok(&part, 0, &test_data(800, seed)).await;
+            parts.push(part);
+        }
+        let concat = format!("final;{} {}", parts[0].path(), parts[1].path());
+        let answer = carol.post(&[("Upload-Concat", &concat)]).await;
+        assert!([403, 413].contains(&answer.status), "{answer}");
+        assert!(answer.header("location").is_none(), "{answer}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_create_tokens_content_types_and_max_uploads_hold() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let token = test_tokens()
+            .mint(&Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
+                sub: Some("course-101".into()),
+                content_types: Some(vec!["video/*".into()]),
+                max_uploads: Some(2),
+                ..Claims::default()
+            })
+            .unwrap();
+        let dave = Tus::with_bearer(&app, &token);
+        let typed = |t: &str| format!("filename {},filetype {}", b64(b"f"), b64(t.as_bytes()));
+        // The type a tus client declares is the upload's type, held to the
+        // token's claims as at API v1 (no type: application/octet-stream).
+        for meta in [typed("image/png"), format!("filename {}", b64(b"f.bin"))] {
+            let answer = dave
+                .post(&[("Upload-Length", "3"), ("Upload-Metadata", &meta)])
+                .await
+                .expect(&[403]);
+            assert!(answer.header("location").is_none(), "{answer}");
+        }
+        dave.create(3, Some(&typed("video/mp4"))).await;
+        dave.create(3, Some(&typed("video/webm"))).await;
+        // Its two uploads are made.
+        dave.post(&[
+            ("Upload-Length", "3"),
+            ("Upload-Metadata", &typed("video/mp4")),
+        ])
+        .await
+        .expect(&[403]);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_create_tokens_content_types_hold_for_a_final_upload() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let token = test_tokens()
+            .mint(&Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
+                sub: Some("course-102".into()),
+                content_types: Some(vec!["video/*".into()]),
+                ..Claims::default()
+            })
+            .unwrap();
+        let erin = Tus::with_bearer(&app, &token);
+        let typed = |t: &str| format!("filetype {}", b64(t.as_bytes()));
+        let video = typed("video/mp4");
+        let part = erin.location(
+            &erin
+                .post(&[
+                    ("Upload-Length", "3"),
+                    ("Upload-Concat", "partial"),
+                    ("Upload-Metadata", &video),
+                ])
+                .await
+                .expect(&[201]),
+        );
+        erin.patch_ok(&part, 0, b"abc").await;
+        let concat = format!("final;{}", part.path());
+        // The final is the file; its declared type (or none) is what counts.
+        for meta in [Some(typed("image/png")), None] {
+            let answer = final_upload_as(&erin, &concat, meta.as_deref()).await;
+            assert_eq!(answer.status, 403, "{answer}");
+        }
+        final_upload_as(&erin, &concat, Some(&video))
+            .await
+            .expect(&[201]);
+    })
+    .await
+}
+
+async fn final_upload_as(tus: &Tus, concat: &str, metadata: Option<&str>) -> Answer {
+    let mut headers = vec![("Upload-Concat", concat)];
+    if let Some(m) = metadata {
+        headers.push(("Upload-Metadata", m));
+    }
+    tus.post(&headers).await
+}

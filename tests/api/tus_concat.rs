@@ -302,3 +302,43 @@ async fn tus_a_final_upload_can_be_terminated() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_a_final_upload_longer_than_tus_max_size_gets_413() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.max_file_size = bytesize::ByteSize::kib(4)).await;
+        let tus = Tus::new(&app);
+        let a = partial(&tus, &test_data(3000, 25), None).await;
+        let b = partial(&tus, &test_data(3000, 26), None).await;
+        // "If the length of the upload exceeds the maximum ... the Server
+        // MUST respond with the 413 Request Entity Too Large status."
+        let concat = format!("final;{} {}", a.path(), b.path());
+        let answer = final_upload(&tus, &concat, None).await.expect(&[413]);
+        assert!(answer.header("location").is_none(), "{answer}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_final_upload_outlives_its_partials_and_refuses_terminated_ones() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let a = partial(&tus, b"first-", None).await;
+        let b = partial(&tus, b"second", None).await;
+        let concat = format!("final;{} {}", a.path(), b.path());
+        let url = tus.location(&final_upload(&tus, &concat, None).await.expect(&[201]));
+        tus.completed_view(&upload_id(&url), ASSEMBLY).await;
+        // Terminating the partials (or finding them gone) leaves the final
+        // whole.
+        for p in [&a, &b] {
+            tus.delete(p).await.expect(&[204, 404, 410]);
+        }
+        tus.assert_file(&url, b"first-second").await;
+        assert_final_head(&tus, &url, &concat, 12).await;
+        // A new final of terminated partials is refused.
+        let answer = final_upload(&tus, &concat, None).await;
+        assert!([400, 404, 409, 410].contains(&answer.status), "{answer}");
+    })
+    .await
+}

@@ -12,7 +12,9 @@
 //! 1. one big upload, 8 MiB chunks, 1 and 4 parallel streams, durability full: MB/s;
 //! 2. tranche's peak RSS with 100 chunk PUTs of 8 MiB in flight (fresh process);
 //! 3. time from the last chunk's 200 to complete's 200, chunks in order and shuffled;
-//! 4. 256 KiB chunk PUTs per second, 8 concurrent clients, durability full and relaxed.
+//! 4. 256 KiB chunk PUTs per second, 8 concurrent clients, durability full and relaxed;
+//! 5. the same big upload through tus in 8 MiB PATCHes vs API v1 on one stream,
+//!    and peak RSS with 100 tus PATCHes of 8 MiB in flight (`upload/tus.rs`).
 //!
 //! The same binary, started with `--sink`, is the sink server.
 //!
@@ -25,6 +27,9 @@
 //!     (Redis ≥ 3,000 PUT/s).
 //! Every Redis-backed tranche gets a key prefix of its own, and Redis is emptied
 //! (FLUSHALL) before each measured run, so no run inherits another's keys.
+
+#[path = "upload/tus.rs"]
+mod tus;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -165,8 +170,10 @@ async fn run(plan: Plan) -> Result<()> {
         warm_up(&client, &tranche, &sink, &payload).await?;
         rows.extend(big_upload_throughput(&plan, &client, &tranche, &sink, &payload).await?);
         rows.extend(completion_latency(&plan, &client, &tranche, &sink, &payload).await?);
+        rows.extend(tus::tus_vs_v1(plan.reps, &client, &tranche, &payload).await?);
     }
     rows.extend(peak_rss(tmp.path(), &payload).await?);
+    rows.extend(tus::tus_peak_rss(tmp.path(), &payload).await?);
     rows.extend(small_chunk_rate(&plan, tmp.path(), &payload).await?);
 
     let mut redis_rows = Vec::new();

@@ -290,6 +290,20 @@ async fn tus_a_missing_or_unsupported_tus_resumable_gets_412_and_is_not_processe
                 assert!(answer.header("location").is_none(), "{answer}");
             }
         }
+        // Even where the request is wrong in other ways, the version is
+        // checked first: "it MUST respond with the 412 Precondition Failed".
+        let unknown = tus.url(&format!("{TUS_PATH}{}", uuid::Uuid::new_v4()));
+        let requests = [
+            bare(Method::HEAD, unknown.as_str()),
+            bare(Method::PATCH, url.as_str())
+                .header("Upload-Offset", "0")
+                .header("Content-Type", "text/plain")
+                .body(b"x".to_vec()),
+            bare(Method::POST, TUS_PATH).header("Content-Length", "0"),
+        ];
+        for req in requests {
+            tus.send(req).await.expect(&[412]);
+        }
         // "the Server MUST NOT process the request": not the PATCH, not the
         // DELETE.
         assert_eq!(tus.offset_of(&url).await, 10);

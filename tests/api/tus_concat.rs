@@ -342,3 +342,20 @@ async fn tus_a_final_upload_outlives_its_partials_and_refuses_terminated_ones() 
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_an_empty_partial_takes_its_place_in_a_final_upload() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let a = partial(&tus, b"left|", None).await;
+        // Complete at creation ("Upload-Length ... MAY be set to 0").
+        let empty = partial(&tus, b"", None).await;
+        let b = partial(&tus, b"|right", None).await;
+        let concat = format!("final;{} {} {}", a.path(), empty.path(), b.path());
+        let url = tus.location(&final_upload(&tus, &concat, None).await.expect(&[201]));
+        tus.completed_view(&upload_id(&url), ASSEMBLY).await;
+        tus.assert_file(&url, b"left||right").await;
+    })
+    .await
+}

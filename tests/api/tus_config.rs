@@ -1,6 +1,7 @@
-//! The tus endpoint's settings, `[tus] enabled` and `[tus] path`, on the real
-//! binary with a `config.toml` (so these tests name no Rust field): the
-//! endpoint moves with its path, and is gone when disabled while API v1 stays.
+//! The tus endpoint's settings and limits: `[tus] enabled` and `[tus] path`
+//! on the real binary with a `config.toml` (so these tests name no Rust
+//! field), the endpoint moving with its path and gone when disabled while
+//! API v1 stays; and `[limits]` holding for tus uploads as for API v1.
 
 use std::time::Duration;
 
@@ -97,6 +98,31 @@ async fn tus_disabled_there_is_no_endpoint_and_api_v1_still_works() {
             .await
             .unwrap();
         assert_eq!(v1.status(), 201);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_uploads_count_against_max_pending_bytes_as_at_api_v1() {
+    bounded(async {
+        let app =
+            spawn_app_with(|s| s.limits.max_pending_bytes = bytesize::ByteSize::b(10_000)).await;
+        let tus = Tus::new(&app);
+        let first = tus.create(6000, None).await;
+        // Room for 4000 more: a second 6000 is refused as at API v1.
+        let answer = tus.post(&[("Upload-Length", "6000")]).await.expect(&[507]);
+        assert!(answer.header("location").is_none(), "{answer}");
+        // A deferred length announces nothing; its bytes still may not pass
+        // the bound.
+        let deferred = tus.location(
+            &tus.post(&[("Upload-Defer-Length", "1")])
+                .await
+                .expect(&[201]),
+        );
+        let answer = tus.patch(&deferred, 0, &test_data(6000, 81)).await;
+        assert!([413, 507].contains(&answer.status), "{answer}");
+        assert!(tus.offset_of(&deferred).await <= 4000);
+        tus.patch_ok(&first, 0, &test_data(6000, 82)).await;
     })
     .await
 }

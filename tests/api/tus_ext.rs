@@ -497,3 +497,59 @@ async fn tus_an_upload_aborted_through_api_v1_is_gone_for_tus_too() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_a_checksum_on_creation_with_upload_is_checked_too() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        // "similar rules as for the PATCH request and response apply".
+        let post = |checksum: &'static str| {
+            tus.request(Method::POST, TUS_PATH)
+                .header("Upload-Length", "22")
+                .header("Content-Type", OCTETS)
+                .header("Upload-Checksum", checksum)
+                .body(b"hello world".to_vec())
+        };
+        let created = tus
+            .send(post("sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0="))
+            .await
+            .expect(&[201]);
+        assert_eq!(created.offset(), Some(11), "{created}");
+        let answer = tus.send(post("md5 Kq5sNclPz7QV2+lfQIuc6R7oRu0=")).await;
+        match answer.header("location") {
+            // Refused whole, or created with none of the bytes counted.
+            None => assert_eq!(answer.status, 460, "{answer}"),
+            Some(loc) => {
+                assert!(answer.offset().is_none_or(|o| o == 0), "{answer}");
+                assert_eq!(tus.offset_of(&tus.url(loc)).await, 0, "{answer}");
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_an_expired_partial_cannot_be_concatenated() {
+    bounded(async {
+        let app = spawn_app_with(|s| {
+            s.upload_ttl = Duration::from_secs(60);
+            s.janitor_interval = Duration::from_secs(3600);
+        })
+        .await;
+        let tus = Tus::new(&app);
+        let part = tus.location(
+            &tus.post(&[("Upload-Length", "3"), ("Upload-Concat", "partial")])
+                .await
+                .expect(&[201]),
+        );
+        tus.patch_ok(&part, 0, b"abc").await;
+        app.ctx.clock.advance(Duration::from_secs(120));
+        tus.head(&part).await.expect(&[404, 410]);
+        let concat = format!("final;{}", part.path());
+        let answer = tus.post(&[("Upload-Concat", &concat)]).await;
+        assert!([400, 404, 409, 410].contains(&answer.status), "{answer}");
+        assert!(answer.header("location").is_none(), "{answer}");
+    })
+    .await
+}

@@ -17,14 +17,14 @@ use crate::tus_client::*;
 
 /// A PATCH written by hand on a plain socket, for what reqwest will not do:
 /// announce a length, send part of it, and stall or hang up.
-struct RawPatch {
+pub struct RawPatch {
     stream: TcpStream,
 }
 
 impl RawPatch {
     /// Connects to `url`'s server and sends the head of a PATCH announcing
     /// `content_length` bytes at `offset`.
-    async fn start(url: &Url, offset: u64, content_length: usize) -> RawPatch {
+    pub async fn start(url: &Url, offset: u64, content_length: usize) -> RawPatch {
         let port = url.port().expect("test URLs carry a port");
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .await
@@ -39,14 +39,14 @@ impl RawPatch {
         RawPatch { stream }
     }
 
-    async fn send(&mut self, bytes: &[u8]) {
+    pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("send body");
         self.stream.flush().await.expect("flush");
     }
 
     /// The answer's status and head once the server closes (or `within`
     /// passes); `None` if it closed without one.
-    async fn answer(mut self, within: Duration) -> (Option<u16>, String) {
+    pub async fn answer(mut self, within: Duration) -> (Option<u16>, String) {
         let mut raw = Vec::new();
         let _ = tokio::time::timeout(within, self.stream.read_to_end(&mut raw)).await;
         let text = String::from_utf8_lossy(&raw).into_owned();
@@ -59,7 +59,7 @@ impl RawPatch {
 
     /// Ends the body early (the server reads end of stream where bytes
     /// were announced) and drops the connection.
-    async fn hang_up(mut self) {
+    pub async fn hang_up(mut self) {
         let _ = self.stream.shutdown().await;
         let _ = self.answer(Duration::from_secs(2)).await;
     }
@@ -67,7 +67,7 @@ impl RawPatch {
 
 /// HEAD until the offset moves past `previous`, since the server may notice
 /// a cut connection a moment after it happened; the last offset seen.
-async fn offset_after_cut(tus: &Tus, url: &Url, previous: u64) -> u64 {
+pub async fn offset_after_cut(tus: &Tus, url: &Url, previous: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = None;
     loop {
@@ -337,6 +337,41 @@ async fn tus_a_cut_patch_with_a_checksum_counts_for_nothing() {
         );
         tus.patch_ok(&url, 10_000, &data[10_000..]).await;
         tus.assert_file(&url, &data).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_chunk_put_through_api_v1_never_corrupts_a_tus_upload() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        // Two of the server's 64 KiB chunks.
+        let data = test_data(100_000, 49);
+        let url = tus.create(100_000, None).await;
+        let id = upload_id(&url);
+        // Other bytes for the second chunk, through the other front end.
+        let put = app.put_chunk(&id, 1, test_data(100_000 - 65_536, 50)).await;
+        let put_status = put.status().as_u16();
+        // Whatever it said, a tus client that sends every byte from the
+        // offset HEAD gives must end with its own file.
+        let offset = tus.offset_of(&url).await;
+        assert_eq!(
+            offset, 0,
+            "no prefix arrived (API v1 answered {put_status})"
+        );
+        let answer = tus.patch(&url, 0, &data).await;
+        if answer.status == 204 {
+            tus.assert_file(&url, &data).await;
+        } else {
+            assert!((400..500).contains(&answer.status), "{answer}");
+            assert!(
+                put_status == 200,
+                "neither front end took the bytes: {answer}"
+            );
+            let (_, view) = tus.view(&id).await;
+            assert_ne!(view["status"], "completed", "{view}");
+        }
     })
     .await
 }

@@ -9,6 +9,7 @@ use reqwest::Client;
 
 use crate::helpers::*;
 use crate::tus_client::*;
+use crate::tus_faults::{offset_after_cut, RawPatch};
 
 fn client() -> Client {
     Client::builder()
@@ -81,6 +82,37 @@ async fn tus_an_upload_moves_between_processes_and_racing_patches_across_them_do
         on_a.assert_file(&url, &bodies[winners[0]]).await;
         on_b.assert_file(&on_b.url(url.path()), &bodies[winners[0]])
             .await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_a_patch_cut_on_one_process_resumes_on_the_other() {
+    bounded_for(Duration::from_secs(90), async {
+        let redis = RedisServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let client = client();
+        let a = ServerProcess::start(dir.path(), &data_dir, Some(&redis), &client).await;
+        let b = ServerProcess::start(dir.path(), &data_dir, Some(&redis), &client).await;
+        let on_a = Tus::at(client.clone(), &a.base);
+        let on_b = Tus::at(client.clone(), &b.base);
+
+        let data = test_data(100_000, 62);
+        let url_a = on_a.create(100_000, None).await;
+        on_a.patch_ok(&url_a, 0, &data[..10_000]).await;
+        let mut cut = RawPatch::start(&url_a, 10_000, 90_000).await;
+        cut.send(&data[10_000..40_000]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cut.hang_up().await;
+
+        // The load balancer sends the client's next requests to B.
+        let url_b = on_b.url(url_a.path());
+        let offset = offset_after_cut(&on_b, &url_b, 10_000).await;
+        assert!(offset > 10_000 && offset <= 40_000, "offset {offset} on B");
+        on_b.patch_ok(&url_b, offset, &data[offset as usize..])
+            .await;
+        on_a.assert_file(&url_a, &data).await;
     })
     .await
 }

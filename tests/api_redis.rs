@@ -64,3 +64,5 @@ mod tus_faults;
 mod tus_metadata;
 #[path = "api/tus_redis.rs"]
 mod tus_redis;
+#[path = "api/tus_wire.rs"]
+mod tus_wire;

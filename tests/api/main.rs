@@ -32,3 +32,4 @@ mod tus_config;
 mod tus_ext;
 mod tus_faults;
 mod tus_metadata;
+mod tus_wire;

@@ -4,7 +4,7 @@
 //! the other extensions in `tus_ext`, concatenation in `tus_concat`,
 //! metadata in `tus_metadata`, credentials and CORS in `tus_auth`, settings
 //! in `tus_config`, races, cut connections and crashes in `tus_faults` (and
-//! `tus_redis`); the client they share is `tus_client`.
+//! `tus_redis`), framing in `tus_wire`; the client they share is `tus_client`.
 
 use reqwest::{Method, RequestBuilder};
 

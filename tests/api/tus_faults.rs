@@ -375,3 +375,80 @@ async fn tus_a_chunk_put_through_api_v1_never_corrupts_a_tus_upload() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_a_delete_during_a_patch_leaves_no_upload_behind() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let data = test_data(100_000, 51);
+        let url = tus.create(100_000, None).await;
+        let id = upload_id(&url);
+        let mut inflight = RawPatch::start(&url, 0, 100_000).await;
+        inflight.send(&data[..40_000]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deleted = tus.delete(&url).await.expect(&[204, 423]);
+        inflight.send(&data[40_000..]).await;
+        let (status, text) = inflight.answer(Duration::from_secs(10)).await;
+        if deleted.status == 423 {
+            // The writer went first; termination comes after it.
+            assert_eq!(status, Some(204), "{text}");
+            tus.delete(&url).await.expect(&[204]);
+        } else {
+            assert!(
+                status != Some(204),
+                "a PATCH acknowledged after its upload was terminated: {text}"
+            );
+        }
+        // "For all future requests to this URL, the Server SHOULD respond
+        // with the 404 Not Found or 410 Gone status", and nothing comes back
+        // to life on disk.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tus.head(&url).await.expect(&[404, 410]);
+        tus.patch(&url, 0, &data).await.expect(&[404, 410]);
+        assert!(
+            !app.part_path(&id).exists(),
+            "the part file of a terminated upload"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn tus_two_finals_of_the_same_partials_at_once_are_both_whole() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let a = test_data(150_000, 52);
+        let b = test_data(90_000, 53);
+        let mut parts = Vec::new();
+        for data in [&a, &b] {
+            let url = tus.location(
+                &tus.post(&[
+                    ("Upload-Length", &data.len().to_string()),
+                    ("Upload-Concat", "partial"),
+                ])
+                .await
+                .expect(&[201]),
+            );
+            tus.patch_ok(&url, 0, data).await;
+            parts.push(url);
+        }
+        let concat = format!("final;{} {}", parts[0].path(), parts[1].path());
+        let finals: Vec<_> = (0..2)
+            .map(|_| {
+                let (tus, concat) = (tus.clone(), concat.clone());
+                tokio::spawn(async move { tus.post(&[("Upload-Concat", &concat)]).await })
+            })
+            .collect();
+        let whole = [a.as_slice(), &b].concat();
+        for f in finals {
+            let answer = f.await.unwrap().expect(&[201]);
+            let url = tus.location(&answer);
+            tus.completed_view(&upload_id(&url), Duration::from_secs(10))
+                .await;
+            tus.assert_file(&url, &whole).await;
+        }
+    })
+    .await
+}

@@ -217,7 +217,9 @@ impl ByteStore for LocalDisk {
             }
             if batch_len >= BATCH_SIZE || ((end || idle) && batch_len > 0) {
                 if let Some(job) = in_flight.take() {
-                    hasher = join(job).await?;
+                    hasher = join(job)
+                        .await
+                        .map_err(|e| no_space(e, expected - received))?;
                 }
                 let pieces = std::mem::take(&mut batch);
                 let at = offset + written;
@@ -249,7 +251,9 @@ impl ByteStore for LocalDisk {
             }
         }
         if let Some(job) = in_flight.take() {
-            hasher = join(job).await?;
+            hasher = join(job)
+                .await
+                .map_err(|e| no_space(e, expected - received))?;
         }
         if received < expected && !cut && !opts.at_most {
             return Err(WriteError::TooShort { received, expected });
@@ -260,7 +264,9 @@ impl ByteStore for LocalDisk {
             // must never point at bytes a crash could lose.
             let file = file.clone();
             let started = std::time::Instant::now();
-            blocking(move || file.sync_data().map_err(StorageError::from)).await?;
+            blocking(move || file.sync_data().map_err(StorageError::from))
+                .await
+                .map_err(|e| no_space(e, received))?;
             tracing::debug!(
                 sync_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "write synced"
@@ -273,6 +279,24 @@ impl ByteStore for LocalDisk {
             len: received,
             digest: hasher.map(Hasher::finalize),
         })
+    }
+
+    async fn grow(&self, id: Uuid, size: u64) -> Result<(), StorageError> {
+        let path = self.part_path(id);
+        let sync = self.sync;
+        blocking(move || {
+            let file = match OpenOptions::new().write(true).open(&path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::PartMissing),
+                other => other?,
+            };
+            fs4::fs_std::FileExt::allocate(&file, size)
+                .map_err(|e| no_space(StorageError::Io(e), size))?;
+            if sync {
+                file.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Copies with `std::io::copy`, which on Linux lets the kernel move the
@@ -583,6 +607,19 @@ async fn blocking<T: Send + 'static, E: From<io::Error> + Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| E::from(io::Error::other(e)))?
+}
+
+/// A write that found the disk full says so: a part file without room
+/// reserved at create (an upload whose length was not known) can meet it.
+fn no_space(e: StorageError, needed: u64) -> StorageError {
+    match e {
+        StorageError::Io(io)
+            if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
+        {
+            StorageError::NoSpace { needed }
+        }
+        other => other,
+    }
 }
 
 async fn join<T>(job: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StorageError> {

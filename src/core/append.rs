@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::Stream;
 use uuid::Uuid;
 
-use crate::blobs::{WriteError, WriteOptions};
+use crate::blobs::{ByteStore, WriteError, WriteOptions};
 use crate::context::AppContext;
 use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
 use crate::core::complete::{complete, Completion};
@@ -72,8 +72,15 @@ where
         }
         other => other?,
     };
-    if rec.is_fully_received() && !is_partial(&rec) {
-        return finish(ctx, id).await;
+    settle(ctx, rec).await
+}
+
+/// Finishes a sequential upload that has every byte (a file of 0 bytes has
+/// them all at creation: tus clients send no PATCH for it); returns others
+/// as they are.
+pub async fn settle(ctx: &AppContext, rec: UploadRecord) -> Result<UploadRecord, Error> {
+    if rec.status == Status::Uploading && rec.is_fully_received() && !is_partial(&rec) {
+        return finish(ctx, rec.id).await;
     }
     Ok(rec)
 }
@@ -136,6 +143,18 @@ where
     };
     if req.content_length.is_some_and(|n| n > room) {
         return Err(too_long());
+    }
+    if seq.length_deferred {
+        // No room was reserved for an upload without a length: check there
+        // is some, and reserve the rest once the length is known.
+        let needed = match req.length {
+            Some(length) => length - seq.offset,
+            None => req.content_length.unwrap_or(0),
+        };
+        ctx.disk_guard.check_room(&ctx.storage, needed).await?;
+        if let Some(length) = req.length {
+            ctx.storage.grow(id, length).await?;
+        }
     }
     let opts = WriteOptions {
         digest: req.checksum.as_ref().map(|(alg, _)| *alg),

@@ -27,7 +27,7 @@ mod write;
 use std::time::Duration;
 
 pub use abort::abort;
-pub use append::{append, Append};
+pub use append::{append, settle, Append};
 pub use catch_up::spawn_catch_up;
 pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};

@@ -580,3 +580,80 @@ async fn startup_waits_for_a_redis_that_comes_up_late() {
     })
     .await
 }
+
+/// tus PATCHes racing at one offset from two processes sharing Redis: the
+/// offset lease lives in Redis, so exactly one writes and the others get
+/// 409 (offset moved) or 423 (being written); the bytes are the winner's,
+/// never a mix, never doubled.
+#[tokio::test]
+async fn racing_tus_patches_on_two_processes_let_exactly_one_write() {
+    bounded_for(FAULT_TEST_TIMEOUT, async {
+        let redis = RedisServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let client = client();
+        let a = ServerProcess::start(dir.path(), &data_dir, Some(&redis), &client).await;
+        let b = ServerProcess::start(dir.path(), &data_dir, Some(&redis), &client).await;
+        let servers = [&a, &b];
+        let piece = 2 * 1024 * 1024;
+        let tail = test_data(1000, 9);
+        let created = client
+            .post(a.url("/files/"))
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", piece + tail.len())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let path = created.headers()["location"].to_str().unwrap().to_owned();
+        let id = path.rsplit('/').next().unwrap().to_owned();
+        let patch = |server: &ServerProcess, offset: usize, body: Vec<u8>| {
+            client
+                .patch(server.url(&path))
+                .header("tus-resumable", "1.0.0")
+                .header("upload-offset", offset)
+                .header("content-type", "application/offset+octet-stream")
+                .body(body)
+                .send()
+        };
+        let bodies: Vec<Vec<u8>> = (0..6).map(|n| test_data(piece, 300 + n)).collect();
+        let racing = bodies
+            .iter()
+            .enumerate()
+            .map(|(n, body)| patch(servers[n % 2], 0, body.clone()));
+        let answers = futures::future::join_all(racing).await;
+        let statuses: Vec<u16> = answers
+            .iter()
+            .map(|r| r.as_ref().unwrap().status().as_u16())
+            .collect();
+        let winners: Vec<usize> = (0..6).filter(|&n| statuses[n] == 204).collect();
+        assert_eq!(winners.len(), 1, "exactly one PATCH writes: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| [204, 409, 423].contains(s)),
+            "{statuses:?}"
+        );
+        let head = client
+            .head(b.url(&path))
+            .header("tus-resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.headers()["upload-offset"], piece.to_string().as_str());
+        let done = patch(&b, piece, tail.clone()).await.unwrap();
+        assert_eq!(done.status(), 204);
+        let mut expected = bodies[winners[0]].clone();
+        expected.extend_from_slice(&tail);
+        let view = expect_json(
+            client
+                .get(a.url(&format!("/api/v1/uploads/{id}")))
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        assert_eq!(view["status"], "completed");
+        assert_eq!(view["file"]["sha256"], sha256_hex(&expected));
+    })
+    .await;
+}

@@ -57,25 +57,7 @@ impl DiskGuard {
     /// Admits an upload of `size` bytes and creates its part file, or says 507.
     pub async fn admit(&self, storage: &LocalDisk, id: uuid::Uuid, size: u64) -> Result<(), Error> {
         let _turn = self.admission.lock().await;
-        if self.state_reserve_released().await {
-            tracing::warn!(
-                size,
-                "upload refused: the disk filled and the state reserve is in use"
-            );
-            return Err(Error::InsufficientStorage { needed: size });
-        }
-        let free = storage
-            .free_space()
-            .map_err(|e| Error::Internal(e.into()))?;
-        if free.saturating_sub(self.reserve) < size {
-            tracing::warn!(
-                size,
-                free,
-                reserve = self.reserve,
-                "upload refused: disk nearly full"
-            );
-            return Err(Error::InsufficientStorage { needed: size });
-        }
+        self.check_room(storage, size).await?;
         if self.max_pending > 0 {
             let pending = storage
                 .pending_bytes()
@@ -92,6 +74,32 @@ impl DiskGuard {
             }
         }
         storage.create(id, size).await?;
+        Ok(())
+    }
+
+    /// Whether `needed` bytes that no create reserved (a write to an upload
+    /// whose length was not known) fit beside the reserve; else 507. The
+    /// state reserve's room, once released, is the state store's alone.
+    pub async fn check_room(&self, storage: &LocalDisk, needed: u64) -> Result<(), Error> {
+        if self.state_reserve_released().await {
+            tracing::warn!(
+                needed,
+                "write refused: the disk filled and the state reserve is in use"
+            );
+            return Err(Error::InsufficientStorage { needed });
+        }
+        let free = storage
+            .free_space()
+            .map_err(|e| Error::Internal(e.into()))?;
+        if free.saturating_sub(self.reserve) < needed {
+            tracing::warn!(
+                needed,
+                free,
+                reserve = self.reserve,
+                "write refused: disk nearly full"
+            );
+            return Err(Error::InsufficientStorage { needed });
+        }
         Ok(())
     }
 }

@@ -183,6 +183,7 @@ async fn create(
     // creation-with-upload: the first bytes may come with the create.
     let with_bytes = is_offset_stream(&req)?;
     if !with_bytes {
+        let rec = core::settle(&ctx, rec).await?;
         return Ok(created(&ctx, &req, &rec).finish());
     }
     let rec = write(&ctx, &req, rec.id, 0, body).await?;

@@ -553,3 +553,26 @@ async fn tus_an_expired_partial_cannot_be_concatenated() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_a_finished_upload_does_not_expire_with_the_unfinished_ones() {
+    bounded(async {
+        let app = spawn_app_with(|s| {
+            s.upload_ttl = Duration::from_secs(60);
+            s.janitor_interval = Duration::from_secs(3600);
+            s.orphan_grace = Duration::from_secs(60);
+        })
+        .await;
+        let tus = Tus::new(&app);
+        let url = tus.upload(b"kept for good", 5, None).await;
+        // "The unfinished upload is available until the time specified in
+        // Upload-Expires": a finished one is not bound by it.
+        app.ctx.clock.advance(Duration::from_secs(600));
+        tranche::janitor::sweep(&app.ctx).await.expect("sweep");
+        let head = tus.head(&url).await.expect(&[200, 204]);
+        assert_eq!(head.offset(), Some(13), "{head}");
+        assert_eq!(head.length(), Some(13), "{head}");
+        tus.assert_file(&url, b"kept for good").await;
+    })
+    .await
+}

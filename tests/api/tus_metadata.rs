@@ -125,3 +125,28 @@ async fn tus_metadata_that_is_not_base64_is_refused_or_kept_exactly() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_metadata_with_a_repeated_key_is_refused_or_kept_exactly() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        // "All keys MUST be unique": a client's duty; a server that takes
+        // the header anyway still owes it back "as specified by the Client".
+        let meta = format!("note {},note {}", b64(b"one"), b64(b"two"));
+        let answer = tus
+            .post(&[("Upload-Length", "1"), ("Upload-Metadata", &meta)])
+            .await;
+        if answer.status == 201 {
+            let head = tus.head(&tus.location(&answer)).await.expect(&[200, 204]);
+            assert_eq!(
+                head.header("upload-metadata"),
+                Some(meta.as_str()),
+                "{head}"
+            );
+        } else {
+            assert_eq!(answer.status, 400, "{answer}");
+        }
+    })
+    .await
+}

@@ -199,12 +199,15 @@ fn create_request(raw: Option<&str>) -> Result<(CreateRequest, String), ApiError
     let pairs = raw.map(headers::metadata).transpose()?.unwrap_or_default();
     let mut filename = None;
     let mut content_type = None;
+    let mut sha256 = None;
     let mut metadata = serde_json::Map::new();
     for (key, value) in pairs {
         let value = String::from_utf8_lossy(&value).into_owned();
         match key.as_str() {
             "filename" | "name" if filename.is_none() => filename = Some(value),
             "filetype" | "type" if content_type.is_none() => content_type = Some(value),
+            // The whole file's SHA-256, checked at completion as API v1's is.
+            "sha256" => sha256 = Some(value),
             _ => {
                 metadata.insert(key, serde_json::Value::String(value));
             }
@@ -226,7 +229,7 @@ fn create_request(raw: Option<&str>) -> Result<(CreateRequest, String), ApiError
             .unwrap_or_else(|| "upload".into()),
         size: 0,
         content_type: Some(content_type.clone()),
-        sha256: None,
+        sha256,
         chunk_size: None,
         metadata: Some(metadata),
         retention: None,

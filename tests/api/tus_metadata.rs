@@ -150,3 +150,28 @@ async fn tus_metadata_with_a_repeated_key_is_refused_or_kept_exactly() {
     })
     .await
 }
+
+#[tokio::test]
+async fn tus_an_announced_sha256_is_checked_at_the_last_patch() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let data = test_data(5000, 92);
+        // tranche's own key (docs/API.md): the file's SHA-256 in hex.
+        let meta = |digest: &str| format!("sha256 {}", b64(digest.as_bytes()));
+        let right = tus
+            .upload(&data, 2000, Some(&meta(&sha256_hex(&data))))
+            .await;
+        tus.assert_file(&right, &data).await;
+
+        let url = tus
+            .create(5000, Some(&meta(&sha256_hex(b"other bytes"))))
+            .await;
+        tus.patch_ok(&url, 0, &data[..4000]).await;
+        tus.patch(&url, 4000, &data[4000..]).await.expect(&[422]);
+        let (_, view) = tus.view(&upload_id(&url)).await;
+        assert_ne!(view["status"], "completed", "{view}");
+        assert!(view["file"].is_null(), "{view}");
+    })
+    .await
+}

@@ -348,9 +348,18 @@ async fn write(
     let checksum = headers::text(req, "Upload-Checksum")?
         .map(headers::checksum)
         .transpose()?;
+    let content_length = match headers::number(req, "Content-Length")? {
+        // HTTP/1.1 without a length or a chunked coding: no body at all.
+        None if req.version() < actix_web::http::Version::HTTP_2
+            && !req.headers().contains_key(header::TRANSFER_ENCODING) =>
+        {
+            Some(0)
+        }
+        other => other,
+    };
     let append = Append {
         offset: at,
-        content_length: headers::number(req, "Content-Length")?,
+        content_length,
         length: headers::number(req, "Upload-Length")?,
         checksum,
     };

@@ -58,28 +58,14 @@ impl DiskGuard {
     pub async fn admit(&self, storage: &LocalDisk, id: uuid::Uuid, size: u64) -> Result<(), Error> {
         let _turn = self.admission.lock().await;
         self.check_room(storage, size).await?;
-        if self.max_pending > 0 {
-            let pending = storage
-                .pending_bytes()
-                .await
-                .map_err(|e| Error::Internal(e.into()))?;
-            if pending.saturating_add(size) > self.max_pending {
-                tracing::warn!(
-                    size,
-                    pending,
-                    max = self.max_pending,
-                    "upload refused: pending-bytes budget"
-                );
-                return Err(Error::InsufficientStorage { needed: size });
-            }
-        }
         storage.create(id, size).await?;
         Ok(())
     }
 
     /// Whether `needed` bytes that no create reserved (a write to an upload
-    /// whose length was not known) fit beside the reserve; else 507. The
-    /// state reserve's room, once released, is the state store's alone.
+    /// whose length was not known) fit beside the reserve and within the
+    /// pending-bytes budget; else 507. The state reserve's room, once
+    /// released, is the state store's alone.
     pub async fn check_room(&self, storage: &LocalDisk, needed: u64) -> Result<(), Error> {
         if self.state_reserve_released().await {
             tracing::warn!(
@@ -99,6 +85,21 @@ impl DiskGuard {
                 "write refused: disk nearly full"
             );
             return Err(Error::InsufficientStorage { needed });
+        }
+        if self.max_pending > 0 {
+            let pending = storage
+                .pending_bytes()
+                .await
+                .map_err(|e| Error::Internal(e.into()))?;
+            if pending.saturating_add(needed) > self.max_pending {
+                tracing::warn!(
+                    needed,
+                    pending,
+                    max = self.max_pending,
+                    "refused: pending-bytes budget"
+                );
+                return Err(Error::InsufficientStorage { needed });
+            }
         }
         Ok(())
     }

@@ -188,7 +188,18 @@ async fn a_full_disk_episode(redis: Option<RedisServer>) {
     // Space returns: writes go on without a restart.
     std::fs::remove_file(&filler).unwrap();
     let b = test_data(3 * MIB, 1502);
-    let created = through_outage("create", || create(&app, b.len(), MIB)).await;
+    // On a connection of its own, as `fetch` explains: the pooled ones
+    // carried refused requests.
+    let fresh = reqwest::Client::new();
+    let created = through_outage("create", || async {
+        fresh
+            .post(app.url("/api/v1/uploads"))
+            .json(&json!({"filename": "f.bin", "size": b.len(), "chunk_size": MIB}))
+            .send()
+            .await
+            .expect("create request")
+    })
+    .await;
     let id_b = expect_json(created, 201).await["id"]
         .as_str()
         .unwrap()

@@ -124,6 +124,13 @@ pub struct TokenArgs {
     /// their files at most this long
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_retention: Option<std::time::Duration>,
+    /// Quota of stored bytes for the token's owner (e.g. 10GiB), at most the
+    /// server's quota.max_stored_bytes
+    #[arg(long, value_name = "SIZE")]
+    pub max_stored_bytes: Option<bytesize::ByteSize>,
+    /// Quota of pending bytes (unfinished uploads) for the token's owner
+    #[arg(long, value_name = "SIZE")]
+    pub max_pending_bytes: Option<bytesize::ByteSize>,
     /// Subject: who the token is for (names its rate-limit bucket)
     #[arg(long, value_name = "NAME")]
     pub sub: Option<String>,

@@ -37,7 +37,15 @@ pub struct Metrics {
 }
 
 /// The `event` label values of `tranche_uploads_total`.
-pub const UPLOAD_EVENTS: [&str; 5] = ["created", "completed", "failed", "aborted", "expired"];
+/// `deduplicated`: a create answered from a stored file (counted as created too).
+pub const UPLOAD_EVENTS: [&str; 6] = [
+    "created",
+    "completed",
+    "failed",
+    "aborted",
+    "expired",
+    "deduplicated",
+];
 
 impl Metrics {
     pub fn new() -> Self {

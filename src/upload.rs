@@ -48,6 +48,10 @@ pub struct UploadRecord {
     /// How long the completed file is kept (ms); `None`: until deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<i64>,
+    /// Whose upload it is (see `core::Caller`), for quotas and dedup;
+    /// `None` in records of versions before them, which count for nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl UploadRecord {

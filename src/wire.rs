@@ -115,6 +115,25 @@ pub struct ScrubReport {
     pub orphans: Vec<Uuid>,
 }
 
+/// What one owner stores and has pending, in bytes, with its limits (absent:
+/// none): `GET /api/v1/usage`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerUsage {
+    pub owner: String,
+    pub stored_bytes: u64,
+    pub pending_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_bytes: Option<u64>,
+}
+
+/// `GET /api/v1/usage`'s answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub owners: Vec<OwnerUsage>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScrubMismatch {
     pub id: Uuid,

@@ -15,11 +15,13 @@ mod auth;
 mod cors;
 mod limits;
 mod proxies;
+mod quota;
 
 pub use auth::AuthSettings;
 pub use cors::CorsSettings;
 pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;
+pub use quota::{Dedup, QuotaSettings};
 
 /// Upper bound on chunks per upload. It keeps the received-chunk bitmap small
 /// (1.25 KiB) so that recording a chunk stays cheap in every store; a wish that
@@ -101,6 +103,14 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub rate_limit: RateLimitSettings,
+    /// Whether a create that gives `sha256` and `size` of a stored file is
+    /// answered with that file, already completed: `owner` (the default),
+    /// `global` or `off`.
+    #[serde(default)]
+    pub dedup: Dedup,
+    /// Bytes each owner may keep and have pending.
+    #[serde(default)]
+    pub quota: QuotaSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +196,8 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             limits: LimitSettings::default(),
             rate_limit: RateLimitSettings::default(),
+            dedup: Dedup::default(),
+            quota: QuotaSettings::default(),
         }
     }
 }

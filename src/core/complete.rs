@@ -10,7 +10,7 @@ use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{failed_completion, load_live, status_conflict, store_error};
-use crate::core::{Error, LEASE_TTL};
+use crate::core::{dedup, usage, Error, LEASE_TTL};
 use crate::state::{Lease, LeaseOf, StateStore, Update};
 use crate::upload::{Failure, FileInfo, Status, UploadRecord};
 
@@ -166,6 +166,7 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         .assembly_duration
         .observe(started.elapsed().as_secs_f64());
     if failed {
+        usage::release(ctx, &rec).await;
         ctx.metrics.upload_event("failed");
         let _ = ctx.storage.remove(id).await;
         tracing::warn!(upload_id = %id, %sha256, "upload failed: digest mismatch");
@@ -175,6 +176,8 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
             actual: sha256,
         });
     }
+    usage::settle(ctx, &rec).await;
+    dedup::index(ctx, &rec).await;
     ctx.metrics.upload_event("completed");
     tracing::info!(upload_id = %id, size = rec.size, %sha256, elapsed_ms = started.elapsed().as_millis() as u64, "upload completed");
     Ok(rec)

@@ -7,10 +7,11 @@ use crate::context::AppContext;
 use crate::core::idempotency::{hold_key, replay, request_digest};
 use crate::core::live::store_error;
 use crate::core::quota::UseLimit;
-use crate::core::Error;
+use crate::core::usage::{self, Caller};
+use crate::core::{dedup, Error};
 use crate::guards::limits::content;
 use crate::hashing::HashState;
-use crate::state::{IdempotencyRecord, Insert, StateStore};
+use crate::state::{IdempotencyRecord, Insert, StateStore, UsageKind};
 use crate::upload::{ChunkSet, Status, UploadRecord};
 use crate::wire::{CreateRequest, UploadView};
 use std::time::Duration;
@@ -34,7 +35,21 @@ pub async fn create(
     limit: Option<&UseLimit>,
     max_retention: Option<Duration>,
 ) -> Result<UploadView, Error> {
-    let answer = create_answer(ctx, req, idempotency_key, limit, max_retention).await?;
+    let nobody = Caller::default();
+    create_as(ctx, req, idempotency_key, limit, max_retention, &nobody).await
+}
+
+/// [`create`] for `caller`: its owner's quotas hold, and a create that
+/// gives `sha256` may be answered from a stored file ([`dedup`]).
+pub async fn create_as(
+    ctx: &AppContext,
+    req: CreateRequest,
+    idempotency_key: Option<String>,
+    limit: Option<&UseLimit>,
+    max_retention: Option<Duration>,
+    caller: &Caller,
+) -> Result<UploadView, Error> {
+    let answer = create_answer(ctx, req, idempotency_key, limit, max_retention, caller).await?;
     serde_json::from_value(answer).map_err(|e| Error::Internal(e.into()))
 }
 
@@ -45,6 +60,7 @@ async fn create_answer(
     idempotency_key: Option<String>,
     limit: Option<&UseLimit>,
     max_retention: Option<Duration>,
+    caller: &Caller,
 ) -> Result<serde_json::Value, Error> {
     let s = &ctx.settings;
     let retention = retention(req.retention, s.retention, max_retention)?;
@@ -81,9 +97,10 @@ async fn create_answer(
         failure: None,
         idempotency_key: idempotency_key.clone(),
         retention_ms: retention.map(|r| r.as_millis() as i64),
+        owner: caller.owner.clone(),
     };
     let Some(key) = idempotency_key else {
-        return start(ctx, &record, None, limit).await;
+        return start(ctx, &record, None, limit, caller).await;
     };
     // One request per key at a time (across instances, with Redis): a retry
     // racing its first attempt waits for it and gets its answer, instead of
@@ -94,7 +111,10 @@ async fn create_answer(
     let work = async {
         match ctx.store.idempotency_record(&key).await {
             Ok(Some(first)) => replay(&first, &request_digest),
-            Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
+            Ok(None) => {
+                let idempotency = Some((key.as_str(), request_digest.as_str()));
+                start(ctx, &record, idempotency, limit, caller).await
+            }
             Err(e) => Err(store_error(ctx, e)),
         }
     };
@@ -104,37 +124,72 @@ async fn create_answer(
 }
 
 /// Starts the upload `record`: takes a `max_uploads` use if there is a limit,
-/// reserves its disk space and records it (with the idempotency entry).
+/// then shares a stored file with the same content if it may ([`dedup`]),
+/// or else charges its owner's pending quota, reserves its disk space and
+/// records it (with the idempotency entry).
 async fn start(
     ctx: &AppContext,
     record: &UploadRecord,
     idempotency: Option<(&str, &str)>,
     limit: Option<&UseLimit>,
+    caller: &Caller,
 ) -> Result<serde_json::Value, Error> {
-    // A new upload has no file yet, so no file URL to name.
-    let view = UploadView::of(record, |_| String::new());
-    let answer = serde_json::to_value(view).map_err(|e| Error::Internal(e.into()))?;
     let taken = match limit {
         Some(limit) => Some(limit.take(ctx).await?),
         None => None,
     };
-    let inserted = insert(ctx, record, &answer, idempotency).await;
+    let source = match &record.expected_sha256 {
+        Some(sha256) => dedup::source(ctx, caller.owner.as_deref(), sha256, record.size).await,
+        None => None,
+    };
+    let shared = match &source {
+        Some(source) => {
+            let shared = dedup::shared(record);
+            dedup::start_shared(ctx, caller, &shared, source, idempotency).await
+        }
+        None => Ok(None),
+    };
+    let inserted = match shared {
+        Ok(Some((inserted, answer))) => Ok((inserted, answer)),
+        Ok(None) => start_new(ctx, record, idempotency, caller).await,
+        Err(e) => Err(e),
+    };
     if let Some(taken) = taken {
         match inserted {
-            Ok(Insert::Created) => taken.keep(),
+            Ok((Insert::Created, _)) => taken.keep(),
             // Given back before answering, so the caller's next create counts right.
             _ => taken.give_back().await,
         }
     }
     match inserted? {
-        Insert::Created => {
+        (Insert::Created, answer) => {
             ctx.metrics.upload_event("created");
             tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
             Ok(answer)
         }
         // Only without the key's lease (an older instance racing): still the first answer.
-        Insert::Existing(first) => replay(&first, idempotency.map_or("", |(_, r)| r)),
+        (Insert::Existing(first), _) => replay(&first, idempotency.map_or("", |(_, r)| r)),
     }
+}
+
+/// Starts `record` as an upload whose bytes are to come: its owner's
+/// pending bytes first (refused before the disk is even asked), then its
+/// place on disk and its record.
+async fn start_new(
+    ctx: &AppContext,
+    record: &UploadRecord,
+    idempotency: Option<(&str, &str)>,
+    caller: &Caller,
+) -> Result<(Insert, serde_json::Value), Error> {
+    // A new upload has no file yet, so no file URL to name.
+    let view = UploadView::of(record, |_| String::new());
+    let answer = serde_json::to_value(view).map_err(|e| Error::Internal(e.into()))?;
+    usage::charge(ctx, caller, record.id, UsageKind::Pending, record.size).await?;
+    let inserted = insert(ctx, record, &answer, idempotency).await;
+    if !matches!(inserted, Ok(Insert::Created)) {
+        usage::release(ctx, record).await;
+    }
+    Ok((inserted?, answer))
 }
 
 /// Reserves the new upload's place on disk, then records it (with its

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::live::store_error;
-use crate::core::Error;
+use crate::core::{usage, Error};
 use crate::state::{StateStore, Update};
 use crate::upload::UploadRecord;
 
@@ -42,6 +42,7 @@ pub async fn delete_file(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
         .map_err(|e| store_error(ctx, e))?;
     match update {
         Update::Done(rec) => {
+            usage::record_gone(ctx, &rec).await;
             let freed = remove_bytes(ctx, id).await?;
             file_deleted(ctx, &rec, Deletion::Request, freed);
             Ok(())

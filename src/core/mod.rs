@@ -11,6 +11,7 @@ mod catch_up;
 mod chunks;
 mod complete;
 mod create;
+mod dedup;
 mod delete;
 mod error;
 mod files;
@@ -19,6 +20,7 @@ mod lease;
 mod live;
 mod quota;
 mod scrub;
+mod usage;
 mod write;
 
 use std::time::Duration;
@@ -27,13 +29,14 @@ pub use abort::abort;
 pub use catch_up::spawn_catch_up;
 pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};
-pub use create::create;
+pub use create::{create, create_as};
 pub use delete::{delete_file, file_deleted, Deletion};
 pub use error::Error;
 pub use files::{completed_file, read_file};
 pub use idempotency::idempotency_key;
 pub use quota::UseLimit;
 pub use scrub::scrub;
+pub use usage::{record_gone, usage_report, Caller};
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
 /// this while they work, so a holder that died (or lost the store) frees it

@@ -11,7 +11,7 @@ pub mod framing;
 pub mod service;
 pub mod v1;
 
-use v1::{admin, files, uploads};
+use v1::{admin, files, uploads, usage};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -69,6 +69,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::head().to(files::download))
                     .route(web::delete().to(files::delete))
                     .default_service(allowed_only("GET, HEAD, DELETE")),
+            )
+            .service(
+                web::resource("/usage")
+                    .route(web::get().to(usage::usage))
+                    .route(web::head().to(usage::usage))
+                    .default_service(allowed_only("GET, HEAD")),
             )
             .service(
                 web::resource("/admin/scrub")

@@ -26,7 +26,7 @@ pub struct Metrics {
     pub store_reopens: IntGauge,
     /// 1 while the state reserve is given up to a full disk.
     pub state_reserve_released: IntGauge,
-    /// Completed files deleted, by `reason`: `request`, `retention`.
+    /// Completed files deleted, by `reason`: `request`, `retention`, `download`.
     pub files_deleted: IntCounterVec,
     /// How long past its retention the last sweep's latest file was deleted.
     pub file_deletion_lag: Gauge,
@@ -186,7 +186,7 @@ impl Metrics {
         for kind in ["upload", "orphan"] {
             janitor_deleted.with_label_values(&[kind]);
         }
-        for reason in ["request", "retention"] {
+        for reason in ["request", "retention", "download"] {
             files_deleted.with_label_values(&[reason]);
         }
         Metrics {

@@ -52,6 +52,9 @@ pub struct UploadRecord {
     /// `None` in records of versions before them, which count for nobody.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The completed file is deleted once downloaded in full.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_after_download: bool,
 }
 
 impl UploadRecord {
@@ -169,6 +172,7 @@ impl UploadView {
             error: r.failure.clone(),
             upload_token: None,
             warnings: Vec::new(),
+            retention_after_download: r.delete_after_download,
         }
     }
 }

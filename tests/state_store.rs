@@ -161,6 +161,7 @@ fn record(clock: &Clock, size: u64) -> UploadRecord {
         idempotency_key: None,
         retention_ms: None,
         owner: None,
+        delete_after_download: false,
     }
 }
 

@@ -111,6 +111,10 @@ pub struct Settings {
     /// Bytes each owner may keep and have pending.
     #[serde(default)]
     pub quota: QuotaSettings,
+    /// Every completed file is deleted once downloaded in full (a create may
+    /// ask for it with `retention_after_download` when this is off).
+    #[serde(default)]
+    pub retention_after_download: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +202,7 @@ impl Default for Settings {
             rate_limit: RateLimitSettings::default(),
             dedup: Dedup::default(),
             quota: QuotaSettings::default(),
+            retention_after_download: false,
         }
     }
 }

@@ -98,6 +98,9 @@ async fn create_answer(
         idempotency_key: idempotency_key.clone(),
         retention_ms: retention.map(|r| r.as_millis() as i64),
         owner: caller.owner.clone(),
+        delete_after_download: req
+            .retention_after_download
+            .unwrap_or(s.retention_after_download),
     };
     let Some(key) = idempotency_key else {
         return start(ctx, &record, None, limit, caller).await;

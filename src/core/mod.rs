@@ -30,7 +30,7 @@ pub use catch_up::spawn_catch_up;
 pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};
 pub use create::{create, create_as};
-pub use delete::{delete_file, file_deleted, Deletion};
+pub use delete::{delete_file, file_deleted, read_file_then_delete, Deletion};
 pub use error::Error;
 pub use files::{completed_file, read_file};
 pub use idempotency::idempotency_key;

@@ -1,7 +1,8 @@
 //! What owners share and keep, with authentication on: dedup by SHA-256
 //! (a second upload of stored content completes at once, on a hard link,
 //! within one owner unless `dedup = "global"`), per-owner quotas (507 at
-//! create, freed when files go) and `GET /api/v1/usage`.
+//! create, freed when files go), `GET /api/v1/usage`, and
+//! `retention_after_download`.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -454,6 +455,114 @@ async fn usage_shows_every_owner_to_an_api_key_and_its_own_to_a_token() {
         )
         .await;
         assert_eq!(row(&carol, "sub:carol"), Some((0, 0)));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_file_kept_until_downloaded_goes_after_one_full_download() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let data = test_data(20_000, 70);
+        let mut body = body_for(&data);
+        body["retention_after_download"] = json!("1");
+        let created = expect_json(create_with(&app, TEST_API_KEY, body).await, 201).await;
+        assert_eq!(created["retention_after_download"], true);
+        let done = finish(&app, &created, &data).await;
+        assert_eq!(done["retention_after_download"], true);
+        let id = id_of(&done);
+        let path = format!("/api/v1/files/{id}");
+        // HEAD and a range do not count.
+        let head = app
+            .request(Method::HEAD, &path)
+            .bearer_auth(TEST_API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), 200);
+        let part = app
+            .request(Method::GET, &path)
+            .bearer_auth(TEST_API_KEY)
+            .header("Range", "bytes=0-99")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(part.status(), 206);
+        assert_eq!(part.bytes().await.unwrap().len(), 100);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(app.file_path(&id).exists());
+        // The whole body: then it goes.
+        let full = download_as(&app, &id, TEST_API_KEY).await;
+        assert_eq!(full.status(), 200);
+        assert_eq!(&full.bytes().await.unwrap()[..], &data[..]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while app.file_path(&id).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not deleted after a full download"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_error(
+            download_as(&app, &id, TEST_API_KEY).await,
+            404,
+            "file_not_found",
+        )
+        .await;
+        let text = app.metrics_text().await;
+        assert_eq!(
+            metric_value(&text, "tranche_files_deleted_total", Some("download")),
+            Some(1.0)
+        );
+        // Spelled as JSON or as forms and scripts write it; anything else is a mistake.
+        for (flag, kept) in [
+            (json!(true), true),
+            (json!(0), false),
+            (json!("false"), false),
+        ] {
+            let mut body = json!({"filename": "f", "size": 1});
+            body["retention_after_download"] = flag;
+            let created = expect_json(create_with(&app, TEST_API_KEY, body).await, 201).await;
+            assert_eq!(
+                created["retention_after_download"]
+                    .as_bool()
+                    .unwrap_or(false),
+                kept
+            );
+        }
+        let mut body = json!({"filename": "f", "size": 1});
+        body["retention_after_download"] = json!("maybe");
+        assert_error(
+            create_with(&app, TEST_API_KEY, body).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+        // Without it, a download keeps the file.
+        let kept = id_of(&store(&app, TEST_API_KEY, &test_data(1_000, 71)).await);
+        assert_eq!(download_as(&app, &kept, TEST_API_KEY).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(app.file_path(&kept).exists());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_server_setting_deletes_every_file_after_its_download() {
+    bounded(async {
+        let app = spawn_with_auth(|s| s.retention_after_download = true).await;
+        let data = test_data(3_000, 72);
+        let id = id_of(&store(&app, TEST_API_KEY, &data).await);
+        let full = download_as(&app, &id, TEST_API_KEY).await;
+        assert_eq!(&full.bytes().await.unwrap()[..], &data[..]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while app.file_path(&id).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not deleted after a full download"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     })
     .await
 }

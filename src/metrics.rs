@@ -34,6 +34,8 @@ pub struct Metrics {
     pub scrub_files: IntCounter,
     pub scrub_mismatches: IntCounter,
     pub scrub_orphans: IntCounter,
+    /// Completed files whose record the scrub found without their bytes.
+    pub scrub_missing: IntCounter,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -155,8 +157,13 @@ impl Metrics {
             "tranche_scrub_orphans_total",
             "Files in the data directory that no record names, seen by the scrub",
         );
+        let scrub_missing = counter(
+            "tranche_scrub_missing_total",
+            "Completed files whose record is there but whose bytes are not, seen by the scrub",
+        );
         for c in [
             Box::new(files_deleted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(scrub_missing.clone()),
             Box::new(scrub_files.clone()),
             Box::new(scrub_mismatches.clone()),
             Box::new(scrub_orphans.clone()),
@@ -209,6 +216,7 @@ impl Metrics {
             scrub_files,
             scrub_mismatches,
             scrub_orphans,
+            scrub_missing,
         }
     }
 

@@ -139,6 +139,9 @@ pub struct ScrubReport {
     pub mismatches: Vec<ScrubMismatch>,
     /// Files in the byte store that no record names.
     pub orphans: Vec<Uuid>,
+    /// Completed files whose record is there but whose bytes are not.
+    #[serde(default)]
+    pub missing: Vec<Uuid>,
 }
 
 /// What one owner stores and has pending, in bytes, with its limits (absent:

@@ -1090,3 +1090,21 @@ async fn scrub_exits_5_on_a_byte_flipped_on_disk() {
     })
     .await
 }
+
+#[tokio::test]
+async fn scrub_exits_5_when_a_completed_files_bytes_are_missing() {
+    bounded(async {
+        let app = spawn_app().await;
+        let done = app.upload_all(&test_data(2 * 1024, 33), 1024).await;
+        let id = done["id"].as_str().unwrap().to_owned();
+        std::fs::remove_file(app.file_path(&id)).unwrap();
+        let run = tranche(&["scrub", "--server", &app.address]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert!(run.stdout.contains(&format!("MISSING   {id}")), "{run}");
+        assert!(run.stdout.contains("0 mismatch(es), 1 missing"), "{run}");
+        let run = tranche(&["scrub", "--server", &app.address, "--json"]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert_eq!(run.json()["missing"][0], id.as_str());
+    })
+    .await
+}

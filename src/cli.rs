@@ -40,7 +40,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Download(DownloadArgs),
     /// Re-hash every completed file on a tranche server and compare it with
-    /// its recorded SHA-256 (needs an API key). Exits 5 on a mismatch.
+    /// its recorded SHA-256 (needs an API key). Exits 5 on a mismatch or a missing file.
     #[command(after_help = SCRUB_HELP)]
     Scrub(ScrubArgs),
     /// Completed files on a tranche server: delete one.

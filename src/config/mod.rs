@@ -429,6 +429,26 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn dedup_and_quotas_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert_eq!(s.dedup, Dedup::Owner);
+            assert_eq!(s.quota.max_stored_bytes.0, 0);
+            jail.set_env("TRANCHE_DEDUP", "global");
+            jail.set_env("TRANCHE_QUOTA__MAX_STORED_BYTES", "10 GiB");
+            jail.set_env("TRANCHE_RETENTION_AFTER_DOWNLOAD", "true");
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert_eq!(s.dedup, Dedup::Global);
+            assert_eq!(s.quota.max_stored_bytes, ByteSize::gib(10));
+            assert!(s.retention_after_download);
+            jail.set_env("TRANCHE_DEDUP", "sometimes");
+            assert!(Settings::load(None, &CliOverrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn the_clients_variables_do_not_stop_the_server() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TRANCHE_SERVER", "http://127.0.0.1:8080");

@@ -173,8 +173,17 @@ async fn deleting_either_copy_keeps_the_other() {
         let alice = token_for("alice", None, None);
         let data = test_data(9_000, 62);
         let original = id_of(&store(&app, &alice, &data).await);
-        let copy = id_of(&store(&app, &alice, &data).await);
-        let third = id_of(&store(&app, &alice, &data).await);
+        let shared = || async {
+            let created = create_with(&app, &alice, body_for(&data)).await;
+            let created = expect_json(created, 201).await;
+            assert_eq!(
+                created["status"], "completed",
+                "shared at create: {created}"
+            );
+            id_of(&created)
+        };
+        let copy = shared().await;
+        let third = shared().await;
 
         // The original goes: both copies stay whole.
         assert_eq!(
@@ -201,10 +210,9 @@ async fn deleting_either_copy_keeps_the_other() {
         );
         let got = download_as(&app, &third, TEST_API_KEY).await;
         assert_eq!(&got.bytes().await.unwrap()[..], &data[..]);
-        let fourth = store(&app, &alice, &data).await;
-        assert_eq!(fourth["status"], "completed");
+        let fourth = shared().await;
         // The last names go: nothing is left on disk.
-        for id in [third, id_of(&fourth)] {
+        for id in [third, fourth] {
             assert_eq!(app.delete_file(&id, Some(TEST_API_KEY)).await.status(), 204);
             assert!(!app.file_path(&id).exists());
         }

@@ -1172,6 +1172,13 @@ async fn usage_is_charged_within_limits_settled_and_released_once(s: Subject) {
         .await
         .unwrap();
     assert_eq!(totals(&s, "sub:alice").await, usage(0, 2_000));
+    // A zero-byte file is an upload like any other.
+    let empty = Uuid::new_v4();
+    let zero = charge(empty, UsageKind::Pending, 0).await.unwrap();
+    assert_eq!(zero, Charge::Charged(usage(0, 2_000)));
+    s.store.settle_usage("sub:alice", empty).await.unwrap();
+    s.store.release_usage("sub:alice", empty).await.unwrap();
+    assert_eq!(totals(&s, "sub:alice").await, usage(0, 2_000));
     // Without limits anything goes; every owner is listed, sorted.
     let none = QuotaLimits::default();
     let big = s

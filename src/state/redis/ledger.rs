@@ -53,7 +53,8 @@ if ARGV[2] == '1' then
 else
   redis.call('HDEL', KEYS[1], field)
 end
-redis.call('HINCRBY', KEYS[1], total, '-' .. size)
+-- Redis reads '-0' as no integer: a zero-byte upload takes nothing back.
+if size ~= '0' then redis.call('HINCRBY', KEYS[1], total, '-' .. size) end
 return 1
 "#;
 

@@ -148,6 +148,14 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         }
     };
     let failed = outcome.is_err();
+    // The owner's usage first: a crash before the record's transition leaves
+    // the upload assembling, and the assembly that resumes it settles again,
+    // which the ledger counts once. (After it, nothing would.)
+    if failed {
+        usage::release(ctx, &rec).await;
+    } else {
+        usage::settle(ctx, &rec).await;
+    }
     let done = ctx
         .store
         .finish_assembly(
@@ -166,7 +174,6 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         .assembly_duration
         .observe(started.elapsed().as_secs_f64());
     if failed {
-        usage::release(ctx, &rec).await;
         ctx.metrics.upload_event("failed");
         let _ = ctx.storage.remove(id).await;
         tracing::warn!(upload_id = %id, %sha256, "upload failed: digest mismatch");
@@ -176,7 +183,6 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
             actual: sha256,
         });
     }
-    usage::settle(ctx, &rec).await;
     dedup::index(ctx, &rec).await;
     ctx.metrics.upload_event("completed");
     tracing::info!(upload_id = %id, size = rec.size, %sha256, elapsed_ms = started.elapsed().as_millis() as u64, "upload completed");

@@ -503,25 +503,27 @@ async fn a_file_kept_until_downloaded_goes_after_one_full_download() {
         let full = download_as(&app, &id, TEST_API_KEY).await;
         assert_eq!(full.status(), 200);
         assert_eq!(&full.bytes().await.unwrap()[..], &data[..]);
+        // The deletion runs on its own task once the body is out; it is
+        // told (counted) last.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while app.file_path(&id).exists() {
+        let deleted = || async {
+            let text = app.metrics_text().await;
+            metric_value(&text, "tranche_files_deleted_total", Some("download")) == Some(1.0)
+        };
+        while !deleted().await {
             assert!(
                 std::time::Instant::now() < deadline,
                 "not deleted after a full download"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(!app.file_path(&id).exists());
         assert_error(
             download_as(&app, &id, TEST_API_KEY).await,
             404,
             "file_not_found",
         )
         .await;
-        let text = app.metrics_text().await;
-        assert_eq!(
-            metric_value(&text, "tranche_files_deleted_total", Some("download")),
-            Some(1.0)
-        );
         // Spelled as JSON or as forms and scripts write it; anything else is a mistake.
         for (flag, kept) in [
             (json!(true), true),

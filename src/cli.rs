@@ -109,7 +109,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
     /// Token for this upload only (its chunks, status, complete, abort, download)
-    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads", "max_retention"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads", "max_retention", "max_stored_bytes", "max_pending_bytes"])]
     pub upload_id: Option<uuid::Uuid>,
     /// Largest file the token may start an upload for (e.g. 1GiB)
     #[arg(long, value_name = "SIZE")]

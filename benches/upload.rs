@@ -1103,6 +1103,9 @@ impl Server {
             .env("TRANCHE_MIN_CHUNK_SIZE", "256KiB")
             .env("TRANCHE_SERVE_STATIC", "false")
             .env("TRANCHE_LOG__LEVEL", "warn")
+            // Every run sends the same payload with its sha256: with dedup,
+            // runs after the first would complete at create, sending nothing.
+            .env("TRANCHE_DEDUP", "off")
             .env_remove("RUST_LOG");
         if let Some(redis) = redis {
             cmd.env("TRANCHE_STORE__TYPE", "redis")

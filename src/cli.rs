@@ -40,7 +40,7 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Download(DownloadArgs),
     /// Re-hash every completed file on a tranche server and compare it with
-    /// its recorded SHA-256 (needs an API key). Exits 5 on a mismatch.
+    /// its recorded SHA-256 (needs an API key). Exits 5 on a mismatch or a missing file.
     #[command(after_help = SCRUB_HELP)]
     Scrub(ScrubArgs),
     /// Completed files on a tranche server: delete one.
@@ -109,7 +109,7 @@ pub struct TokenArgs {
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
     /// Token for this upload only (its chunks, status, complete, abort, download)
-    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads", "max_retention"])]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["max_size", "content_type", "max_uploads", "max_retention", "max_stored_bytes", "max_pending_bytes"])]
     pub upload_id: Option<uuid::Uuid>,
     /// Largest file the token may start an upload for (e.g. 1GiB)
     #[arg(long, value_name = "SIZE")]
@@ -124,6 +124,13 @@ pub struct TokenArgs {
     /// their files at most this long
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub max_retention: Option<std::time::Duration>,
+    /// Quota of stored bytes for the token's owner (e.g. 10GiB), at most the
+    /// server's quota.max_stored_bytes
+    #[arg(long, value_name = "SIZE")]
+    pub max_stored_bytes: Option<bytesize::ByteSize>,
+    /// Quota of pending bytes (unfinished uploads) for the token's owner
+    #[arg(long, value_name = "SIZE")]
+    pub max_pending_bytes: Option<bytesize::ByteSize>,
     /// Subject: who the token is for (names its rate-limit bucket)
     #[arg(long, value_name = "NAME")]
     pub sub: Option<String>,

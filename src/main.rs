@@ -143,6 +143,8 @@ fn token_create(args: &TokenArgs) -> ExitCode {
         content_types: (!args.content_type.is_empty()).then(|| args.content_type.clone()),
         max_uploads: args.max_uploads,
         max_retention: args.max_retention.map(|d| d.as_secs().max(1)),
+        max_stored_bytes: args.max_stored_bytes.map(|s| s.0),
+        max_pending_bytes: args.max_pending_bytes.map(|s| s.0),
     };
     match tokens.mint(&claims) {
         Ok(token) => {

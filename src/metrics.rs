@@ -26,7 +26,7 @@ pub struct Metrics {
     pub store_reopens: IntGauge,
     /// 1 while the state reserve is given up to a full disk.
     pub state_reserve_released: IntGauge,
-    /// Completed files deleted, by `reason`: `request`, `retention`.
+    /// Completed files deleted, by `reason`: `request`, `retention`, `download`.
     pub files_deleted: IntCounterVec,
     /// How long past its retention the last sweep's latest file was deleted.
     pub file_deletion_lag: Gauge,
@@ -34,10 +34,20 @@ pub struct Metrics {
     pub scrub_files: IntCounter,
     pub scrub_mismatches: IntCounter,
     pub scrub_orphans: IntCounter,
+    /// Completed files whose record the scrub found without their bytes.
+    pub scrub_missing: IntCounter,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
-pub const UPLOAD_EVENTS: [&str; 5] = ["created", "completed", "failed", "aborted", "expired"];
+/// `deduplicated`: a create answered from a stored file (counted as created too).
+pub const UPLOAD_EVENTS: [&str; 6] = [
+    "created",
+    "completed",
+    "failed",
+    "aborted",
+    "expired",
+    "deduplicated",
+];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -147,8 +157,13 @@ impl Metrics {
             "tranche_scrub_orphans_total",
             "Files in the data directory that no record names, seen by the scrub",
         );
+        let scrub_missing = counter(
+            "tranche_scrub_missing_total",
+            "Completed files whose record is there but whose bytes are not, seen by the scrub",
+        );
         for c in [
             Box::new(files_deleted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(scrub_missing.clone()),
             Box::new(scrub_files.clone()),
             Box::new(scrub_mismatches.clone()),
             Box::new(scrub_orphans.clone()),
@@ -178,7 +193,7 @@ impl Metrics {
         for kind in ["upload", "orphan"] {
             janitor_deleted.with_label_values(&[kind]);
         }
-        for reason in ["request", "retention"] {
+        for reason in ["request", "retention", "download"] {
             files_deleted.with_label_values(&[reason]);
         }
         Metrics {
@@ -201,6 +216,7 @@ impl Metrics {
             scrub_files,
             scrub_mismatches,
             scrub_orphans,
+            scrub_missing,
         }
     }
 

@@ -52,6 +52,13 @@ pub struct UploadRecord {
     /// its progress is a byte offset, not a set of chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequential: Option<Sequential>,
+    /// Whose upload it is (see `core::Caller`), for quotas and dedup;
+    /// `None` in records of versions before them, which count for nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The completed file is deleted once downloaded in full.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_after_download: bool,
 }
 
 /// The progress of an upload written in order, byte by byte from its start:
@@ -235,6 +242,7 @@ impl UploadView {
             error: r.failure.clone(),
             upload_token: None,
             warnings: Vec::new(),
+            retention_after_download: r.delete_after_download,
         }
     }
 }

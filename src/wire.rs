@@ -28,6 +28,29 @@ pub struct CreateRequest {
     /// server's `retention` and the create token's `max_retention`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<u64>,
+    /// Delete the completed file once it has been downloaded in full:
+    /// `true`, `1` or `"1"` (`false`, `0`, `"0"`: the server's default).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "flag"
+    )]
+    pub retention_after_download: Option<bool>,
+}
+
+/// A yes/no that HTML forms and shell scripts write as `"1"` as often as
+/// JSON's `true`.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(b)),
+        Some(v) if v == 1 || v == "1" || v == "true" => Ok(Some(true)),
+        Some(v) if v == 0 || v == "0" || v == "false" => Ok(Some(false)),
+        Some(v) => Err(D::Error::custom(format!(
+            "expected true, false, \"1\" or \"0\", not {v}"
+        ))),
+    }
 }
 
 /// The answer to a stored chunk.
@@ -99,6 +122,9 @@ pub struct UploadView {
     /// In a create answer: the request's fields this server did not know.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The completed file is deleted once downloaded in full.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retention_after_download: bool,
 }
 
 /// What a scrub found: `POST /api/v1/admin/scrub`'s answer, and what
@@ -113,6 +139,28 @@ pub struct ScrubReport {
     pub mismatches: Vec<ScrubMismatch>,
     /// Files in the byte store that no record names.
     pub orphans: Vec<Uuid>,
+    /// Completed files whose record is there but whose bytes are not.
+    #[serde(default)]
+    pub missing: Vec<Uuid>,
+}
+
+/// What one owner stores and has pending, in bytes, with its limits (absent:
+/// none): `GET /api/v1/usage`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerUsage {
+    pub owner: String,
+    pub stored_bytes: u64,
+    pub pending_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_bytes: Option<u64>,
+}
+
+/// `GET /api/v1/usage`'s answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub owners: Vec<OwnerUsage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,8 @@ mod helpers;
 mod janitor;
 #[path = "api/limits.rs"]
 mod limits;
+#[path = "api/owners.rs"]
+mod owners;
 #[path = "api/redis_faults.rs"]
 mod redis_faults;
 #[path = "api/restart.rs"]

@@ -788,6 +788,49 @@ async fn with_authentication_a_create_token_is_enough_to_upload() {
     .await
 }
 
+/// The client always sends the file's SHA-256 at create, so a file its
+/// owner stored already completes at once, and says so.
+#[tokio::test]
+async fn a_file_stored_already_is_not_sent_again() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (file, data) = write_file(dir.path(), "talk.mp4", 100 * 1024 + 5, 12);
+        let tokens =
+            tranche::guards::auth::Tokens::new(SECRET.as_bytes(), Duration::from_secs(5)).unwrap();
+        let create_token = tokens
+            .mint(&tranche::guards::auth::Claims {
+                exp: tranche::guards::auth::token::unix_now() + 600,
+                sub: Some("alice".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let args = ["--chunk-size", "32KiB", "--token", &create_token, "--json"];
+        let first = tranche(&upload_args(&app, &file, &state, &args)).await;
+        assert_eq!(first.code, 0, "{first}");
+        assert_eq!(first.json()["files"][0]["already_stored"], false);
+        assert_eq!(first.json()["files"][0]["chunks_sent"], 4);
+
+        let second = tranche(&upload_args(&app, &file, &state, &args)).await;
+        assert_eq!(second.code, 0, "{second}");
+        let done = &second.json()["files"][0];
+        assert_eq!(done["already_stored"], true, "{second}");
+        assert_eq!(done["chunks_sent"], 0);
+        assert_eq!(done["bytes_sent"], 0);
+        assert_eq!(done["sha256"], sha256_hex(&data));
+        assert_ne!(done["upload_id"], first.json()["files"][0]["upload_id"]);
+        let url = done["url"].as_str().unwrap();
+        let got = app.client.get(url).bearer_auth(KEY).send().await.unwrap();
+        assert_eq!(&got.bytes().await.unwrap()[..], &data[..]);
+
+        let person = tranche(&upload_args(&app, &file, &state, &args[..4])).await;
+        assert_eq!(person.code, 0, "{person}");
+        assert!(person.stdout.contains("already stored"), "{person}");
+    })
+    .await
+}
+
 /// The upload token a killed run saved has expired by the time the command is
 /// run again: with an API key the run still resumes the same upload; with
 /// only a create token (which cannot touch uploads) it starts a new one.
@@ -1087,6 +1130,24 @@ async fn scrub_exits_5_on_a_byte_flipped_on_disk() {
         let run = tranche(&["scrub", "--server", &app.address, "--json"]).await;
         assert_eq!(run.code, 5, "{run}");
         assert_eq!(run.json()["mismatches"][0]["id"], id.as_str());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scrub_exits_5_when_a_completed_files_bytes_are_missing() {
+    bounded(async {
+        let app = spawn_app().await;
+        let done = app.upload_all(&test_data(2 * 1024, 33), 1024).await;
+        let id = done["id"].as_str().unwrap().to_owned();
+        std::fs::remove_file(app.file_path(&id)).unwrap();
+        let run = tranche(&["scrub", "--server", &app.address]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert!(run.stdout.contains(&format!("MISSING   {id}")), "{run}");
+        assert!(run.stdout.contains("0 mismatch(es), 1 missing"), "{run}");
+        let run = tranche(&["scrub", "--server", &app.address, "--json"]).await;
+        assert_eq!(run.code, 5, "{run}");
+        assert_eq!(run.json()["missing"][0], id.as_str());
     })
     .await
 }

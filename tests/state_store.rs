@@ -1,5 +1,6 @@
 //! The `StateStore` conformance suite: every guarantee the trait's doc
-//! comments make (`src/state/mod.rs`), written once and run against each
+//! comments make (`src/state/mod.rs`, and `LedgerStore`'s in
+//! `src/state/ledger.rs`: usage, the dedup index), written once and run against each
 //! backend, the embedded store (redb) and a private redis-server, so that the
 //! Lua scripts and the redb rules cannot drift apart. (As garage runs one
 //! suite per database adapter, `src/db/test.rs`.)
@@ -26,8 +27,8 @@ use tranche::clock::Clock;
 use tranche::config::Durability;
 use tranche::hashing::HashState;
 use tranche::state::{
-    ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, OffsetMark, Rate, RedisStore,
-    StateStore, Store, Update,
+    Charge, ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, LedgerStore, OffsetMark,
+    Quota, QuotaLimits, Rate, RedisStore, StateStore, Store, Update, Usage, UsageKind,
 };
 use tranche::upload::{ChunkSet, Concat, Failure, FileInfo, Sequential, Status, UploadRecord};
 use uuid::Uuid;
@@ -132,6 +133,10 @@ conformance!(
     an_offset_moves_only_from_where_it_stands,
     a_deferred_length_is_set_once_and_bounds_the_offset,
     of_racing_moves_from_one_offset_exactly_one_wins,
+    usage_is_charged_within_limits_settled_and_released_once,
+    racing_charges_never_pass_a_quota,
+    the_content_index_names_every_file_until_removed,
+    completed_ids_lists_completed_uploads_only,
 );
 
 const CHUNK: u64 = 1024;
@@ -159,6 +164,8 @@ fn record(clock: &Clock, size: u64) -> UploadRecord {
         idempotency_key: None,
         retention_ms: None,
         sequential: None,
+        owner: None,
+        delete_after_download: false,
     }
 }
 
@@ -1308,4 +1315,148 @@ where
         assert!(Instant::now() < deadline, "nothing lapsed within 5 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn usage(pending: u64, stored: u64) -> Usage {
+    Usage { pending, stored }
+}
+
+async fn totals(s: &Subject, owner: &str) -> Usage {
+    let rows = s.store.usage(Some(owner)).await.unwrap();
+    rows.first().map_or(Usage::default(), |(_, u)| *u)
+}
+
+async fn usage_is_charged_within_limits_settled_and_released_once(s: Subject) {
+    let limits = QuotaLimits {
+        max_stored: Some(5_000),
+        max_pending: Some(4_000),
+    };
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let charge = |id, kind, size| s.store.charge_usage("sub:alice", id, kind, size, limits);
+    assert_eq!(
+        charge(a, UsageKind::Pending, 3_000).await.unwrap(),
+        Charge::Charged(usage(0, 0))
+    );
+    // Charging the same upload again adds nothing.
+    assert_eq!(
+        charge(a, UsageKind::Pending, 3_000).await.unwrap(),
+        Charge::Charged(usage(3_000, 0))
+    );
+    assert_eq!(
+        charge(b, UsageKind::Pending, 1_001).await.unwrap(),
+        Charge::Refused {
+            usage: usage(3_000, 0),
+            quota: Quota::Pending
+        }
+    );
+    assert_eq!(totals(&s, "sub:alice").await, usage(3_000, 0));
+    // Completed: stored now; settling twice moves it once.
+    s.store.settle_usage("sub:alice", a).await.unwrap();
+    s.store.settle_usage("sub:alice", a).await.unwrap();
+    assert_eq!(totals(&s, "sub:alice").await, usage(0, 3_000));
+    assert_eq!(
+        charge(b, UsageKind::Stored, 2_000).await.unwrap(),
+        Charge::Charged(usage(0, 3_000))
+    );
+    // Pending bytes count against the stored quota too.
+    assert_eq!(
+        charge(c, UsageKind::Pending, 1).await.unwrap(),
+        Charge::Refused {
+            usage: usage(0, 5_000),
+            quota: Quota::Stored
+        }
+    );
+    // Settling a stored upload changes nothing; releasing frees it, once.
+    s.store.settle_usage("sub:alice", b).await.unwrap();
+    s.store.release_usage("sub:alice", a).await.unwrap();
+    s.store.release_usage("sub:alice", a).await.unwrap();
+    assert_eq!(totals(&s, "sub:alice").await, usage(0, 2_000));
+    s.store
+        .release_usage("sub:alice", Uuid::new_v4())
+        .await
+        .unwrap();
+    assert_eq!(totals(&s, "sub:alice").await, usage(0, 2_000));
+    // A zero-byte file is an upload like any other.
+    let empty = Uuid::new_v4();
+    let zero = charge(empty, UsageKind::Pending, 0).await.unwrap();
+    assert_eq!(zero, Charge::Charged(usage(0, 2_000)));
+    s.store.settle_usage("sub:alice", empty).await.unwrap();
+    s.store.release_usage("sub:alice", empty).await.unwrap();
+    assert_eq!(totals(&s, "sub:alice").await, usage(0, 2_000));
+    // Without limits anything goes; every owner is listed, sorted.
+    let none = QuotaLimits::default();
+    let big = s
+        .store
+        .charge_usage("key:0a1b", c, UsageKind::Pending, u64::from(u32::MAX), none)
+        .await
+        .unwrap();
+    assert_eq!(big, Charge::Charged(usage(0, 0)));
+    let all = s.store.usage(None).await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            ("key:0a1b".to_string(), usage(u64::from(u32::MAX), 0)),
+            ("sub:alice".to_string(), usage(0, 2_000)),
+        ]
+    );
+    assert!(s.store.usage(Some("sub:nobody")).await.unwrap().is_empty());
+}
+
+async fn racing_charges_never_pass_a_quota(s: Subject) {
+    let limits = QuotaLimits {
+        max_stored: None,
+        max_pending: Some(1_000),
+    };
+    let charges = (0..25).map(|_| {
+        s.store
+            .charge_usage("sub:race", Uuid::new_v4(), UsageKind::Pending, 100, limits)
+    });
+    let results = futures::future::join_all(charges).await;
+    let charged = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Charge::Charged(_))))
+        .count();
+    assert_eq!(charged, 10, "{results:?}");
+    assert_eq!(totals(&s, "sub:race").await, usage(1_000, 0));
+}
+
+async fn the_content_index_names_every_file_until_removed(s: Subject) {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let key = format!("g:{}:42", "ab".repeat(32));
+    assert!(s.store.find_content(&key, 8).await.unwrap().is_empty());
+    s.store.index_content(&key, a).await.unwrap();
+    s.store.index_content(&key, a).await.unwrap();
+    s.store.index_content(&key, b).await.unwrap();
+    let mut found = s.store.find_content(&key, 8).await.unwrap();
+    found.sort();
+    let mut both = vec![a, b];
+    both.sort();
+    assert_eq!(found, both);
+    assert_eq!(s.store.find_content(&key, 1).await.unwrap().len(), 1);
+    // Removing one leaves the other; removing it again is fine.
+    s.store.unindex_content(&key, a).await.unwrap();
+    s.store.unindex_content(&key, a).await.unwrap();
+    assert_eq!(s.store.find_content(&key, 8).await.unwrap(), vec![b]);
+    assert!(s.store.find_content("g:other", 8).await.unwrap().is_empty());
+    s.store.unindex_content(&key, b).await.unwrap();
+    assert!(s.store.find_content(&key, 8).await.unwrap().is_empty());
+}
+
+async fn completed_ids_lists_completed_uploads_only(s: Subject) {
+    let finished = assembling(&s).await;
+    done(
+        s.store
+            .finish_assembly(finished.id, Ok(file(finished.id)), 0)
+            .await
+            .unwrap(),
+    );
+    let unfinished = record(&s.clock, CHUNK);
+    insert(&s, &unfinished).await;
+    let building = assembling(&s).await;
+    let ids = s.store.completed_ids().await.unwrap();
+    assert_eq!(ids, vec![finished.id]);
+    assert!(!ids.contains(&building.id));
+    // A deleted file is listed no more.
+    done(s.store.delete_file(finished.id).await.unwrap());
+    assert!(s.store.completed_ids().await.unwrap().is_empty());
 }

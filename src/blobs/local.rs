@@ -565,4 +565,25 @@ impl ByteStore for LocalDisk {
         })
         .await
     }
+
+    /// A hard link: one inode, two names. Its bytes are freed with the last name.
+    async fn link_file(&self, from: Uuid, to: Uuid) -> Result<(), StorageError> {
+        let (source, dest) = (self.file_path(from), self.file_path(to));
+        let sync = self.sync;
+        blocking(move || {
+            let dir = dest.parent().expect("files live in a directory");
+            std::fs::create_dir_all(dir)?;
+            match std::fs::hard_link(&source, &dest) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::FileMissing),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+                other => other?,
+            }
+            if sync {
+                // The new name survives a crash only once its directory does.
+                sync_dir(dir)?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }

@@ -186,6 +186,12 @@ pub trait ByteStore {
 
     /// Proves that the store takes writes (for `/readyz`).
     async fn check_writable(&self) -> io::Result<()>;
+
+    /// Makes completed file `to` the very bytes of completed file `from`,
+    /// shared, not copied (dedup): removing either later leaves the other.
+    /// [`StorageError::FileMissing`] when `from` is gone. Durable when the
+    /// store is. A `to` that exists already is left as it is.
+    async fn link_file(&self, from: Uuid, to: Uuid) -> Result<(), StorageError>;
 }
 
 /// What every [`ByteStore`] must do, written once: a new implementation runs
@@ -338,6 +344,17 @@ pub mod conformance {
             .unwrap();
         assert_eq!(again.finalize(), <[u8; 32]>::from(Sha256::digest(&data)));
         assert_eq!(store.pending_bytes().await.unwrap(), 0);
+
+        // A link shares the bytes: removing it frees none, the first stays.
+        let copy = Uuid::new_v4();
+        store.link_file(id, copy).await.unwrap();
+        store.link_file(id, copy).await.unwrap();
+        assert_eq!(read_all(store, copy, 0, 300).await, data);
+        assert_eq!(store.remove_file(copy).await.unwrap(), 0);
+        assert!(matches!(
+            store.link_file(Uuid::new_v4(), copy).await,
+            Err(StorageError::FileMissing)
+        ));
 
         // Completed files are listed; one goes once, removing it again frees nothing.
         assert_eq!(store.list_files().await.unwrap(), vec![id]);

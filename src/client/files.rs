@@ -19,7 +19,7 @@ fn retry_note(args: &ClientArgs) -> impl Fn(&ClientError, std::time::Duration) +
 }
 
 /// Exit 0 when every file matched (orphans are reported, not failed on),
-/// 5 when one did not.
+/// 5 when one did not or a file's bytes are missing.
 pub async fn scrub(args: ScrubArgs) -> u8 {
     let work = async {
         let api = Api::for_client(&args.client)?;
@@ -47,16 +47,20 @@ pub async fn scrub(args: ScrubArgs) -> u8 {
                 m.id, m.expected, m.actual
             );
         }
+        for id in &report.missing {
+            println!("MISSING   {id}: completed, but its bytes are not on disk");
+        }
         for id in &report.orphans {
             println!("orphan    {id}: no record names this file");
         }
         println!(
-            "{} mismatch(es), {} orphan(s)",
+            "{} mismatch(es), {} missing, {} orphan(s)",
             report.mismatches.len(),
+            report.missing.len(),
             report.orphans.len()
         );
     }
-    if report.mismatches.is_empty() {
+    if report.mismatches.is_empty() && report.missing.is_empty() {
         0
     } else {
         ClientError::Verification(String::new()).exit_code()

@@ -15,12 +15,14 @@ mod auth;
 mod cors;
 mod limits;
 mod proxies;
+mod quota;
 mod tus;
 
 pub use auth::AuthSettings;
 pub use cors::CorsSettings;
 pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;
+pub use quota::{Dedup, QuotaSettings};
 pub use tus::TusSettings;
 
 /// Upper bound on chunks per upload. It keeps the received-chunk bitmap small
@@ -105,6 +107,18 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// The tus 1.0 front end.
     pub tus: TusSettings,
+    /// Whether a create that gives `sha256` and `size` of a stored file is
+    /// answered with that file, already completed: `owner` (the default),
+    /// `global` or `off`.
+    #[serde(default)]
+    pub dedup: Dedup,
+    /// Bytes each owner may keep and have pending.
+    #[serde(default)]
+    pub quota: QuotaSettings,
+    /// Every completed file is deleted once downloaded in full (a create may
+    /// ask for it with `retention_after_download` when this is off).
+    #[serde(default)]
+    pub retention_after_download: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +205,9 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             rate_limit: RateLimitSettings::default(),
             tus: TusSettings::default(),
+            dedup: Dedup::default(),
+            quota: QuotaSettings::default(),
+            retention_after_download: false,
         }
     }
 }
@@ -414,6 +431,26 @@ mod tests {
             jail.set_env("TRANCHE_TRUSTED_PROXIES", "10.0.0.0/40");
             let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
             assert!(err.to_string().contains("10.0.0.0/40"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn dedup_and_quotas_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert_eq!(s.dedup, Dedup::Owner);
+            assert_eq!(s.quota.max_stored_bytes.0, 0);
+            jail.set_env("TRANCHE_DEDUP", "global");
+            jail.set_env("TRANCHE_QUOTA__MAX_STORED_BYTES", "10 GiB");
+            jail.set_env("TRANCHE_RETENTION_AFTER_DOWNLOAD", "true");
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            assert_eq!(s.dedup, Dedup::Global);
+            assert_eq!(s.quota.max_stored_bytes, ByteSize::gib(10));
+            assert!(s.retention_after_download);
+            jail.set_env("TRANCHE_DEDUP", "sometimes");
+            assert!(Settings::load(None, &CliOverrides::default()).is_err());
             Ok(())
         });
     }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::live::{status_conflict, store_error};
-use crate::core::Error;
+use crate::core::{usage, Error};
 use crate::state::{StateStore, Update};
 
 /// Aborts an upload: its bytes go at once, a tombstone stays for one TTL so
@@ -21,7 +21,8 @@ pub async fn abort(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
     {
         Update::NotFound => return Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
-        Update::Done(_) => {}
+        // Counted for nobody once aborted (twice is fine: the ledger knows).
+        Update::Done(rec) => usage::release(ctx, &rec).await,
     }
     ctx.storage
         .remove(id)

@@ -10,7 +10,7 @@ use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{failed_completion, load_live, status_conflict, store_error};
-use crate::core::{Error, LEASE_TTL};
+use crate::core::{dedup, usage, Error, LEASE_TTL};
 use crate::state::{Lease, LeaseOf, StateStore, Update};
 use crate::upload::{Failure, FileInfo, Status, UploadRecord};
 
@@ -148,6 +148,14 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         }
     };
     let failed = outcome.is_err();
+    // The owner's usage first: a crash before the record's transition leaves
+    // the upload assembling, and the assembly that resumes it settles again,
+    // which the ledger counts once. (After it, nothing would.)
+    if failed {
+        usage::release(ctx, &rec).await;
+    } else {
+        usage::settle(ctx, &rec).await;
+    }
     let done = ctx
         .store
         .finish_assembly(
@@ -175,6 +183,7 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
             actual: sha256,
         });
     }
+    dedup::index(ctx, &rec).await;
     ctx.metrics.upload_event("completed");
     tracing::info!(upload_id = %id, size = rec.size, %sha256, elapsed_ms = started.elapsed().as_millis() as u64, "upload completed");
     Ok(rec)

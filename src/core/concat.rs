@@ -15,6 +15,7 @@ use crate::core::create::create_sequential;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{load_live, status_conflict, store_error};
 use crate::core::quota::UseLimit;
+use crate::core::usage::Caller;
 use crate::core::{Error, APPEND_LEASE_TTL};
 use crate::state::{LeaseOf, OffsetMark, StateStore, Update};
 use crate::upload::{Concat, Sequential, Status, UploadRecord};
@@ -30,6 +31,7 @@ pub async fn concatenate(
     mut sequential: Sequential,
     limit: Option<&UseLimit>,
     max_retention: Option<Duration>,
+    caller: &Caller,
 ) -> Result<UploadRecord, Error> {
     if parts.is_empty() {
         return Err(Error::InvalidRequest(
@@ -44,7 +46,7 @@ pub async fn concatenate(
     sequential.length_deferred = false;
     sequential.offset = 0;
     sequential.concat = Some(Concat::Final(parts.clone()));
-    let rec = create_sequential(ctx, req, sequential, limit, max_retention).await?;
+    let rec = create_sequential(ctx, req, sequential, limit, max_retention, caller).await?;
     let id = rec.id;
     let lease = ctx
         .store

@@ -7,10 +7,11 @@ use crate::context::AppContext;
 use crate::core::idempotency::{hold_key, replay, request_digest};
 use crate::core::live::store_error;
 use crate::core::quota::UseLimit;
-use crate::core::Error;
+use crate::core::usage::{self, Caller};
+use crate::core::{dedup, Error};
 use crate::guards::limits::content;
 use crate::hashing::HashState;
-use crate::state::{IdempotencyRecord, Insert, StateStore};
+use crate::state::{IdempotencyRecord, Insert, StateStore, UsageKind};
 use crate::upload::{ChunkSet, Sequential, Status, UploadRecord};
 use crate::wire::{CreateRequest, UploadView};
 use std::time::Duration;
@@ -34,7 +35,21 @@ pub async fn create(
     limit: Option<&UseLimit>,
     max_retention: Option<Duration>,
 ) -> Result<UploadView, Error> {
-    let answer = create_answer(ctx, req, idempotency_key, limit, max_retention).await?;
+    let nobody = Caller::default();
+    create_as(ctx, req, idempotency_key, limit, max_retention, &nobody).await
+}
+
+/// [`create`] for `caller`: its owner's quotas hold, and a create that
+/// gives `sha256` may be answered from a stored file ([`dedup`]).
+pub async fn create_as(
+    ctx: &AppContext,
+    req: CreateRequest,
+    idempotency_key: Option<String>,
+    limit: Option<&UseLimit>,
+    max_retention: Option<Duration>,
+    caller: &Caller,
+) -> Result<UploadView, Error> {
+    let answer = create_answer(ctx, req, idempotency_key, limit, max_retention, caller).await?;
     serde_json::from_value(answer).map_err(|e| Error::Internal(e.into()))
 }
 
@@ -45,12 +60,13 @@ async fn create_answer(
     idempotency_key: Option<String>,
     limit: Option<&UseLimit>,
     max_retention: Option<Duration>,
+    caller: &Caller,
 ) -> Result<serde_json::Value, Error> {
     let request_digest = request_digest(&req);
-    let mut record = new_record(ctx, req, max_retention)?;
+    let mut record = new_record(ctx, req, max_retention, caller)?;
     record.idempotency_key = idempotency_key.clone();
     let Some(key) = idempotency_key else {
-        return start(ctx, &record, None, limit).await;
+        return start(ctx, &record, None, limit, caller).await;
     };
     // One request per key at a time (across instances, with Redis): a retry
     // racing its first attempt waits for it and gets its answer, instead of
@@ -61,7 +77,10 @@ async fn create_answer(
     let work = async {
         match ctx.store.idempotency_record(&key).await {
             Ok(Some(first)) => replay(&first, &request_digest),
-            Ok(None) => start(ctx, &record, Some((&key, &request_digest)), limit).await,
+            Ok(None) => {
+                let idempotency = Some((key.as_str(), request_digest.as_str()));
+                start(ctx, &record, idempotency, limit, caller).await
+            }
             Err(e) => Err(store_error(ctx, e)),
         }
     };
@@ -70,22 +89,24 @@ async fn create_answer(
     result
 }
 
-/// Starts an upload written in order from its start (a tus upload): the
-/// same checks, limits and record as [`create`], its progress an offset.
-/// With `sequential.length_deferred`, `req.size` is ignored (0 until a
-/// write sets the length).
+/// Starts an upload written in order from its start (a tus upload) for
+/// `caller`: the same checks, limits, quotas and record as [`create_as`],
+/// its progress an offset. With `sequential.length_deferred`, `req.size` is
+/// ignored (0 until a write sets the length). Returns the upload as stored:
+/// one answered from a stored file ([`dedup`]) is completed already.
 pub async fn create_sequential(
     ctx: &AppContext,
     mut req: CreateRequest,
     sequential: Sequential,
     limit: Option<&UseLimit>,
     max_retention: Option<Duration>,
+    caller: &Caller,
 ) -> Result<UploadRecord, Error> {
     let deferred = sequential.length_deferred;
     if deferred {
         req.size = 0;
     }
-    let mut record = new_record(ctx, req, max_retention)?;
+    let mut record = new_record(ctx, req, max_retention, caller)?;
     if deferred {
         // Chunks only describe the upload in views; sized for the largest
         // file it may become, they stay within the chunk count's bound.
@@ -94,8 +115,11 @@ pub async fn create_sequential(
             .chunk_size_for(ctx.settings.max_file_size.0, None);
     }
     record.sequential = Some(sequential);
-    start(ctx, &record, None, limit).await?;
-    Ok(record)
+    start(ctx, &record, None, limit, caller).await?;
+    if record.expected_sha256.is_none() {
+        return Ok(record);
+    }
+    crate::core::live::load_live(ctx, record.id).await
 }
 
 /// A new upload's record, from a create request checked against the settings.
@@ -103,6 +127,7 @@ fn new_record(
     ctx: &AppContext,
     req: CreateRequest,
     max_retention: Option<Duration>,
+    caller: &Caller,
 ) -> Result<UploadRecord, Error> {
     let s = &ctx.settings;
     let retention = retention(req.retention, s.retention, max_retention)?;
@@ -139,41 +164,80 @@ fn new_record(
         idempotency_key: None,
         retention_ms: retention.map(|r| r.as_millis() as i64),
         sequential: None,
+        owner: caller.owner.clone(),
+        delete_after_download: req
+            .retention_after_download
+            .unwrap_or(s.retention_after_download),
     })
 }
 
 /// Starts the upload `record`: takes a `max_uploads` use if there is a limit,
-/// reserves its disk space and records it (with the idempotency entry).
+/// then shares a stored file with the same content if it may ([`dedup`]),
+/// or else charges its owner's pending quota, reserves its disk space and
+/// records it (with the idempotency entry).
 async fn start(
     ctx: &AppContext,
     record: &UploadRecord,
     idempotency: Option<(&str, &str)>,
     limit: Option<&UseLimit>,
+    caller: &Caller,
 ) -> Result<serde_json::Value, Error> {
-    // A new upload has no file yet, so no file URL to name.
-    let view = UploadView::of(record, |_| String::new());
-    let answer = serde_json::to_value(view).map_err(|e| Error::Internal(e.into()))?;
     let taken = match limit {
         Some(limit) => Some(limit.take(ctx).await?),
         None => None,
     };
-    let inserted = insert(ctx, record, &answer, idempotency).await;
+    let source = match &record.expected_sha256 {
+        Some(sha256) => dedup::source(ctx, caller.owner.as_deref(), sha256, record.size).await,
+        None => None,
+    };
+    let shared = match &source {
+        Some(source) => {
+            let shared = dedup::shared(record);
+            dedup::start_shared(ctx, caller, &shared, source, idempotency).await
+        }
+        None => Ok(None),
+    };
+    let inserted = match shared {
+        Ok(Some((inserted, answer))) => Ok((inserted, answer)),
+        Ok(None) => start_new(ctx, record, idempotency, caller).await,
+        Err(e) => Err(e),
+    };
     if let Some(taken) = taken {
         match inserted {
-            Ok(Insert::Created) => taken.keep(),
+            Ok((Insert::Created, _)) => taken.keep(),
             // Given back before answering, so the caller's next create counts right.
             _ => taken.give_back().await,
         }
     }
     match inserted? {
-        Insert::Created => {
+        (Insert::Created, answer) => {
             ctx.metrics.upload_event("created");
             tracing::info!(upload_id = %record.id, size = record.size, chunk_size = record.chunk_size, "upload created");
             Ok(answer)
         }
         // Only without the key's lease (an older instance racing): still the first answer.
-        Insert::Existing(first) => replay(&first, idempotency.map_or("", |(_, r)| r)),
+        (Insert::Existing(first), _) => replay(&first, idempotency.map_or("", |(_, r)| r)),
     }
+}
+
+/// Starts `record` as an upload whose bytes are to come: its owner's
+/// pending bytes first (refused before the disk is even asked), then its
+/// place on disk and its record.
+async fn start_new(
+    ctx: &AppContext,
+    record: &UploadRecord,
+    idempotency: Option<(&str, &str)>,
+    caller: &Caller,
+) -> Result<(Insert, serde_json::Value), Error> {
+    // A new upload has no file yet, so no file URL to name.
+    let view = UploadView::of(record, |_| String::new());
+    let answer = serde_json::to_value(view).map_err(|e| Error::Internal(e.into()))?;
+    usage::charge(ctx, caller, record.id, UsageKind::Pending, record.size).await?;
+    let inserted = insert(ctx, record, &answer, idempotency).await;
+    if !matches!(inserted, Ok(Insert::Created)) {
+        usage::release(ctx, record).await;
+    }
+    Ok((inserted?, answer))
 }
 
 /// Reserves the new upload's place on disk, then records it (with its

@@ -2,12 +2,16 @@
 //! deletes one ([`delete_file`]); the janitor deletes those whose retention
 //! ended. Either way [`file_deleted`] is where the deletion is told.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use uuid::Uuid;
 
-use crate::blobs::ByteStore;
+use crate::blobs::{ByteStore, ByteStream};
 use crate::context::AppContext;
+use crate::core::files::read_file;
 use crate::core::live::store_error;
-use crate::core::Error;
+use crate::core::{usage, Error};
 use crate::state::{StateStore, Update};
 use crate::upload::UploadRecord;
 
@@ -18,6 +22,8 @@ pub enum Deletion {
     Request,
     /// Its retention ended (the janitor).
     Retention,
+    /// It was downloaded in full (`retention_after_download`).
+    Download,
 }
 
 impl Deletion {
@@ -25,6 +31,7 @@ impl Deletion {
         match self {
             Deletion::Request => "request",
             Deletion::Retention => "retention",
+            Deletion::Download => "download",
         }
     }
 }
@@ -35,6 +42,11 @@ impl Deletion {
 /// interrupted delete left). An upload that is not completed is no file:
 /// `FileNotFound`, as a download of it gets.
 pub async fn delete_file(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
+    delete_because(ctx, id, Deletion::Request).await
+}
+
+/// [`delete_file`], told as `why`.
+async fn delete_because(ctx: &AppContext, id: Uuid, why: Deletion) -> Result<(), Error> {
     let update = ctx
         .store
         .delete_file(id)
@@ -42,8 +54,9 @@ pub async fn delete_file(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
         .map_err(|e| store_error(ctx, e))?;
     match update {
         Update::Done(rec) => {
+            usage::record_gone(ctx, &rec).await;
             let freed = remove_bytes(ctx, id).await?;
-            file_deleted(ctx, &rec, Deletion::Request, freed);
+            file_deleted(ctx, &rec, why, freed);
             Ok(())
         }
         // No record: no upload can be publishing under this id, so bytes
@@ -51,6 +64,39 @@ pub async fn delete_file(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
         Update::NotFound => remove_bytes(ctx, id).await.map(|_| ()),
         Update::Rejected(_) => Err(Error::FileNotFound(id.to_string())),
     }
+}
+
+/// The whole of completed file `id` (`len` bytes), which is deleted once
+/// its last byte has been read out (`retention_after_download`): a stream
+/// dropped before its end (the client went away, an error) deletes nothing.
+pub async fn read_file_then_delete(
+    ctx: &AppContext,
+    id: Uuid,
+    len: u64,
+) -> Result<ByteStream, Error> {
+    use futures::StreamExt;
+    let body = read_file(ctx, id, 0, len).await?;
+    let seen = Arc::new(AtomicU64::new(0));
+    let counting = seen.clone();
+    let body = body.inspect(move |piece| {
+        if let Ok(bytes) = piece {
+            counting.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let ctx = ctx.clone();
+    let after = futures::stream::once(async move {
+        if seen.load(Ordering::Relaxed) == len {
+            // On its own task: the response is over, whatever the deletion takes.
+            tokio::spawn(async move {
+                if let Err(e) = delete_because(&ctx, id, Deletion::Download).await {
+                    tracing::warn!(upload_id = %id, error = %e, "file downloaded but not deleted");
+                }
+            });
+        }
+        None
+    })
+    .filter_map(|nothing: Option<std::io::Result<bytes::Bytes>>| async move { nothing });
+    Ok(Box::pin(body.chain(after)))
 }
 
 async fn remove_bytes(ctx: &AppContext, id: Uuid) -> Result<u64, Error> {

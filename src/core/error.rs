@@ -110,6 +110,16 @@ pub enum Error {
     StoreUnavailable(#[source] StoreError),
     #[error("internal error; the server log has the details")]
     Internal(#[source] anyhow::Error),
+    /// A create whose bytes would pass one of its owner's quotas.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// `max_stored_bytes` or `max_pending_bytes`.
+        quota: &'static str,
+        /// The bytes counted against it before this upload.
+        usage: u64,
+        limit: u64,
+        message: String,
+    },
 }
 
 impl From<StoreError> for Error {
@@ -166,6 +176,7 @@ impl Error {
             Error::BodyTimeout { .. } => "request_timeout",
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::Internal(_) => "internal_error",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
         }
     }
 }

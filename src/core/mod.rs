@@ -14,6 +14,7 @@ mod chunks;
 mod complete;
 mod concat;
 mod create;
+mod dedup;
 mod delete;
 mod error;
 mod files;
@@ -22,6 +23,7 @@ mod lease;
 mod live;
 mod quota;
 mod scrub;
+mod usage;
 mod write;
 
 use std::time::Duration;
@@ -32,13 +34,14 @@ pub use catch_up::spawn_catch_up;
 pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};
 pub use concat::concatenate;
-pub use create::{create, create_sequential};
-pub use delete::{delete_file, file_deleted, Deletion};
+pub use create::{create, create_as, create_sequential};
+pub use delete::{delete_file, file_deleted, read_file_then_delete, Deletion};
 pub use error::Error;
 pub use files::{completed_file, read_file};
 pub use idempotency::idempotency_key;
 pub use quota::UseLimit;
 pub use scrub::scrub;
+pub use usage::{record_gone, usage_report, Caller};
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
 /// this while they work, so a holder that died (or lost the store) frees it

@@ -2,6 +2,8 @@
 //! bounded rate, and compared with the SHA-256 recorded at completion. It
 //! walks the byte store ([`ByteStore::list_files`]) and looks each file up in
 //! the state store, so it also finds files that no record names (orphans).
+//! Then it walks the completed records ([`LedgerStore::completed_ids`]),
+//! so it also finds records whose bytes are gone (missing).
 //! It reports and counts; it changes nothing.
 
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use crate::blobs::{ByteStore, StorageError};
 use crate::context::AppContext;
 use crate::core::live::store_error;
 use crate::core::Error;
-use crate::state::StateStore;
+use crate::state::{LedgerStore, StateStore};
 use crate::upload::Status;
 use crate::wire::{ScrubMismatch, ScrubReport};
 
@@ -27,6 +29,7 @@ pub async fn scrub(ctx: &AppContext, bytes_per_second: Option<u64>) -> Result<Sc
     let ids = ctx.storage.list_files().await.map_err(|e| {
         Error::Internal(anyhow::Error::new(e).context("listing the completed files"))
     })?;
+    let on_disk: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
     for id in ids {
         let rec = ctx
             .store
@@ -60,14 +63,49 @@ pub async fn scrub(ctx: &AppContext, bytes_per_second: Option<u64>) -> Result<Sc
             });
         }
     }
+    report.missing = missing(ctx, &on_disk).await?;
     tracing::info!(
         files = report.files,
+        missing = report.missing.len(),
         bytes = report.bytes,
         mismatches = report.mismatches.len(),
         orphans = report.orphans.len(),
         "scrub done"
     );
     Ok(report)
+}
+
+/// Completed records whose file was not on disk when the walk began, and
+/// still is not (a file published or deleted meanwhile is not missing).
+async fn missing(
+    ctx: &AppContext,
+    on_disk: &std::collections::HashSet<Uuid>,
+) -> Result<Vec<Uuid>, Error> {
+    let completed = ctx
+        .store
+        .completed_ids()
+        .await
+        .map_err(|e| store_error(ctx, e))?;
+    let mut missing = Vec::new();
+    for id in completed.into_iter().filter(|id| !on_disk.contains(id)) {
+        match ctx.storage.file_meta(id).await {
+            Err(StorageError::FileMissing) => {}
+            Ok(_) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let still = ctx
+            .store
+            .get_upload(id)
+            .await
+            .map_err(|e| store_error(ctx, e))?
+            .is_some_and(|r| r.status == Status::Completed);
+        if still {
+            ctx.metrics.scrub_missing.inc();
+            tracing::error!(upload_id = %id, "scrub: a completed file's bytes are missing");
+            missing.push(id);
+        }
+    }
+    Ok(missing)
 }
 
 /// The hex SHA-256 and length of completed file `id`; `None` if it is gone.

@@ -104,6 +104,16 @@ impl ApiError {
             Error::UploadFailed { code, .. } => {
                 m.insert("cause".into(), json!(code));
             }
+            Error::QuotaExceeded {
+                quota,
+                usage,
+                limit,
+                ..
+            } => {
+                m.insert("quota".into(), json!(quota));
+                m.insert("usage".into(), json!(usage));
+                m.insert("limit".into(), json!(limit));
+            }
             Error::RateLimited { retry_after, .. } => {
                 m.insert("retry_after".into(), json!(retry_after_secs(*retry_after)));
             }
@@ -155,7 +165,9 @@ fn core_status(e: &Error) -> StatusCode {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Error::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        Error::InsufficientStorage { .. } | Error::QuotaExceeded { .. } => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -12,7 +12,7 @@ pub mod service;
 pub mod tus;
 pub mod v1;
 
-use v1::{admin, files, uploads};
+use v1::{admin, files, uploads, usage};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -73,6 +73,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, tus_scope: Option<&str>) {
                     .route(web::head().to(files::download))
                     .route(web::delete().to(files::delete))
                     .default_service(allowed_only("GET, HEAD, DELETE")),
+            )
+            .service(
+                web::resource("/usage")
+                    .route(web::get().to(usage::usage))
+                    .route(web::head().to(usage::usage))
+                    .default_service(allowed_only("GET, HEAD")),
             )
             .service(
                 web::resource("/admin/scrub")

@@ -15,6 +15,7 @@
 //! `tests/state_store.rs` checks every guarantee below on both backends.
 
 pub mod embedded;
+pub mod ledger;
 pub mod redis;
 pub mod rules;
 
@@ -26,6 +27,7 @@ use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
 pub use embedded::EmbeddedStore;
+pub use ledger::{Charge, LedgerStore, Quota, QuotaLimits, Usage, UsageKind};
 pub use redis::RedisStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -711,6 +711,16 @@ async fn tokens_and_keys_from_the_command_line_work() {
         let token = token.trim();
         let claims = test_tokens().verify(token).unwrap();
         assert_eq!(claims.max_size, Some(100));
+        let quota = tranche_token(&[
+            "create",
+            "--max-stored-bytes",
+            "1KiB",
+            "--max-pending-bytes",
+            "512B",
+        ]);
+        let quota = test_tokens().verify(quota.trim()).unwrap();
+        assert_eq!(quota.max_stored_bytes, Some(1024));
+        assert_eq!(quota.max_pending_bytes, Some(512));
         let ok = send(
             &app,
             Method::POST,

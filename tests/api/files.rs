@@ -306,6 +306,7 @@ async fn scrub_catches_a_flipped_byte_and_an_orphan() {
         assert_eq!(clean["bytes"], 8000, "{clean}");
         assert_eq!(clean["mismatches"], json!([]), "{clean}");
         assert_eq!(clean["orphans"], json!([]), "{clean}");
+        assert_eq!(clean["missing"], json!([]), "{clean}");
 
         flip_byte(&app.file_path(&bad), 3210);
         let orphan = uuid::Uuid::new_v4().to_string();
@@ -375,6 +376,47 @@ async fn the_scrub_keeps_to_its_bandwidth() {
             "{:?}",
             started.elapsed()
         );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn scrub_reports_a_completed_file_whose_bytes_are_missing() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let data = test_data(3000, 53);
+        let (kept, _) = keyed_file(&app, &data).await;
+        let (lost, _) = keyed_file(&app, &data).await;
+        // An upload in progress has no file yet: not missing.
+        let pending = app
+            .request(Method::POST, "/api/v1/uploads")
+            .bearer_auth(TEST_API_KEY)
+            .json(&json!({"filename": "p.bin", "size": 10}))
+            .send()
+            .await
+            .unwrap();
+        expect_json(pending, 201).await;
+        std::fs::remove_file(app.file_path(&lost)).unwrap();
+
+        let found = expect_json(scrub_as(&app, Some(TEST_API_KEY), "").await, 200).await;
+        assert_eq!(found["missing"], json!([lost]), "{found}");
+        assert_eq!(found["files"], 1, "{found}");
+        assert_eq!(found["mismatches"], json!([]), "{found}");
+        assert_eq!(found["orphans"], json!([]), "{found}");
+        let text = app.metrics_text().await;
+        assert_eq!(
+            metric_value(&text, "tranche_scrub_missing_total", None),
+            Some(1.0)
+        );
+        // Deleted as a file, it is missing no more.
+        assert_eq!(
+            app.delete_file(&lost, Some(TEST_API_KEY)).await.status(),
+            204
+        );
+        let found = expect_json(scrub_as(&app, Some(TEST_API_KEY), "").await, 200).await;
+        assert_eq!(found["missing"], json!([]), "{found}");
+        assert_eq!(found["files"], 1, "{found}");
+        assert!(app.file_path(&kept).exists());
     })
     .await
 }

@@ -19,6 +19,7 @@ mod helpers;
 mod hostile;
 mod janitor;
 mod limits;
+mod owners;
 mod restart;
 mod security;
 mod service;

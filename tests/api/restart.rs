@@ -98,3 +98,43 @@ async fn acknowledged_chunks_survive_sigkill_and_the_upload_finishes_after_resta
     })
     .await
 }
+
+#[tokio::test]
+async fn usage_and_the_dedup_index_survive_a_restart() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let client = Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let quota = "[quota]\nmax_pending_bytes = 5000";
+        let redis = store_for_restart().await;
+        let start = |redis| ServerProcess::start_with(dir.path(), &data_dir, redis, &client, quota, None);
+        let mut server = start(redis.as_ref()).await;
+        let create = |server: &ServerProcess, body: Value| {
+            client.post(server.url("/api/v1/uploads")).json(&body).send()
+        };
+        let data = test_data(3000, 102);
+        let stored = json!({"filename": "s.bin", "size": 3000, "chunk_size": 4096, "sha256": sha256_hex(&data)});
+        let first = expect_json(create(&server, stored.clone()).await.unwrap(), 201).await;
+        let id = first["id"].as_str().unwrap().to_owned();
+        put(&client, &server, &id, 0, data.clone()).await;
+        let done = client.post(server.url(&format!("/api/v1/uploads/{id}/complete"))).send().await.unwrap();
+        expect_json(done, 200).await;
+        let pending = json!({"filename": "p.bin", "size": 4000});
+        expect_json(create(&server, pending).await.unwrap(), 201).await;
+        server.kill();
+
+        let server = start(redis.as_ref()).await;
+        // With authentication off everyone is one owner, `open`.
+        let usage = client.get(server.url("/api/v1/usage")).send().await.unwrap();
+        let usage = expect_json(usage, 200).await;
+        assert_eq!(
+            usage["owners"],
+            json!([{"owner": "open", "stored_bytes": 3000, "pending_bytes": 4000, "max_pending_bytes": 5000}])
+        );
+        let over = create(&server, json!({"filename": "o.bin", "size": 1001})).await.unwrap();
+        assert_error(over, 507, "quota_exceeded").await;
+        let again = expect_json(create(&server, stored).await.unwrap(), 201).await;
+        assert_eq!(again["status"], "completed", "the index outlived the process");
+    })
+    .await
+}

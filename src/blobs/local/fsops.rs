@@ -11,7 +11,10 @@ use crate::blobs::StorageError;
 use super::BATCH_SIZE;
 
 pub(super) fn remove_counting(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
     let size = match std::fs::metadata(path) {
+        // Another name (a dedup link) keeps the bytes: removing this one frees none.
+        Ok(m) if m.nlink() > 1 => 0,
         Ok(m) => m.len(),
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),

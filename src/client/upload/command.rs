@@ -122,9 +122,14 @@ pub async fn run(args: UploadArgs) -> u8 {
         match outcome {
             Ok(done) => {
                 if !args.client.json {
+                    let stored = if done.already_stored {
+                        "\n  already stored: nothing was sent"
+                    } else {
+                        ""
+                    };
                     progress.suspend(|| {
                         println!(
-                            "{}  {}\n  sha256  {}",
+                            "{}  {}\n  sha256  {}{stored}",
                             done.path.display(),
                             done.url,
                             done.sha256

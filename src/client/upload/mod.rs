@@ -56,6 +56,9 @@ pub struct Uploaded {
     pub bytes_sent: u64,
     /// Whether this run continued an upload that a previous run started.
     pub resumed: bool,
+    /// Whether the server already stored this content and answered the
+    /// create with a completed upload (dedup): no byte was sent.
+    pub already_stored: bool,
     /// What the server said about the create request (an ignored field, say).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -123,6 +126,9 @@ pub async fn upload_file(
         p.upload_id = Some(view.id.to_string());
         p.bytes_acknowledged = view.bytes_received;
     });
+    // Completed at once, without a chunk: the server had these bytes (the
+    // create carries the file's SHA-256, which is hashed first for this).
+    let already_stored = !resumed && view.status == Status::Completed;
     let token = state.upload_token.as_deref();
     let id = view.id.to_string();
     let sent = Sent::default();
@@ -226,6 +232,7 @@ pub async fn upload_file(
         chunks_sent: sent.chunks.load(Ordering::Relaxed),
         bytes_sent: sent.bytes.load(Ordering::Relaxed),
         resumed,
+        already_stored,
         warnings,
     })
 }

@@ -365,6 +365,31 @@ impl Access {
         }
     }
 
+    /// Whose uploads the caller's creates start, for quotas and dedup: its
+    /// token's `sub`, else its API key or its create token; with
+    /// authentication off, everyone is one owner, `open`. `None`: a caller
+    /// that starts no uploads.
+    pub fn owner(&self) -> Option<String> {
+        match self {
+            Access::Open => Some("open".into()),
+            Access::Admin { key_id } => Some(format!("key:{key_id}")),
+            Access::Upload { sub: Some(s), .. } => Some(format!("sub:{s}")),
+            Access::Create { claims, token_id } => Some(match &claims.sub {
+                Some(s) => format!("sub:{s}"),
+                None => format!("token:{token_id}"),
+            }),
+            Access::Upload { sub: None, .. } | Access::Anonymous => None,
+        }
+    }
+
+    /// A create token's own quotas (`max_stored_bytes`, `max_pending_bytes`).
+    pub fn quota_claims(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            Access::Create { claims, .. } => (claims.max_stored_bytes, claims.max_pending_bytes),
+            _ => (None, None),
+        }
+    }
+
     /// Who the caller is, for token subjects and logs.
     pub fn subject(&self) -> Option<&str> {
         match self {

@@ -41,6 +41,14 @@ pub struct Claims {
     /// files get; a create asking for more, or for none, gets this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retention: Option<u64>,
+    /// For a create token: its owner's quota of stored bytes, at most the
+    /// server's `quota.max_stored_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stored_bytes: Option<u64>,
+    /// For a create token: its owner's quota of pending bytes, at most the
+    /// server's `quota.max_pending_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_bytes: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

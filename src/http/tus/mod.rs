@@ -135,6 +135,7 @@ async fn create(
     };
     let limit = core::UseLimit::of(&access);
     let max_retention = access.max_retention();
+    let caller = core::Caller::of(&access, &ctx.settings);
     if let Some(ConcatHeader::Final(urls)) = concat {
         let parts = urls
             .iter()
@@ -159,6 +160,7 @@ async fn create(
             sequential,
             limit.as_ref(),
             max_retention,
+            &caller,
         )
         .await?;
         return Ok(created(&ctx, &req, &rec).finish());
@@ -186,8 +188,15 @@ async fn create(
         }
     }
     access.may_create(request.size, &content_type)?;
-    let rec =
-        core::create_sequential(&ctx, request, sequential, limit.as_ref(), max_retention).await?;
+    let rec = core::create_sequential(
+        &ctx,
+        request,
+        sequential,
+        limit.as_ref(),
+        max_retention,
+        &caller,
+    )
+    .await?;
     tracing::info!(upload_id = %rec.id, "tus upload created");
     // creation-with-upload: the first bytes may come with the create.
     let with_bytes = is_offset_stream(&req)?;
@@ -242,6 +251,7 @@ fn create_request(raw: Option<&str>) -> Result<(CreateRequest, String), ApiError
         chunk_size: None,
         metadata: Some(metadata),
         retention: None,
+        retention_after_download: None,
     };
     Ok((request, content_type))
 }

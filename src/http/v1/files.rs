@@ -74,7 +74,13 @@ pub async fn download(
         let nothing = futures::stream::empty::<Result<Bytes, std::io::Error>>();
         return Ok(resp.body(SizedStream::new(count, nothing)));
     }
-    let body = core::read_file(&ctx, id, start, count).await?;
+    let whole = start == 0 && count == len && req.headers().get(header::RANGE).is_none();
+    let body = if rec.delete_after_download && whole {
+        // Handed over in full, the file has served its purpose.
+        core::read_file_then_delete(&ctx, id, len).await?
+    } else {
+        core::read_file(&ctx, id, start, count).await?
+    };
     Ok(resp.body(SizedStream::new(count, body)))
 }
 

@@ -38,14 +38,20 @@ pub async fn create(
     let scope = ctx.auth.enabled().then_some(caller.as_str());
     let idempotency_key = core::idempotency_key(single_header(&req, "idempotency-key")?, scope)?;
     let limit = core::UseLimit::of(&access);
-    let mut answer = core::create(
+    let caller = core::Caller::of(&access, &ctx.settings);
+    let mut answer = core::create_as(
         &ctx,
         body,
         idempotency_key,
         limit.as_ref(),
         access.max_retention(),
+        &caller,
     )
     .await?;
+    if let Some(file) = answer.file.as_mut() {
+        // Answered from a stored file (dedup): completed already.
+        file.url = file_url(&req, &ctx, file.id);
+    }
     answer.upload_token = ctx.auth.upload_token(answer.id, &access)?;
     // Accepted for forward compatibility, but a typo (`sha_256`) must not
     // quietly turn a check off: say what was not understood.
@@ -195,6 +201,12 @@ pub async fn abort(ctx: web::Data<AppContext>, id: UploadId) -> Result<HttpRespo
 fn upload_location(req: &HttpRequest, ctx: &AppContext, id: &dyn std::fmt::Display) -> String {
     let origin = forwarded::external_origin(req, &ctx.settings);
     forwarded::absolute(origin.as_deref(), &format!("/api/v1/uploads/{id}"))
+}
+
+/// A completed file's URL: absolute when the client's origin is known.
+fn file_url(req: &HttpRequest, ctx: &AppContext, id: Uuid) -> String {
+    let origin = forwarded::external_origin(req, &ctx.settings);
+    forwarded::absolute(origin.as_deref(), &format!("/api/v1/files/{id}"))
 }
 
 /// The upload object, with `file.url` absolute when the client's origin is

@@ -40,6 +40,7 @@ use crate::guards::limits::reserve::StateReserve;
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
+mod ledger;
 mod writer;
 
 use writer::{open_database, writer_loop, Job, Reply, Slot};

@@ -40,6 +40,7 @@ use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
 mod files;
+mod ledger;
 mod record;
 mod scripts;
 

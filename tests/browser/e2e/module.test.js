@@ -74,6 +74,25 @@ test('the whole-file sha256 option is sent at create and checked by the server',
   assert.deepEqual(out.error, { code: 'digest_mismatch', status: 422 });
 });
 
+test('with the sha256 option, a file the server stored already completes at create with no chunk sent', { timeout: 60_000 }, async (t) => {
+  const { server, page } = await setup(t);
+  const sha = createHash('sha256').update(bytes(50_000)).digest('hex');
+  const out = await page.evaluate(async (sha) => {
+    const first = new M.Upload(makeFile('one.bin', 50_000), { chunkSize: 16384, sha256: sha });
+    await first.start();
+    const chunks = [];
+    const again = new M.Upload(makeFile('two.bin', 50_000), { chunkSize: 16384, sha256: sha, onChunk: (c) => chunks.push(c.index) });
+    const file = await again.start();
+    return { first: first.id, id: again.id, file, chunks, state: again.state };
+  }, sha);
+  assert.equal(out.state, 'completed');
+  assert.deepEqual(out.chunks, [], 'no chunk sent');
+  assert.notEqual(out.id, out.first, 'an upload of its own');
+  assert.equal(out.file.id, out.id);
+  assert.equal(out.file.sha256, sha);
+  assert.equal(await server.metric('tranche_uploads_total{event="deduplicated"}'), 1);
+});
+
 test('a chunk answered 409 upload_completed (someone else finished the upload) completes instead of failing', { timeout: 60_000 }, async (t) => {
   const { server, proxy, page } = await setup(t, { proxy: { chunkDelay: 300 } });
   const SIZE = 16 * 16384;

@@ -9,10 +9,14 @@
 //! `cargo bench --bench upload -- --quick` (256 MiB payload, one repetition).
 //!
 //! Measurements, one function each:
-//! 1. one big upload, 8 MiB chunks, 1 and 4 parallel streams, durability full: MB/s;
-//! 2. tranche's peak RSS with 100 chunk PUTs of 8 MiB in flight (fresh process);
+//! 1. one big upload, 8 MiB chunks, 1 and 4 parallel streams, durability full
+//!    and relaxed: MB/s (≥ 75 % of the sink) and server CPU per GiB (≤ the
+//!    sink's + this process's SHA-256 cost of a GiB + 0.2 core-s);
+//! 2. tranche's peak RSS with 100 chunk PUTs of 8 MiB in flight (fresh process;
+//!    ≤ the sink's + 8 MiB and ≤ 48 MiB);
 //! 3. time from the last chunk's 200 to complete's 200, chunks in order and shuffled;
-//! 4. 256 KiB chunk PUTs per second, 8 concurrent clients, durability full and relaxed;
+//! 4. 256 KiB chunk PUTs per second, 8 concurrent clients, durability full and
+//!    relaxed (≥ 60 % of the sink), with server CPU per PUT;
 //! 5. the same big upload through tus in 8 MiB PATCHes vs API v1 on one stream,
 //!    and peak RSS with 100 tus PATCHes of 8 MiB in flight (`upload/tus.rs`).
 //!
@@ -23,8 +27,8 @@
 //! redis-server the bench starts itself (no persistence, loopback only; it must
 //! be on the PATH, or named by `REDIS_SERVER`):
 //! 1R. measurement 1 with 4 streams, durability full: MB/s, Redis vs embedded;
-//! 4R. measurement 4, durability full (Redis ≥ 90 % of embedded) and relaxed
-//!     (Redis ≥ 3,000 PUT/s).
+//! 4R. measurement 4, durability full and relaxed.
+//! Goal 4 of issue 12: Redis within 10 % of the embedded store on both.
 //! Every Redis-backed tranche gets a key prefix of its own, and Redis is emptied
 //! (FLUSHALL) before each measured run, so no run inherits another's keys.
 
@@ -161,6 +165,9 @@ async fn run(plan: Plan) -> Result<()> {
         &payload.sha256[..16]
     );
 
+    let sha = sha256_cost(&payload);
+    println!("SHA-256 in this process, one core: {sha:.2} core-s per GiB (best of 3)\n");
+
     let mut rows = Vec::new();
     {
         // Measurements 1 and 3 share one tranche and one sink, durability full.
@@ -168,9 +175,38 @@ async fn run(plan: Plan) -> Result<()> {
         let sink = Server::sink(tmp.path(), "sink-full", Durability::Full)?;
         let client = http_client()?;
         warm_up(&client, &tranche, &sink, &payload).await?;
-        rows.extend(big_upload_throughput(&plan, &client, &tranche, &sink, &payload).await?);
+        rows.extend(
+            big_upload_throughput(
+                &plan,
+                &client,
+                &tranche,
+                &sink,
+                &payload,
+                Durability::Full,
+                sha,
+            )
+            .await?,
+        );
         rows.extend(completion_latency(&plan, &client, &tranche, &sink, &payload).await?);
         rows.extend(tus::tus_vs_v1(plan.reps, &client, &tranche, &payload).await?);
+    }
+    {
+        let tranche = Server::tranche(tmp.path(), "tranche-relaxed", Durability::Relaxed)?;
+        let sink = Server::sink(tmp.path(), "sink-relaxed", Durability::Relaxed)?;
+        let client = http_client()?;
+        warm_up(&client, &tranche, &sink, &payload).await?;
+        rows.extend(
+            big_upload_throughput(
+                &plan,
+                &client,
+                &tranche,
+                &sink,
+                &payload,
+                Durability::Relaxed,
+                sha,
+            )
+            .await?,
+        );
     }
     rows.extend(peak_rss(tmp.path(), &payload).await?);
     rows.extend(tus::tus_peak_rss(tmp.path(), &payload).await?);
@@ -222,16 +258,49 @@ async fn warm_up(
     Ok(())
 }
 
-/// (1) One big upload with 8 MiB chunks over 1 and 4 streams, durability full,
-/// timed from create to complete's 200. Runs alternate between tranche and the
-/// sink so that the machine's drift affects both alike.
+/// The CPU time one core of this process takes to SHA-256 a GiB (best of
+/// three passes over the payload's first 256 MiB, thread CPU time, so that
+/// other processes on the machine do not count): the one cost tranche has on
+/// top of the sink by design, and the allowance of goal 1's CPU bound.
+fn sha256_cost(payload: &Payload) -> f64 {
+    let sample = payload.prefix(payload.len().min(256 * MIB));
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let before = thread_cpu();
+        let digest = Sha256::digest(&sample.bytes);
+        std::hint::black_box(digest);
+        let spent = (thread_cpu() - before).as_secs_f64();
+        best = best.min(spent * GIB as f64 / sample.len() as f64);
+    }
+    best
+}
+
+/// CPU time of the calling thread (the first field of its schedstat, in ns).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = stat
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
+}
+
+/// (1) One big upload with 8 MiB chunks over 1 and 4 streams, timed from
+/// create to complete's 200. Runs alternate between tranche and the sink so
+/// that the machine's drift affects both alike. Goal: ≥ 75 % of the sink's
+/// throughput, and server CPU no more than the sink's plus what hashing the
+/// bytes costs (`sha`, core-s/GiB) plus 0.2 core-s/GiB.
 async fn big_upload_throughput(
     plan: &Plan,
     client: &reqwest::Client,
     tranche: &Server,
     sink: &Server,
     payload: &Payload,
+    durability: Durability,
+    sha: f64,
 ) -> Result<Vec<Row>> {
+    let tag = durability.name();
     let mut rows = Vec::new();
     for streams in [1, 4] {
         let (mut t_rates, mut s_rates) = (Vec::new(), Vec::new());
@@ -252,7 +321,7 @@ async fn big_upload_throughput(
             .await?;
             let gib = payload.len() as f64 / GIB as f64;
             eprintln!(
-                "  (1) {streams} stream(s), run {}: tranche {:.0} MB/s ({:.2} core-s/GiB), sink {:.0} MB/s ({:.2} core-s/GiB)",
+                "  (1) {tag}, {streams} stream(s), run {}: tranche {:.0} MB/s ({:.2} core-s/GiB), sink {:.0} MB/s ({:.2} core-s/GiB)",
                 rep + 1,
                 t.mb_per_s(payload.len()),
                 t_core_s / gib,
@@ -267,23 +336,24 @@ async fn big_upload_throughput(
         let (t, s) = (median(&t_rates), median(&s_rates));
         rows.push(Row {
             what: format!(
-                "(1) {} MiB upload, 8 MiB chunks, {streams} stream(s), fsync: MB/s",
+                "(1) {} MiB upload, 8 MiB chunks, {streams} stream(s), durability {tag}: MB/s",
                 payload.len() / MIB
             ),
             tranche: format!("{t:.0}"),
             sink: format!("{s:.0}"),
             ratio: format!("{:.0} %", 100.0 * t / s),
-            target: "≥ 90 % of sink".into(),
-            verdict: pass(t >= 0.9 * s),
+            target: "≥ 75 % of sink".into(),
+            verdict: pass(t >= 0.75 * s),
         });
         let (t, s) = (median(&t_cpu), median(&s_cpu));
+        let bound = s + sha + 0.2;
         rows.push(Row {
-            what: format!("    server CPU, {streams} stream(s): core-seconds per GiB"),
+            what: format!("    server CPU, {streams} stream(s), {tag}: core-seconds per GiB"),
             tranche: format!("{t:.2}"),
             sink: format!("{s:.2}"),
             ratio: format!("{:.1} ×", t / s),
-            target: "(info)".into(),
-            verdict: "",
+            target: format!("≤ sink+sha+0.2 = {bound:.2}"),
+            verdict: pass(t <= bound),
         });
     }
     Ok(rows)
@@ -365,8 +435,8 @@ async fn peak_rss(tmp: &Path, payload: &Payload) -> Result<Vec<Row>> {
             tranche: format!("{:.1}", mib(t_after.hwm)),
             sink: format!("{:.1}", mib(s_after.hwm)),
             ratio: String::new(),
-            target: "≤ 32 MiB".into(),
-            verdict: pass(t_after.hwm <= 32 * MIB),
+            target: "≤ sink + 8, ≤ 48 MiB".into(),
+            verdict: pass(t_after.hwm <= (s_after.hwm + 8 * MIB).min(48 * MIB)),
         },
     ])
 }
@@ -445,8 +515,8 @@ async fn small_chunk_rate(plan: &Plan, tmp: &Path, payload: &Payload) -> Result<
             tranche: format!("{t:.0}"),
             sink: format!("{s:.0}"),
             ratio: format!("{:.0} %", 100.0 * t / s),
-            target: "≥ 80 % of sink".into(),
-            verdict: pass(t >= 0.8 * s),
+            target: "≥ 60 % of sink".into(),
+            verdict: pass(t >= 0.6 * s),
         });
         let (t, s) = (median(&t_cpu), median(&s_cpu));
         rows.push(Row {
@@ -624,8 +694,8 @@ async fn redis_big_upload(
             tranche: format!("{r:.0}"),
             sink: format!("{e:.0}"),
             ratio: format!("{:.0} %", 100.0 * r / e),
-            target: "(info)".into(),
-            verdict: "",
+            target: "≥ 90 % of embedded".into(),
+            verdict: pass(r >= 0.9 * e),
         },
         Row {
             what: "    server CPU (Redis: tranche + redis-server): core-seconds per GiB".into(),
@@ -643,14 +713,13 @@ async fn redis_big_upload(
 /// the same durability, full then relaxed; runs alternate between the two,
 /// after a short unmeasured run on each. Redis is emptied before each of its
 /// runs. With durability full, Redis must keep up with the embedded store
-/// (≥ 90 %); relaxed, it must reach 3,000 PUT/s.
+/// (≥ 90 %) at both.
 async fn redis_small_chunk_rate(
     plan: &Plan,
     tmp: &Path,
     redis: &RedisServer,
     payload: &Payload,
 ) -> Result<Vec<Row>> {
-    const RELAXED_TARGET: f64 = 3000.0;
     let warm = Plan {
         small_chunks: 4 * plan.small_clients,
         ..Plan::new(plan.quick)
@@ -700,13 +769,7 @@ async fn redis_small_chunk_rate(
             e_cpu.push(e_core_s / puts * 1e6);
         }
         let (r, e) = (median(&r_rates), median(&e_rates));
-        let (target, verdict) = match durability {
-            Durability::Full => ("≥ 90 % of embedded".to_string(), pass(r >= 0.9 * e)),
-            Durability::Relaxed => (
-                "≥ 3,000 PUT/s (Redis)".to_string(),
-                pass(r >= RELAXED_TARGET),
-            ),
-        };
+        let (target, verdict) = ("≥ 90 % of embedded".to_string(), pass(r >= 0.9 * e));
         rows.push(Row {
             what: format!(
                 "(4R) 256 KiB PUT/s, {} clients, durability {tag}",

@@ -17,34 +17,32 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod fsops;
 
 use bytes::Bytes;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::Stream;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::blobs::writer::{stream_into, Target};
 use crate::blobs::{
     ByteStore, ByteStream, FileMeta, PartEntry, StorageError, WriteError, WriteOptions,
     WrittenChunk,
 };
-use crate::hashing::{Algorithm, HashState, Hasher};
-use fsops::{blocking, join, no_space, read_range, remove_counting, sync_dir};
-
-/// The most body bytes gathered before a hand-off to the blocking pool. At
-/// most two batches are held per request (one filling, one being written), so
-/// this bounds a chunk request's memory whatever the chunk size, while keeping
-/// the hand-offs (a thread wake-up each) few for a fast stream.
-pub const BATCH_SIZE: usize = 128 * 1024;
+use crate::hashing::HashState;
+pub(super) use fsops::blocking;
+use fsops::{no_space, read_range, remove_counting, sync_dir};
 
 /// Disk writes running at once, across all requests. More would not make the
 /// disk faster; bounding them bounds the blocking threads (and their stacks)
 /// that a burst of uploads can wake.
 const IO_SLOTS: usize = 8;
+
+/// Bytes read back per step when hashing from disk.
+const HASH_READ_SIZE: usize = 128 * 1024;
 
 /// Bytes read from disk per piece of a download's body.
 const READ_SIZE: usize = 64 * 1024;
@@ -147,19 +145,13 @@ impl ByteStore for LocalDisk {
         blocking(move || remove_counting(&path)).await
     }
 
-    /// Streams a body into the part file at `offset`. The body's own buffers
-    /// are written as they come (no copy), gathered into batches of up to
-    /// [`BATCH_SIZE`]: while one batch is written on the blocking pool, the
-    /// next fills from the socket, so a request holds at most two batches.
-    /// A digest asked for is computed from the same buffers. With `sync`, the
-    /// bytes are on disk when this returns Ok (or, keeping a cut-off body's
-    /// bytes, when it returns `Incomplete`).
+    /// Streams a body into the part file at `offset` (see [`stream_into`]).
     async fn write_at<S, E>(
         &self,
         id: Uuid,
         offset: u64,
         expected: u64,
-        mut body: S,
+        body: S,
         opts: WriteOptions,
     ) -> Result<WrittenChunk, WriteError>
     where
@@ -171,117 +163,14 @@ impl ByteStore for LocalDisk {
             other => Ok(Arc::new(other?)),
         })
         .await?;
-
-        let mut hasher = opts.digest.map(Algorithm::hasher);
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batch_len = 0usize;
-        let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Option<Hasher>>>> = None;
-        let mut received: u64 = 0;
-        let mut written: u64 = 0;
-        let mut cut = false;
-
-        loop {
-            // Take what the socket has already delivered; when it has nothing
-            // more right now, write what is gathered before waiting. A fast
-            // stream thus writes in big batches (few hand-offs), while many
-            // slow or competing streams each hold little memory.
-            let (item, idle) = match body.next().now_or_never() {
-                Some(item) => (item, false),
-                None if batch_len > 0 => (None, true),
-                None => (body.next().await, false),
-            };
-            let mut end = item.is_none() && !idle;
-            match item {
-                None => {}
-                Some(Err(_)) if opts.keep_partial => {
-                    // What arrived is written and made durable below, then
-                    // reported: the caller counts it.
-                    cut = true;
-                    end = true;
-                }
-                Some(Err(_)) => {
-                    // Let the write in flight finish so nothing touches the file later.
-                    if let Some(job) = in_flight.take() {
-                        let _ = join(job).await;
-                    }
-                    return Err(WriteError::Incomplete { received, expected });
-                }
-                Some(Ok(bytes)) => {
-                    if received + bytes.len() as u64 > expected {
-                        if let Some(job) = in_flight.take() {
-                            let _ = join(job).await;
-                        }
-                        return Err(WriteError::TooLong { expected });
-                    }
-                    received += bytes.len() as u64;
-                    batch_len += bytes.len();
-                    batch.push(bytes);
-                }
-            }
-            if batch_len >= BATCH_SIZE || ((end || idle) && batch_len > 0) {
-                if let Some(job) = in_flight.take() {
-                    hasher = join(job)
-                        .await
-                        .map_err(|e| no_space(e, expected - received))?;
-                }
-                let pieces = std::mem::take(&mut batch);
-                let at = offset + written;
-                written += batch_len as u64;
-                batch_len = 0;
-                let file = file.clone();
-                let mut h = hasher.take();
-                let permit = self
-                    .io_slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed");
-                in_flight = Some(tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    let mut at = at;
-                    for piece in &pieces {
-                        file.write_all_at(piece, at)?;
-                        at += piece.len() as u64;
-                        if let Some(h) = &mut h {
-                            h.update(piece);
-                        }
-                    }
-                    Ok(h)
-                }));
-            }
-            if end {
-                break;
-            }
-        }
-        if let Some(job) = in_flight.take() {
-            hasher = join(job)
-                .await
-                .map_err(|e| no_space(e, expected - received))?;
-        }
-        if received < expected && !cut && !opts.at_most {
-            return Err(WriteError::TooShort { received, expected });
-        }
-        debug_assert_eq!(written, received);
-        if self.sync && received > 0 {
-            // Bytes count only once they are on disk: the store's record
-            // must never point at bytes a crash could lose.
-            let file = file.clone();
-            let started = std::time::Instant::now();
-            blocking(move || file.sync_data().map_err(StorageError::from))
-                .await
-                .map_err(|e| no_space(e, received))?;
-            tracing::debug!(
-                sync_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "write synced"
-            );
-        }
-        if cut {
-            return Err(WriteError::Incomplete { received, expected });
-        }
-        Ok(WrittenChunk {
-            len: received,
-            digest: hasher.map(Hasher::finalize),
-        })
+        let target = Target {
+            file,
+            offset,
+            expected,
+            sync: self.sync,
+            io_slots: &self.io_slots,
+        };
+        stream_into(target, body, opts).await
     }
 
     async fn grow(&self, id: Uuid, size: u64) -> Result<(), StorageError> {

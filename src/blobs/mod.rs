@@ -8,6 +8,7 @@
 //! the chunk size, and a tus PATCH a write at its `Upload-Offset`.
 
 pub mod local;
+mod writer;
 
 use std::io;
 use std::pin::Pin;
@@ -52,13 +53,20 @@ pub struct WrittenChunk {
     pub len: u64,
     /// The digest of the bytes written, when one was asked for.
     pub digest: Option<Vec<u8>>,
+    /// `opts.extend`, extended over the bytes written.
+    pub extended: Option<HashState>,
 }
 
 /// How [`ByteStore::write_at`] treats its body.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     /// Also compute this digest of the bytes written.
     pub digest: Option<Algorithm>,
+    /// A running hash that ends where the write starts, to extend over the
+    /// bytes written while they are in memory (returned in
+    /// [`WrittenChunk::extended`], on success only), so that nobody has to
+    /// read them back to hash them.
+    pub extend: Option<HashState>,
     /// The length is the most the body may carry, not what it must: a body
     /// that ends early is fine (a write that goes on from where it ends).
     pub at_most: bool,
@@ -224,7 +232,7 @@ pub mod conformance {
         let exact = WriteOptions::default();
         let sha256 = WriteOptions {
             digest: Some(Algorithm::Sha256),
-            ..exact
+            ..exact.clone()
         };
         let id = Uuid::new_v4();
         let data: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -238,8 +246,30 @@ pub mod conformance {
             .unwrap();
         assert_eq!(w.len, 100);
         assert_eq!(w.digest, Some(Sha256::digest(&data[200..]).to_vec()));
+        assert_eq!(w.extended, None);
+        // A running hash handed in comes back extended over the bytes written.
+        let mut running = HashState::default();
+        running.update(&data[..70]);
+        let extend = WriteOptions {
+            extend: Some(running),
+            ..exact.clone()
+        };
+        let w = store
+            .write_at(
+                id,
+                70,
+                130,
+                body(&[&data[70..100], &data[100..200]]),
+                extend,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            w.extended.map(|h| h.finalize()),
+            Some(<[u8; 32]>::from(Sha256::digest(&data[..200])))
+        );
         store
-            .write_at(id, 0, 200, body(&[&data[..200]]), exact)
+            .write_at(id, 0, 200, body(&[&data[..200]]), exact.clone())
             .await
             .unwrap();
         assert_eq!(
@@ -248,9 +278,13 @@ pub mod conformance {
         );
 
         // Bodies of the wrong length, or cut off, are errors.
-        let long = store.write_at(id, 0, 10, body(&[&[0u8; 11]]), exact).await;
+        let long = store
+            .write_at(id, 0, 10, body(&[&[0u8; 11]]), exact.clone())
+            .await;
         assert!(matches!(long, Err(WriteError::TooLong { expected: 10 })));
-        let short = store.write_at(id, 0, 10, body(&[&[0u8; 9]]), exact).await;
+        let short = store
+            .write_at(id, 0, 10, body(&[&[0u8; 9]]), exact.clone())
+            .await;
         assert!(matches!(
             short,
             Err(WriteError::TooShort {
@@ -262,7 +296,7 @@ pub mod conformance {
             Ok(Bytes::from_static(b"abc")),
             Err(io::Error::other("cut")),
         ]);
-        let cut = store.write_at(id, 0, 10, cut, exact).await;
+        let cut = store.write_at(id, 0, 10, cut, exact.clone()).await;
         assert!(matches!(
             cut,
             Err(WriteError::Incomplete { received: 3, .. })
@@ -272,9 +306,11 @@ pub mod conformance {
         let up_to = WriteOptions {
             at_most: true,
             keep_partial: true,
-            ..exact
+            ..exact.clone()
         };
-        let w = store.write_at(id, 0, 10, body(&[b"xyz"]), up_to).await;
+        let w = store
+            .write_at(id, 0, 10, body(&[b"xyz"]), up_to.clone())
+            .await;
         assert_eq!(w.unwrap().len, 3);
         let cut = futures::stream::iter(vec![
             Ok(Bytes::from_static(b"kept")),
@@ -291,7 +327,7 @@ pub mod conformance {
         );
         // Rewrite what those attempts may have touched, as a client resends.
         store
-            .write_at(id, 0, 200, body(&[&data[..200]]), exact)
+            .write_at(id, 0, 200, body(&[&data[..200]]), exact.clone())
             .await
             .unwrap();
 

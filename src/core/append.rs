@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::blobs::{ByteStore, WriteError, WriteOptions};
 use crate::context::AppContext;
-use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
+use crate::core::catch_up::after_recorded;
 use crate::core::complete::{complete, Completion};
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{check_live, status_conflict, store_error};
@@ -169,20 +169,22 @@ where
         // Bytes under a checksum count only whole: a cut-off body's cannot
         // be checked.
         keep_partial: req.checksum.is_none(),
+        extend: None,
     };
     let len = req.content_length.unwrap_or(room);
+    let keep_partial = opts.keep_partial;
     let written = write_range(ctx, &rec, seq.offset, len, body, opts, guard).await?;
-    let (written, cut) = match written {
+    let (written, cut, extended) = match written {
         Ok(w) => {
             if let (Some((alg, want)), Some(got)) = (&req.checksum, &w.digest) {
                 if want != got {
                     return Err(checksum_mismatch(*alg, want, got));
                 }
             }
-            (w.len, None)
+            (w.len, None, w.extended)
         }
-        Err(WriteError::Incomplete { received, expected }) if opts.keep_partial => {
-            (received, Some((received, expected)))
+        Err(WriteError::Incomplete { received, expected }) if keep_partial => {
+            (received, Some((received, expected)), None)
         }
         Err(WriteError::Incomplete { received, expected }) => {
             return Err(incomplete(received, expected))
@@ -194,6 +196,7 @@ where
         Err(WriteError::Storage(e)) => return Err(e.into()),
     };
     let rec = record(ctx, id, seq.offset, written, req.length, guard).await?;
+    let rec = after_recorded(ctx, rec, seq.offset, extended).await;
     if let Some((received, expected)) = cut {
         tracing::info!(upload_id = %id, kept = received, "body cut off; the bytes that arrived were kept");
         return Err(incomplete(received, expected));
@@ -263,9 +266,6 @@ async fn record(
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
     };
     ctx.metrics.chunk_bytes_received.inc_by(written);
-    if needs_catch_up(&rec) {
-        spawn_catch_up(ctx, id);
-    }
     Ok(rec)
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::blobs::{ByteStore, StorageError, WriteError, WriteOptions};
 use crate::config::ChunkDigest;
 use crate::context::AppContext;
-use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
+use crate::core::catch_up::after_recorded;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{check_live, status_conflict, store_error};
 use crate::core::write::{gone_meanwhile, write_range};
@@ -218,9 +218,7 @@ where
     };
     ctx.metrics.chunks_received.inc();
     ctx.metrics.chunk_bytes_received.inc_by(expected);
-    if needs_catch_up(&rec) {
-        spawn_catch_up(ctx, id);
-    }
+    let rec = after_recorded(ctx, rec, start, written.extended).await;
     Ok(chunk_answer(&rec, index, expected, chunk_sha))
 }
 

@@ -43,10 +43,17 @@ where
     };
     // The bytes looked at are handed on to the write unchanged.
     let body = futures::stream::iter(head).chain(body);
-    // The whole file's running hash is not computed here but by a background
-    // task once the range is recorded (see `catch_up`): hashed inline,
-    // SHA-256 (~1.1 GB/s on one core) would set the pace of every write; in
-    // the background it overlaps with the next one's transfer.
+    // A range that starts where the running hash ends (every write of an
+    // upload sent in order) extends it from its own buffers, on the blocking
+    // pool beside the disk writes: reading the bytes back later to hash them
+    // would cost a copy, and the catch-up's store round trips, per range.
+    // What it returns counts only once the range is recorded (see
+    // `catch_up::after_recorded`). Ranges after a gap are hashed by the
+    // catch-up once the gap closes.
+    let mut opts = opts;
+    if rec.hash.len() == offset && len > 0 {
+        opts.extend = Some(rec.hash.clone());
+    }
     let write = ctx.storage.write_at(id, offset, len, body, opts);
     match guard.hold_while(write).await? {
         Err(WriteError::Storage(StorageError::PartMissing)) => Err(gone_meanwhile(ctx, id).await),

@@ -306,6 +306,27 @@ async fn wrong_content_digest_answers_422_and_leaves_the_chunk_missing() {
     .await
 }
 
+/// The file's running hash is extended while an in-order chunk is written,
+/// but only a chunk that counts moves it: refused bytes (a wrong digest) at
+/// the hash's end leave no trace in the completed file's SHA-256.
+#[tokio::test]
+async fn refused_bytes_do_not_enter_the_files_hash() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(3 * CS, 33);
+        let id = start(&app, &data).await;
+        let chunks = chunks_of(&data, CS);
+        app.send_chunks(&id, &data, CS, [0]).await;
+        let resp = app
+            .put_chunk_with_digest(&id, 1, test_data(CS, 34), &content_digest(&chunks[1]))
+            .await;
+        assert_error(resp, 422, "digest_mismatch").await;
+        app.send_chunks(&id, &data, CS, [1, 2]).await;
+        complete_and_check(&app, &id, &data).await;
+    })
+    .await
+}
+
 /// A resend must carry the bytes that were stored: different ones (the
 /// file changed under the client) are refused with 409 `chunk_conflict`,
 /// and the stored chunk stays as it was.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::blobs::StorageError;
 
-use super::BATCH_SIZE;
+use super::HASH_READ_SIZE;
 
 pub(super) fn remove_counting(path: &Path) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -38,7 +38,7 @@ pub(super) fn read_range(
     end: u64,
     mut sink: impl FnMut(&[u8]),
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; BATCH_SIZE.min(end.saturating_sub(start) as usize)];
+    let mut buf = vec![0u8; HASH_READ_SIZE.min(end.saturating_sub(start) as usize)];
     let mut at = start;
     while at < end {
         let want = ((end - at) as usize).min(buf.len());
@@ -55,7 +55,7 @@ pub(super) fn read_range(
     Ok(())
 }
 
-pub(super) async fn blocking<T: Send + 'static, E: From<io::Error> + Send + 'static>(
+pub(in crate::blobs) async fn blocking<T: Send + 'static, E: From<io::Error> + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, E> {
     tokio::task::spawn_blocking(f)
@@ -74,10 +74,4 @@ pub(super) fn no_space(e: StorageError, needed: u64) -> StorageError {
         }
         other => other,
     }
-}
-
-pub(super) async fn join<T>(
-    job: tokio::task::JoinHandle<io::Result<T>>,
-) -> Result<T, StorageError> {
-    Ok(job.await.map_err(io::Error::other)??)
 }

@@ -1,0 +1,208 @@
+//! How a body gets from the socket into a file: its own buffers are written
+//! as they come (no copy), gathered into batches handed to the blocking
+//! pool, and hashed there while they are still in memory.
+
+use std::fs::File;
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{FutureExt, Stream, StreamExt};
+
+use crate::blobs::local::blocking;
+use crate::blobs::{StorageError, WriteError, WriteOptions, WrittenChunk};
+use crate::hashing::{Algorithm, HashState, Hasher};
+
+/// The most body bytes gathered before a hand-off to the blocking pool. At
+/// most two batches are held per request (one filling, one being written), so
+/// this bounds a chunk request's memory whatever the chunk size, while keeping
+/// the hand-offs (a thread wake-up each) few for a fast stream.
+pub const BATCH_SIZE: usize = 128 * 1024;
+
+/// Where a body goes.
+pub(super) struct Target<'a> {
+    pub file: Arc<File>,
+    pub offset: u64,
+    /// The body's length (the most it may be, with `at_most`).
+    pub expected: u64,
+    /// Whether the bytes must be on disk before this returns.
+    pub sync: bool,
+    /// Bounds the batches being written at once, across all requests.
+    pub io_slots: &'a Arc<tokio::sync::Semaphore>,
+}
+
+/// What is computed from the bytes as they are written.
+#[derive(Default)]
+struct Digests {
+    chunk: Option<Hasher>,
+    running: Option<HashState>,
+}
+
+impl Digests {
+    fn update(&mut self, bytes: &[u8]) {
+        if let Some(h) = &mut self.chunk {
+            h.update(bytes);
+        }
+        if let Some(h) = &mut self.running {
+            h.update(bytes);
+        }
+    }
+}
+
+/// Streams `body` into `to`: while one batch is written (and hashed) on the
+/// blocking pool, the next fills from the socket, so a request holds at most
+/// two batches. The contract is [`crate::blobs::ByteStore::write_at`]'s.
+pub(super) async fn stream_into<S, E>(
+    to: Target<'_>,
+    mut body: S,
+    opts: WriteOptions,
+) -> Result<WrittenChunk, WriteError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let Target {
+        file,
+        offset,
+        expected,
+        sync,
+        io_slots,
+    } = to;
+    let mut digests = Some(Digests {
+        chunk: opts.digest.map(Algorithm::hasher),
+        running: opts.extend,
+    });
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch_len = 0usize;
+    let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Digests>>> = None;
+    let mut received: u64 = 0;
+    let mut written: u64 = 0;
+    let mut cut = false;
+
+    loop {
+        // Take what the socket has already delivered; when it has nothing
+        // more right now, write what is gathered before waiting. A fast
+        // stream thus writes in big batches (few hand-offs), while many
+        // slow or competing streams each hold little memory.
+        let (item, idle) = match body.next().now_or_never() {
+            Some(item) => (item, false),
+            None if batch_len > 0 => (None, true),
+            None => (body.next().await, false),
+        };
+        let mut end = item.is_none() && !idle;
+        match item {
+            None => {}
+            Some(Err(_)) if opts.keep_partial => {
+                // What arrived is written and made durable below, then
+                // reported: the caller counts it.
+                cut = true;
+                end = true;
+            }
+            Some(Err(_)) => {
+                // Let the write in flight finish so nothing touches the file later.
+                if let Some(job) = in_flight.take() {
+                    let _ = join(job).await;
+                }
+                return Err(WriteError::Incomplete { received, expected });
+            }
+            Some(Ok(bytes)) => {
+                if received + bytes.len() as u64 > expected {
+                    if let Some(job) = in_flight.take() {
+                        let _ = join(job).await;
+                    }
+                    return Err(WriteError::TooLong { expected });
+                }
+                received += bytes.len() as u64;
+                batch_len += bytes.len();
+                batch.push(bytes);
+            }
+        }
+        if batch_len >= BATCH_SIZE || ((end || idle) && batch_len > 0) {
+            if let Some(job) = in_flight.take() {
+                digests = Some(
+                    join(job)
+                        .await
+                        .map_err(|e| no_space(e, expected - received))?,
+                );
+            }
+            let pieces = std::mem::take(&mut batch);
+            let at = offset + written;
+            written += batch_len as u64;
+            batch_len = 0;
+            let file = file.clone();
+            let mut d = digests
+                .take()
+                .expect("the last batch gave its digests back");
+            let permit = io_slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            in_flight = Some(tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let mut at = at;
+                for piece in &pieces {
+                    file.write_all_at(piece, at)?;
+                    at += piece.len() as u64;
+                    // Right after its write, while the piece is still in the
+                    // CPU's cache.
+                    d.update(piece);
+                }
+                Ok(d)
+            }));
+        }
+        if end {
+            break;
+        }
+    }
+    if let Some(job) = in_flight.take() {
+        digests = Some(
+            join(job)
+                .await
+                .map_err(|e| no_space(e, expected - received))?,
+        );
+    }
+    if received < expected && !cut && !opts.at_most {
+        return Err(WriteError::TooShort { received, expected });
+    }
+    debug_assert_eq!(written, received);
+    if sync && received > 0 {
+        // Bytes count only once they are on disk: the store's record
+        // must never point at bytes a crash could lose.
+        let file = file.clone();
+        let started = std::time::Instant::now();
+        blocking(move || file.sync_data().map_err(StorageError::from))
+            .await
+            .map_err(|e| no_space(e, received))?;
+        tracing::debug!(
+            sync_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "write synced"
+        );
+    }
+    if cut {
+        return Err(WriteError::Incomplete { received, expected });
+    }
+    let digests = digests.expect("the last batch gave its digests back");
+    Ok(WrittenChunk {
+        len: received,
+        digest: digests.chunk.map(Hasher::finalize),
+        extended: digests.running,
+    })
+}
+
+/// A write that found the disk full says so: a part file without room
+/// reserved at create (an upload whose length was not known) can meet it.
+fn no_space(e: StorageError, needed: u64) -> StorageError {
+    match e {
+        StorageError::Io(io)
+            if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
+        {
+            StorageError::NoSpace { needed }
+        }
+        other => other,
+    }
+}
+
+async fn join<T>(job: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StorageError> {
+    Ok(job.await.map_err(io::Error::other)??)
+}

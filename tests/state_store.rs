@@ -24,6 +24,7 @@ use serde_json::json;
 use tempfile::TempDir;
 use tranche::clock::Clock;
 use tranche::config::Durability;
+use tranche::events::{EventKind, OutboxSettings};
 use tranche::hashing::HashState;
 use tranche::state::{
     ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, OffsetMark, Rate, RedisStore,
@@ -53,7 +54,8 @@ async fn open(backend: Backend) -> Subject {
                 Durability::Full,
                 clock.clone(),
             )
-            .expect("open the embedded store");
+            .expect("open the embedded store")
+            .with_outbox(OUTBOX);
             Subject {
                 store: Store::Embedded(store),
                 clock,
@@ -66,7 +68,10 @@ async fn open(backend: Backend) -> Subject {
             let redis = RedisServer::start().await;
             let store = RedisStore::connect(&redis.url(), "conformance:")
                 .await
-                .expect("connect to redis");
+                .expect("connect to redis")
+                .with_outbox(OUTBOX)
+                .await
+                .expect("load the outbox scripts");
             Subject {
                 store: Store::Redis(store),
                 clock,
@@ -132,7 +137,14 @@ conformance!(
     an_offset_moves_only_from_where_it_stands,
     a_deferred_length_is_set_once_and_bounds_the_offset,
     of_racing_moves_from_one_offset_exactly_one_wins,
+    transitions_write_their_events_in_order,
+    an_upload_that_failed_or_expired_tells_it_once,
+    an_outbox_entry_goes_only_when_acknowledged,
 );
+
+/// Every store under test keeps an outbox, so that every test also shows
+/// that writing events changes no transition's outcome.
+const OUTBOX: OutboxSettings = OutboxSettings { max_len: 10_000 };
 
 const CHUNK: u64 = 1024;
 const TTL_MS: i64 = 60_000;
@@ -1308,4 +1320,137 @@ where
         assert!(Instant::now() < deadline, "nothing lapsed within 5 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The outbox as (kind, upload, seq), oldest first.
+async fn outbox(s: &Subject) -> Vec<(EventKind, Uuid, u64)> {
+    let entries = s.store.pending_events(100).await.unwrap();
+    assert_eq!(s.store.outbox_len().await.unwrap(), entries.len() as u64);
+    entries
+        .iter()
+        .map(|e| (e.event.kind, e.event.upload, e.event.seq))
+        .collect()
+}
+
+async fn transitions_write_their_events_in_order(s: Subject) {
+    assert!(outbox(&s).await.is_empty());
+    let a = assembling(&s).await;
+    let b = record(&s.clock, CHUNK);
+    insert(&s, &b).await;
+    done(
+        s.store
+            .abort(b.id, s.clock.now_ms() + TTL_MS)
+            .await
+            .unwrap(),
+    );
+    // Aborted twice: one event.
+    done(
+        s.store
+            .abort(b.id, s.clock.now_ms() + TTL_MS)
+            .await
+            .unwrap(),
+    );
+    done(
+        s.store
+            .finish_assembly(a.id, Ok(file(a.id)), s.clock.now_ms())
+            .await
+            .unwrap(),
+    );
+    // Rejected transitions write nothing.
+    rejected(s.store.abort(a.id, s.clock.now_ms()).await.unwrap());
+    rejected(s.store.delete_file(b.id).await.unwrap());
+    done(s.store.delete_file(a.id).await.unwrap());
+    use EventKind::*;
+    assert_eq!(
+        outbox(&s).await,
+        vec![
+            (Created, a.id, 1),
+            (Created, b.id, 1),
+            (Aborted, b.id, 2),
+            (Completed, a.id, 2),
+            (FileDeleted, a.id, 3),
+        ]
+    );
+    let entries = s.store.pending_events(100).await.unwrap();
+    let created = &entries[0].event;
+    assert_eq!(created.record.filename, "conformance.bin");
+    assert_eq!(created.record.metadata["k"], "v");
+    assert_eq!(created.record.status, Status::Uploading);
+    let completed = &entries[3].event;
+    assert_eq!(completed.record.status, Status::Completed);
+    assert_eq!(completed.record.file, Some(file(a.id)));
+    assert_eq!(completed.record.size, 2 * CHUNK);
+    assert_eq!(entries[4].event.record.file, Some(file(a.id)));
+    assert_eq!(entries[2].event.record.status, Status::Aborted);
+    let ids: std::collections::HashSet<Uuid> = entries.iter().map(|e| e.event.id()).collect();
+    assert_eq!(ids.len(), 5, "every event has its own id");
+    let again = s.store.pending_events(100).await.unwrap();
+    assert_eq!(again[3].event.id(), completed.id(), "an id is stable");
+}
+
+async fn an_upload_that_failed_or_expired_tells_it_once(s: Subject) {
+    let failed = assembling(&s).await;
+    let failure = Failure {
+        error: "digest_mismatch".into(),
+        message: "not the announced SHA-256".into(),
+        sha256: None,
+    };
+    done(
+        s.store
+            .finish_assembly(failed.id, Err(failure.clone()), s.clock.now_ms())
+            .await
+            .unwrap(),
+    );
+    let expired = record(&s.clock, CHUNK);
+    insert(&s, &expired).await;
+    s.clock.advance(Duration::from_millis(2 * TTL_MS as u64));
+    let now = s.clock.now_ms();
+    assert!(s
+        .store
+        .delete_expired(expired.id, now)
+        .await
+        .unwrap()
+        .is_some());
+    // The failed upload's tombstone goes quietly: it told its end already.
+    assert!(s
+        .store
+        .delete_expired(failed.id, now)
+        .await
+        .unwrap()
+        .is_some());
+    use EventKind::*;
+    assert_eq!(
+        outbox(&s).await,
+        vec![
+            (Created, failed.id, 1),
+            (Failed, failed.id, 2),
+            (Created, expired.id, 1),
+            (Expired, expired.id, 2),
+        ]
+    );
+    let entries = s.store.pending_events(100).await.unwrap();
+    assert_eq!(entries[1].event.record.failure, Some(failure));
+    assert_eq!(entries[3].event.record.status, Status::Uploading);
+}
+
+async fn an_outbox_entry_goes_only_when_acknowledged(s: Subject) {
+    let recs: Vec<UploadRecord> = (0..3).map(|_| record(&s.clock, CHUNK)).collect();
+    for rec in &recs {
+        insert(&s, rec).await;
+    }
+    let first = s.store.pending_events(2).await.unwrap();
+    assert_eq!(first.len(), 2, "at most the limit");
+    s.store.ack_event(&first[0].position).await.unwrap();
+    // Acknowledged twice: nothing more goes.
+    s.store.ack_event(&first[0].position).await.unwrap();
+    let left: Vec<Uuid> = outbox(&s).await.iter().map(|e| e.1).collect();
+    assert_eq!(left, vec![recs[1].id, recs[2].id]);
+    for entry in s.store.pending_events(10).await.unwrap() {
+        s.store.ack_event(&entry.position).await.unwrap();
+    }
+    assert!(outbox(&s).await.is_empty());
+    // A new upload's events carry on after them.
+    let later = record(&s.clock, CHUNK);
+    insert(&s, &later).await;
+    assert_eq!(outbox(&s).await, vec![(EventKind::Created, later.id, 1)]);
 }

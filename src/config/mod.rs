@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod cors;
+mod events;
 mod limits;
 mod proxies;
 mod tus;
 
 pub use auth::AuthSettings;
 pub use cors::CorsSettings;
+pub use events::{wants, EventSettings, StreamSettings, WebhookSettings};
 pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;
 pub use tus::TusSettings;
@@ -105,6 +107,9 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// The tus 1.0 front end.
     pub tus: TusSettings,
+    /// Events of uploads, and their sinks.
+    #[serde(default)]
+    pub events: EventSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +196,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             rate_limit: RateLimitSettings::default(),
             tus: TusSettings::default(),
+            events: EventSettings::default(),
         }
     }
 }
@@ -264,6 +270,9 @@ impl Settings {
         }
         if let Err(problem) = self.tus.validate() {
             return invalid("tus.path", &problem);
+        }
+        if let Err(problem) = self.events.validate() {
+            return invalid("events", &problem);
         }
         if self.upload_ttl.is_zero() {
             return invalid("upload_ttl", "must be longer than zero");

@@ -15,8 +15,8 @@
 //! it at delivery (the file's URL depends on the front end's settings, not on
 //! the state).
 
-// pub mod delivery;
-// pub mod sinks;
+pub mod delivery;
+pub mod sinks;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -90,6 +90,11 @@ impl EventKind {
         }
     }
 }
+
+/// Events a store dropped because its outbox was full, since start (every
+/// store of the process; the delivery task turns it into a metric). Redis
+/// trims its stream by itself and is not counted.
+pub static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Settings a state store needs to keep an outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,10 @@
 //! upload) and `outbox_next` (the next position: positions are never reused,
 //! so an acknowledgement can only ever remove the entry it names).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::{unavailable, EmbeddedStore};
-use crate::events::{EventKind, OutboxEntry, OutboxSettings, StoredEvent};
+use crate::events::{EventKind, OutboxEntry, OutboxSettings, StoredEvent, DROPPED};
 use crate::state::StoreError;
 use crate::upload::UploadRecord;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError, WriteTransaction};
@@ -17,10 +17,6 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError, Wr
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const EVENT_SEQ: TableDefinition<u128, u64> = TableDefinition::new("event_seq");
 const OUTBOX_NEXT: TableDefinition<&str, u64> = TableDefinition::new("outbox_next");
-
-/// Entries dropped because the outbox was full, since start (all stores of
-/// the process; a metric).
-pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Appends the event of a record that changed from `before` to `after`, if
 /// the change has one, inside the caller's transaction.

@@ -10,6 +10,10 @@
 //!
 //! Which sinks took which entry is kept in memory only: after a restart an
 //! entry that some sinks took already goes to them again (at least once).
+//!
+//! Instances sharing a store take turns through a lease
+//! ([`LeaseOf::Delivery`]): one delivers, the others wait, and take over
+//! within `LEASE_TTL` of its death.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -21,7 +25,7 @@ use uuid::Uuid;
 use super::sinks::{AnySink, Sink};
 use super::{Event, OutboxEntry};
 use crate::context::AppContext;
-use crate::state::StateStore;
+use crate::state::{Lease, LeaseOf, StateStore};
 
 /// Entries looked at per pass, oldest first.
 const BATCH: usize = 256;
@@ -29,6 +33,8 @@ const BATCH: usize = 256;
 /// `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long the delivery lease lasts unless renewed (every pass renews it).
+const LEASE_TTL: Duration = Duration::from_secs(10);
 
 struct Retry {
     first_failed: Instant,
@@ -46,13 +52,19 @@ pub async fn run(ctx: AppContext, sinks: Vec<AnySink>, shutdown: CancellationTok
         dropped_seen: 0,
     };
     let poll = delivery.ctx.settings.events.poll_interval;
+    let mut lease: Option<Lease> = None;
     while !shutdown.is_cancelled() {
-        let progressed = match delivery.pass().await {
-            Ok(progressed) => progressed,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the event outbox; retrying");
-                false
-            }
+        lease = hold(&delivery.ctx, lease).await;
+        let progressed = match &lease {
+            // Another instance delivers.
+            None => false,
+            Some(_) => match delivery.pass().await {
+                Ok(progressed) => progressed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the event outbox; retrying");
+                    false
+                }
+            },
         };
         if !progressed {
             tokio::select! {
@@ -61,6 +73,26 @@ pub async fn run(ctx: AppContext, sinks: Vec<AnySink>, shutdown: CancellationTok
             }
         }
     }
+    if let Some(lease) = lease {
+        // The next instance need not wait for the lease to lapse.
+        let _ = delivery.ctx.store.release(&lease).await;
+    }
+}
+
+/// Renews the delivery lease, or tries to take it; `None` while another
+/// instance holds it (or the store cannot say).
+async fn hold(ctx: &AppContext, lease: Option<Lease>) -> Option<Lease> {
+    if let Some(lease) = lease {
+        if ctx.store.renew(&lease, LEASE_TTL).await.unwrap_or(false) {
+            return Some(lease);
+        }
+        tracing::warn!("lost the event delivery lease; another instance delivers");
+    }
+    ctx.store
+        .try_lease(LeaseOf::Delivery, LEASE_TTL)
+        .await
+        .ok()
+        .flatten()
 }
 
 struct Delivery {

@@ -187,6 +187,9 @@ pub enum LeaseOf {
     /// Creating the upload of an Idempotency-Key (as scoped to its caller),
     /// so that a retry racing its first attempt waits for its answer.
     Create(String),
+    /// Delivering the event outbox: one instance at a time, so that
+    /// instances sharing a store do not each send every event.
+    Delivery,
 }
 
 impl std::fmt::Display for LeaseOf {
@@ -196,6 +199,7 @@ impl std::fmt::Display for LeaseOf {
             LeaseOf::Append(upload) => write!(f, "writing at the offset of {upload}"),
             LeaseOf::Complete(upload) => write!(f, "completion of {upload}"),
             LeaseOf::Create(key) => write!(f, "create with key {key}"),
+            LeaseOf::Delivery => write!(f, "event delivery"),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! then up), signatures checked as a receiver would; the event of a
 //! completion that was not yet delivered when the server was killed with
 //! SIGKILL arrives after the restart; a Redis stream read with a consumer
-//! group.
+//! group; a tus upload tells the same events as one of API v1.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -363,6 +363,87 @@ async fn a_redis_stream_feeds_a_consumer_group() {
             .await
             .unwrap();
         assert_eq!(acked, 1);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_tus_upload_and_its_termination_tell_the_same_events() {
+    bounded(async {
+        let port = free_port();
+        let (received, handle) = start_receiver(port);
+        let app = spawn_app_with(|s| s.events.webhooks = vec![webhook(port)]).await;
+        let data = test_data(3000, 11);
+        let tus = |req: reqwest::RequestBuilder| req.header("tus-resumable", "1.0.0");
+        let create = |len: usize| {
+            tus(app.client.post(app.url("/files/")))
+                .header("upload-length", len)
+                .header("upload-metadata", "filename dHVzLmJpbg==")
+                .send()
+        };
+        let created = create(data.len()).await.unwrap();
+        assert_eq!(created.status(), 201);
+        // Relative without public_url or trusted proxies.
+        let absolute = |l: &reqwest::Response| app.url(l.headers()["location"].to_str().unwrap());
+        let location = absolute(&created);
+        let resp = tus(app.client.patch(&location))
+            .header("upload-offset", 0)
+            .header("content-type", "application/offset+octet-stream")
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+        let id = location.rsplit('/').next().unwrap().to_owned();
+        // Another, terminated (tus's DELETE).
+        let other = create(10).await.unwrap();
+        let other = absolute(&other);
+        let gone = tus(app.client.delete(&other)).send().await.unwrap();
+        assert_eq!(gone.status(), 204);
+        let other = other.rsplit('/').next().unwrap().to_owned();
+
+        let events = wait_for(&received, 4).await;
+        let mine = by_type(&events, &id);
+        let file = &mine["upload.completed"]["data"]["file"];
+        assert_eq!(file["filename"], "tus.bin");
+        assert_eq!(file["sha256"], sha256_hex(&data));
+        assert!(mine.contains_key("upload.created"));
+        assert!(by_type(&events, &other).contains_key("upload.aborted"));
+        handle.stop(false).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn instances_sharing_redis_send_each_event_once() {
+    if crate::BACKEND != Backend::Redis {
+        return; // one process owns an embedded store
+    }
+    bounded(async {
+        let redis = RedisServer::start().await;
+        let port = free_port();
+        let (received, handle) = start_receiver(port);
+        let share = |s: &mut tranche::config::Settings| {
+            s.store = redis.store_settings();
+            s.events.webhooks = vec![webhook(port)];
+            s.events.poll_interval = Duration::from_millis(20);
+        };
+        let (a, b) = (spawn_app_with(share).await, spawn_app_with(share).await);
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            let app = if i % 2 == 0 { &a } else { &b };
+            let view = app.upload_all(&test_data(1500, i), 1024).await;
+            ids.push(view["id"].as_str().unwrap().to_owned());
+        }
+        let events = wait_for(&received, 8).await;
+        for id in &ids {
+            let mine = by_type(&events, id);
+            assert!(mine.contains_key("upload.completed"), "{mine:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let events = received.lock().unwrap().clone();
+        assert_eq!(events.len(), 8, "sent by both instances: {events:?}");
+        handle.stop(false).await;
     })
     .await
 }

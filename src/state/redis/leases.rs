@@ -27,6 +27,7 @@ impl RedisStore {
             LeaseOf::Append(upload) => format!("{prefix}{{{upload}}}:lease:append"),
             LeaseOf::Complete(upload) => format!("{prefix}{{{upload}}}:lease:complete"),
             LeaseOf::Create(key) => format!("{prefix}lease:create:{key}"),
+            LeaseOf::Delivery => format!("{prefix}lease:delivery"),
         }
     }
 

@@ -331,8 +331,10 @@ async fn events_outbox(store: Store, settings: &Settings) -> anyhow::Result<Stor
     if !settings.events.enabled() {
         return Ok(store);
     }
+    let progress = settings.events.progress_interval;
     let outbox = crate::events::OutboxSettings {
         max_len: settings.events.outbox_max,
+        progress_ms: (!progress.is_zero()).then(|| progress.as_millis().max(1) as i64),
     };
     store
         .with_outbox(outbox)

@@ -140,11 +140,15 @@ conformance!(
     transitions_write_their_events_in_order,
     an_upload_that_failed_or_expired_tells_it_once,
     an_outbox_entry_goes_only_when_acknowledged,
+    progress_is_told_at_most_once_per_interval,
 );
 
 /// Every store under test keeps an outbox, so that every test also shows
 /// that writing events changes no transition's outcome.
-const OUTBOX: OutboxSettings = OutboxSettings { max_len: 10_000 };
+const OUTBOX: OutboxSettings = OutboxSettings {
+    max_len: 10_000,
+    progress_ms: None,
+};
 
 const CHUNK: u64 = 1024;
 const TTL_MS: i64 = 60_000;
@@ -1453,4 +1457,71 @@ async fn an_outbox_entry_goes_only_when_acknowledged(s: Subject) {
     let later = record(&s.clock, CHUNK);
     insert(&s, &later).await;
     assert_eq!(outbox(&s).await, vec![(EventKind::Created, later.id, 1)]);
+}
+
+async fn progress_is_told_at_most_once_per_interval(s: Subject) {
+    let every = OutboxSettings {
+        progress_ms: Some(30_000),
+        ..OUTBOX
+    };
+    let store = s.store.clone().with_outbox(every).await.unwrap();
+    let rec = record(&s.clock, 3 * CHUNK);
+    insert(&s, &rec).await;
+    let tus = sequential(&s.clock, Some(2 * CHUNK));
+    insert(&s, &tus).await;
+    done(
+        store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 0))
+            .await
+            .unwrap(),
+    );
+    // Within the interval, and a chunk counted twice: nothing more.
+    done(
+        store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 1))
+            .await
+            .unwrap(),
+    );
+    done(
+        store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 1))
+            .await
+            .unwrap(),
+    );
+    done(
+        store
+            .advance_offset(tus.id, moved(&s.clock, 0, 100, None))
+            .await
+            .unwrap(),
+    );
+    done(
+        store
+            .advance_offset(tus.id, moved(&s.clock, 100, 200, None))
+            .await
+            .unwrap(),
+    );
+    use EventKind::*;
+    assert_eq!(
+        outbox(&s).await,
+        vec![
+            (Created, rec.id, 1),
+            (Created, tus.id, 1),
+            (Progress, rec.id, 2),
+            (Progress, tus.id, 2),
+        ]
+    );
+    let entries = s.store.pending_events(10).await.unwrap();
+    assert_eq!(entries[2].event.record.bytes_received, CHUNK);
+    assert_eq!(entries[3].event.record.bytes_received, 100);
+    if s.backend == Backend::Embedded {
+        // Redis's own clock decides there; the embedded store's is the test's.
+        s.clock.advance(Duration::from_secs(31));
+        done(
+            store
+                .record_chunk(rec.id, mark(&s.clock, &rec, 2))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(outbox(&s).await[4], (Progress, rec.id, 3));
+    }
 }

@@ -16,6 +16,9 @@ pub struct EventSettings {
     /// How often the delivery task looks for new events when it found none.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// At most one `upload.progress` per upload per this; 0: none.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
     /// Signed HTTP POSTs (Standard Webhooks).
     pub webhooks: Vec<WebhookSettings>,
     /// Redis Streams (`XADD`), for workers with consumer groups.
@@ -27,6 +30,7 @@ impl Default for EventSettings {
         EventSettings {
             outbox_max: 100_000,
             poll_interval: Duration::from_millis(250),
+            progress_interval: Duration::from_secs(1),
             webhooks: Vec::new(),
             streams: Vec::new(),
         }

@@ -39,16 +39,20 @@ pub enum EventKind {
     Expired,
     #[serde(rename = "file.deleted")]
     FileDeleted,
+    /// Bytes arrived; at most one per upload per `events.progress_interval`.
+    #[serde(rename = "upload.progress")]
+    Progress,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Created,
         EventKind::Completed,
         EventKind::Failed,
         EventKind::Aborted,
         EventKind::Expired,
         EventKind::FileDeleted,
+        EventKind::Progress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl EventKind {
             EventKind::Aborted => "upload.aborted",
             EventKind::Expired => "upload.expired",
             EventKind::FileDeleted => "file.deleted",
+            EventKind::Progress => "upload.progress",
         }
     }
 
@@ -101,6 +106,9 @@ pub static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 pub struct OutboxSettings {
     /// Most entries kept; past it the oldest are dropped (logged, counted).
     pub max_len: u64,
+    /// At most one `upload.progress` per upload per this many ms, when bytes
+    /// are counted; `None`: no progress events.
+    pub progress_ms: Option<i64>,
 }
 
 /// One event as a state store keeps it in its outbox.
@@ -268,7 +276,7 @@ mod tests {
             let json = serde_json::to_value(kind).unwrap();
             assert_eq!(json, kind.as_str());
         }
-        assert_eq!(EventKind::parse("upload.progress"), None);
+        assert_eq!(EventKind::parse("upload.progres"), None);
     }
 
     #[test]

@@ -143,7 +143,11 @@ fn by_type(events: &[(String, Value)], upload: &str) -> HashMap<String, Value> {
 async fn a_webhook_receiver_that_was_down_gets_each_event_once_signed() {
     bounded(async {
         let port = free_port();
-        let app = spawn_app_with(|s| s.events.webhooks = vec![webhook(port)]).await;
+        let app = spawn_app_with(|s| {
+            s.events.progress_interval = Duration::ZERO;
+            s.events.webhooks = vec![webhook(port)];
+        })
+        .await;
         let data = test_data(3000, 7);
         let view = app.upload_all(&data, 1024).await;
         let id = view["id"].as_str().unwrap().to_owned();
@@ -201,6 +205,7 @@ async fn an_abort_and_a_failure_are_told_with_their_reason_and_filters_apply() {
         let app = spawn_app_with(|s| {
             let mut only_completed = webhook(other);
             only_completed.events = vec!["upload.completed".into()];
+            s.events.progress_interval = Duration::ZERO;
             s.events.webhooks = vec![webhook(port), only_completed];
         })
         .await;
@@ -247,7 +252,7 @@ async fn a_completion_not_yet_delivered_at_sigkill_is_delivered_after_restart() 
         };
         let port = free_port();
         let config = format!(
-            "[events]\npoll_interval = \"50ms\"\n[[events.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{}\"\n",
+            "[events]\npoll_interval = \"50ms\"\nprogress_interval = \"0s\"\n[[events.webhooks]]\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"{}\"\n",
             secret()
         );
         let mut server =
@@ -372,7 +377,11 @@ async fn a_tus_upload_and_its_termination_tell_the_same_events() {
     bounded(async {
         let port = free_port();
         let (received, handle) = start_receiver(port);
-        let app = spawn_app_with(|s| s.events.webhooks = vec![webhook(port)]).await;
+        let app = spawn_app_with(|s| {
+            s.events.progress_interval = Duration::ZERO;
+            s.events.webhooks = vec![webhook(port)];
+        })
+        .await;
         let data = test_data(3000, 11);
         let tus = |req: reqwest::RequestBuilder| req.header("tus-resumable", "1.0.0");
         let create = |len: usize| {
@@ -425,6 +434,7 @@ async fn instances_sharing_redis_send_each_event_once() {
         let (received, handle) = start_receiver(port);
         let share = |s: &mut tranche::config::Settings| {
             s.store = redis.store_settings();
+            s.events.progress_interval = Duration::ZERO;
             s.events.webhooks = vec![webhook(port)];
             s.events.poll_interval = Duration::from_millis(20);
         };
@@ -443,6 +453,35 @@ async fn instances_sharing_redis_send_each_event_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let events = received.lock().unwrap().clone();
         assert_eq!(events.len(), 8, "sent by both instances: {events:?}");
+        handle.stop(false).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn progress_is_told_coalesced_not_per_chunk() {
+    bounded(async {
+        let port = free_port();
+        let (received, handle) = start_receiver(port);
+        let app = spawn_app_with(|s| {
+            s.events.progress_interval = Duration::from_secs(3600);
+            s.events.webhooks = vec![webhook(port)];
+        })
+        .await;
+        let view = app.upload_all(&test_data(4000, 5), 1024).await;
+        let id = view["id"].as_str().unwrap().to_owned();
+        let events = wait_for(&received, 3).await;
+        let mine = by_type(&events, &id);
+        let progress = &mine["upload.progress"];
+        assert_eq!(progress["seq"], 2);
+        assert_eq!(progress["data"]["upload"]["bytes_received"], 1024);
+        assert_eq!(mine["upload.completed"]["seq"], 3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            received.lock().unwrap().len(),
+            3,
+            "one progress for 4 chunks"
+        );
         handle.stop(false).await;
     })
     .await

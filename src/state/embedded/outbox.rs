@@ -17,6 +17,8 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError, Wr
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const EVENT_SEQ: TableDefinition<u128, u64> = TableDefinition::new("event_seq");
 const OUTBOX_NEXT: TableDefinition<&str, u64> = TableDefinition::new("outbox_next");
+/// upload id → when its last `upload.progress` was written (ms).
+const PROGRESS_AT: TableDefinition<u128, i64> = TableDefinition::new("progress_at");
 
 /// Appends the event of a record that changed from `before` to `after`, if
 /// the change has one, inside the caller's transaction.
@@ -27,10 +29,31 @@ pub(super) fn changed(
     after: &UploadRecord,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    match (outbox, EventKind::of_change(before.status, after.status)) {
-        (Some(settings), Some(kind)) => append(txn, settings, kind, after, now_ms, false),
-        _ => Ok(()),
+    let Some(settings) = outbox else {
+        return Ok(());
+    };
+    if let Some(kind) = EventKind::of_change(before.status, after.status) {
+        return append(txn, settings, kind, after, now_ms, false);
     }
+    let (Some(every), true) = (
+        settings.progress_ms,
+        after.bytes_received > before.bytes_received,
+    ) else {
+        return Ok(());
+    };
+    // Coalesced: progress is news once in a while, not once per chunk.
+    let mut last = txn.open_table(PROGRESS_AT).map_err(unavailable)?;
+    let due = last
+        .get(after.id.as_u128())
+        .map_err(unavailable)?
+        .is_none_or(|at| now_ms - at.value() >= every);
+    if due {
+        last.insert(after.id.as_u128(), now_ms)
+            .map_err(unavailable)?;
+        drop(last);
+        append(txn, settings, EventKind::Progress, after, now_ms, false)?;
+    }
+    Ok(())
 }
 
 /// Appends the event of a new upload.
@@ -62,6 +85,8 @@ pub(super) fn removed(
     }
     let mut seqs = txn.open_table(EVENT_SEQ).map_err(unavailable)?;
     seqs.remove(rec.id.as_u128()).map_err(unavailable)?;
+    let mut last = txn.open_table(PROGRESS_AT).map_err(unavailable)?;
+    last.remove(rec.id.as_u128()).map_err(unavailable)?;
     Ok(())
 }
 

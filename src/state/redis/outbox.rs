@@ -23,7 +23,9 @@ use redis::Pipeline;
 use uuid::Uuid;
 
 use super::record::decode;
-use super::scripts::{Lua, ABORT, DELETE_EXPIRED, DELETE_FILE, FINISH_ASSEMBLY};
+use super::scripts::{
+    Lua, ABORT, ADVANCE_OFFSET, DELETE_EXPIRED, DELETE_FILE, FINISH_ASSEMBLY, RECORD_CHUNK,
+};
 use super::{corrupt, RedisStore};
 use crate::events::{EventKind, OutboxEntry, OutboxSettings, StoredEvent};
 use crate::state::StoreError;
@@ -37,6 +39,7 @@ local function transition()
 {body}
 end
 local before = redis.call('HGET', KEYS[1], 'status')
+local bytes_before = redis.call('HGET', KEYS[1], 'bytes')
 local evseq = redis.call('HGET', KEYS[1], 'evseq')
 local result = transition()
 local kind = nil
@@ -67,6 +70,18 @@ end"#;
 
 const ABORTED: &str = r#"
 if result == 1 and before ~= 'aborted' then kind = 'upload.aborted' end"#;
+
+/// Bytes counted: `upload.progress`, at most once per `{progress_ms}`.
+const PROGRESSED: &str = r#"
+if result == 1 and redis.call('HGET', KEYS[1], 'bytes') ~= bytes_before then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local last = tonumber(redis.call('HGET', KEYS[1], 'evprog') or '0')
+  if now - last >= {progress_ms} then
+    kind = 'upload.progress'
+    redis.call('HSET', KEYS[1], 'evprog', string.format('%.0f', now))
+  end
+end"#;
 
 const FILE_DELETED: &str = r#"
 if #result > 2 then kind = 'file.deleted'; removed = true end"#;
@@ -111,6 +126,11 @@ impl RedisStore {
         scripts.abort = wrap(ABORT, ABORTED, max);
         scripts.delete_file = wrap(DELETE_FILE, FILE_DELETED, max);
         scripts.delete_expired = wrap(DELETE_EXPIRED, EXPIRED, max);
+        if let Some(every) = settings.progress_ms {
+            let progressed = PROGRESSED.replace("{progress_ms}", &every.to_string());
+            scripts.record_chunk = wrap(RECORD_CHUNK, &progressed, max);
+            scripts.advance_offset = wrap(ADVANCE_OFFSET, &progressed, max);
+        }
         self.scripts = Arc::new(scripts);
         self.outbox = Some(settings);
         self.load_scripts().await?;

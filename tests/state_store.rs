@@ -1525,3 +1525,33 @@ async fn progress_is_told_at_most_once_per_interval(s: Subject) {
         assert_eq!(outbox(&s).await[4], (Progress, rec.id, 3));
     }
 }
+
+/// Embedded only: Redis trims its stream approximately (`MAXLEN ~`).
+#[tokio::test]
+async fn the_embedded_outbox_drops_its_oldest_past_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::adjustable();
+    let store = EmbeddedStore::open(
+        &dir.path().join("state.redb"),
+        Durability::Full,
+        clock.clone(),
+    )
+    .unwrap()
+    .with_outbox(OutboxSettings {
+        max_len: 2,
+        progress_ms: None,
+    });
+    let recs: Vec<UploadRecord> = (0..3).map(|_| record(&clock, CHUNK)).collect();
+    for rec in &recs {
+        store.insert_upload(rec, None).await.unwrap();
+    }
+    let kept: Vec<Uuid> = store
+        .pending_events(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.upload)
+        .collect();
+    assert_eq!(kept, vec![recs[1].id, recs[2].id]);
+    assert!(tranche::events::DROPPED.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}

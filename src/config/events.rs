@@ -134,3 +134,51 @@ impl EventSettings {
 pub fn wants(filter: &[String], kind: EventKind) -> bool {
     filter.is_empty() || filter.iter().any(|name| name == kind.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{CliOverrides, Settings};
+
+    #[test]
+    // The closure's error type is figment's, not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    fn sinks_come_from_the_file_and_scalars_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "config.toml",
+                r#"
+                [events]
+                [[events.webhooks]]
+                url = "https://app.example.com/hook"
+                secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+                events = ["upload.completed"]
+                [[events.streams]]
+                redis_url = "redis://127.0.0.1:6379"
+                "#,
+            )?;
+            jail.set_env("TRANCHE_EVENTS__OUTBOX_MAX", "10");
+            jail.set_env("TRANCHE_EVENTS__PROGRESS_INTERVAL", "5s");
+            let s = Settings::load(None, &CliOverrides::default()).unwrap();
+            let events = &s.events;
+            assert!(events.enabled());
+            assert_eq!(events.outbox_max, 10);
+            assert_eq!(events.progress_interval.as_secs(), 5);
+            assert_eq!(events.webhooks[0].retry_for.as_secs(), 24 * 3600);
+            assert_eq!(events.streams[0].stream, "tranche:events");
+            let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+            for (secret, filter, why) in [
+                ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "[]", "whsec_"),
+                (good, r#"["upload.done"]"#, "upload.done"),
+            ] {
+                let hook = format!(
+                    "[[events.webhooks]]\nurl = \"https://a.example\"\n\
+                     secret = \"{secret}\"\nevents = {filter}\n"
+                );
+                jail.create_file("config.toml", &hook)?;
+                let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+                assert!(err.to_string().contains(why), "{hook}: {err}");
+            }
+            Ok(())
+        });
+    }
+}

@@ -2,7 +2,8 @@
 //! then up), signatures checked as a receiver would; the event of a
 //! completion that was not yet delivered when the server was killed with
 //! SIGKILL arrives after the restart; a Redis stream read with a consumer
-//! group; a tus upload tells the same events as one of API v1.
+//! group; a tus upload tells the same events as one of API v1; on Redis,
+//! two instances send each event once, and a Redis restart (AOF) loses none.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -481,6 +482,48 @@ async fn progress_is_told_coalesced_not_per_chunk() {
             received.lock().unwrap().len(),
             3,
             "one progress for 4 chunks"
+        );
+        handle.stop(false).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_redis_restart_loses_no_event() {
+    if crate::BACKEND != Backend::Redis {
+        return;
+    }
+    bounded(async {
+        // As production should run it for events: every write in the AOF.
+        let aof_dir = tempfile::tempdir().unwrap();
+        let redis = RedisServer::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            aof_dir.path().to_str().unwrap(),
+        ])
+        .await;
+        let port = free_port();
+        let mut app = spawn_app_on(Some(redis), |s| {
+            s.events.progress_interval = Duration::ZERO;
+            s.events.webhooks = vec![webhook(port)];
+        })
+        .await;
+        // The receiver is down: the events wait in the outbox, in Redis.
+        let data = test_data(2000, 13);
+        let view = app.upload_all(&data, 1024).await;
+        let id = view["id"].as_str().unwrap().to_owned();
+        let redis = app.redis.as_mut().unwrap();
+        redis.stop();
+        redis.start_again().await;
+        let (received, handle) = start_receiver(port);
+        let events = wait_for(&received, 2).await;
+        let events = by_type(&events, &id);
+        assert_eq!(
+            events["upload.completed"]["data"]["file"]["sha256"],
+            sha256_hex(&data)
         );
         handle.stop(false).await;
     })

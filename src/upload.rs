@@ -74,6 +74,14 @@ pub struct Sequential {
     /// writing it: a tus client sends one credential for every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creator: Option<String>,
+    /// The longest the upload may become when its length is deferred (the
+    /// creating token's `max_size`), so that writes cannot pass it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length_cap: Option<u64>,
+    /// tus's `Upload-Concat` of a final upload exactly as the client sent
+    /// it, for HEAD to give back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_concat: Option<String>,
 }
 
 /// An upload's part in a concatenation (tus's `concatenation` extension).

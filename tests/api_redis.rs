@@ -48,3 +48,23 @@ mod service;
 mod smoke;
 #[path = "api/status.rs"]
 mod status;
+#[path = "api/tus.rs"]
+mod tus;
+#[path = "api/tus_auth.rs"]
+mod tus_auth;
+#[path = "api/tus_client.rs"]
+mod tus_client;
+#[path = "api/tus_concat.rs"]
+mod tus_concat;
+#[path = "api/tus_config.rs"]
+mod tus_config;
+#[path = "api/tus_ext.rs"]
+mod tus_ext;
+#[path = "api/tus_faults.rs"]
+mod tus_faults;
+#[path = "api/tus_metadata.rs"]
+mod tus_metadata;
+#[path = "api/tus_redis.rs"]
+mod tus_redis;
+#[path = "api/tus_wire.rs"]
+mod tus_wire;

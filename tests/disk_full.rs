@@ -188,7 +188,18 @@ async fn a_full_disk_episode(redis: Option<RedisServer>) {
     // Space returns: writes go on without a restart.
     std::fs::remove_file(&filler).unwrap();
     let b = test_data(3 * MIB, 1502);
-    let created = through_outage("create", || create(&app, b.len(), MIB)).await;
+    // On a connection of its own, as `fetch` explains: the pooled ones
+    // carried refused requests.
+    let fresh = reqwest::Client::new();
+    let created = through_outage("create", || async {
+        fresh
+            .post(app.url("/api/v1/uploads"))
+            .json(&json!({"filename": "f.bin", "size": b.len(), "chunk_size": MIB}))
+            .send()
+            .await
+            .expect("create request")
+    })
+    .await;
     let id_b = expect_json(created, 201).await["id"]
         .as_str()
         .unwrap()
@@ -281,6 +292,65 @@ async fn without_a_reserve_the_embedded_store_recovers_once_space_returns() {
         send(&app, &id, &data, chunk, start..chunks.len() as u64).await;
         complete(&app, &id, &data).await;
         assert_eq!(sha256_hex(&fetch(&app, &id).await), sha256_hex(&data));
+        app.stop().await;
+    })
+    .await;
+}
+
+/// A tus upload whose length is not known at creation has no room reserved:
+/// a PATCH that meets the full disk gets 507 and counts none of its bytes,
+/// and once space returns the client resumes from the same offset.
+#[tokio::test]
+async fn a_deferred_length_tus_upload_meets_a_full_disk_with_507_then_resumes() {
+    bounded_for(Duration::from_secs(120), async {
+        let Some(tmpfs) = Tmpfs::mount(64) else {
+            return;
+        };
+        let app = spawn_app_on(None, |s| {
+            s.data_dir = tmpfs.path().to_path_buf();
+            s.limits.reserve_free_bytes = bytesize::ByteSize::mib(2);
+            s.limits.state_reserve = bytesize::ByteSize::mib(4);
+        })
+        .await;
+        let data = test_data(3 * MIB, 1504);
+        let tus = |method: reqwest::Method, path: &str| {
+            app.request(method, path).header("tus-resumable", "1.0.0")
+        };
+        let created = tus(reqwest::Method::POST, "/files/")
+            .header("upload-defer-length", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let path = created.headers()["location"].to_str().unwrap().to_owned();
+        let patch = |offset: usize, end: usize, length: Option<usize>| {
+            let mut req = tus(reqwest::Method::PATCH, &path)
+                .header("upload-offset", offset)
+                .header("content-type", "application/offset+octet-stream");
+            if let Some(length) = length {
+                req = req.header("upload-length", length);
+            }
+            req.body(data[offset..end].to_vec()).send()
+        };
+        assert_eq!(patch(0, MIB, None).await.unwrap().status(), 204);
+
+        let filler = fill(tmpfs.path());
+        let refused = patch(MIB, 3 * MIB, None).await.unwrap();
+        assert_error(refused, 507, "insufficient_storage").await;
+        let head = through_outage("head", || async {
+            tus(reqwest::Method::HEAD, &path).send().await.unwrap()
+        })
+        .await;
+        assert_eq!(head.headers()["upload-offset"], MIB.to_string().as_str());
+
+        std::fs::remove_file(&filler).unwrap();
+        let resumed = through_outage("patch", || async {
+            patch(MIB, 3 * MIB, Some(3 * MIB)).await.unwrap()
+        })
+        .await;
+        assert_eq!(resumed.status(), 204);
+        let id = path.rsplit('/').next().unwrap();
+        assert_eq!(sha256_hex(&fetch(&app, id).await), sha256_hex(&data));
         app.stop().await;
     })
     .await;

@@ -21,6 +21,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod fsops;
+
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -31,6 +33,7 @@ use crate::blobs::{
     WrittenChunk,
 };
 use crate::hashing::{Algorithm, HashState, Hasher};
+use fsops::{blocking, join, no_space, read_range, remove_counting, sync_dir};
 
 /// The most body bytes gathered before a hand-off to the blocking pool. At
 /// most two batches are held per request (one filling, one being written), so
@@ -279,6 +282,24 @@ impl ByteStore for LocalDisk {
             len: received,
             digest: hasher.map(Hasher::finalize),
         })
+    }
+
+    async fn grow(&self, id: Uuid, size: u64) -> Result<(), StorageError> {
+        let path = self.part_path(id);
+        let sync = self.sync;
+        blocking(move || {
+            let file = match OpenOptions::new().write(true).open(&path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::PartMissing),
+                other => other?,
+            };
+            fs4::fs_std::FileExt::allocate(&file, size)
+                .map_err(|e| no_space(StorageError::Io(e), size))?;
+            if sync {
+                file.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Copies with `std::io::copy`, which on Linux lets the kernel move the
@@ -544,66 +565,4 @@ impl ByteStore for LocalDisk {
         })
         .await
     }
-}
-
-fn remove_counting(path: &Path) -> io::Result<u64> {
-    let size = match std::fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(size),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Feeds the bytes of `file` from offset `start` to `end` to `sink`, a batch
-/// at a time (bounded memory whatever the range).
-fn read_range(file: &File, start: u64, end: u64, mut sink: impl FnMut(&[u8])) -> io::Result<()> {
-    let mut buf = vec![0u8; BATCH_SIZE.min(end.saturating_sub(start) as usize)];
-    let mut at = start;
-    while at < end {
-        let want = ((end - at) as usize).min(buf.len());
-        let n = file.read_at(&mut buf[..want], at)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "part file shorter than the upload",
-            ));
-        }
-        sink(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(())
-}
-
-async fn blocking<T: Send + 'static, E: From<io::Error> + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, E> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| E::from(io::Error::other(e)))?
-}
-
-/// A write that found the disk full says so: a part file without room
-/// reserved at create (an upload whose length was not known) can meet it.
-fn no_space(e: StorageError, needed: u64) -> StorageError {
-    match e {
-        StorageError::Io(io)
-            if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
-        {
-            StorageError::NoSpace { needed }
-        }
-        other => other,
-    }
-}
-
-async fn join<T>(job: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StorageError> {
-    Ok(job.await.map_err(io::Error::other)??)
 }

@@ -119,6 +119,10 @@ pub trait ByteStore {
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin;
 
+    /// Makes room for upload `id` to reach `size` bytes: its length, once
+    /// an upload created without one learns it.
+    async fn grow(&self, id: Uuid, size: u64) -> Result<(), StorageError>;
+
     /// Copies the first `len` bytes of upload `from` into upload `to` at
     /// `offset` (durably, when the store is): how a concatenation's final
     /// upload gets its partial uploads' bytes.
@@ -284,6 +288,18 @@ pub mod conformance {
             .write_at(id, 0, 200, body(&[&data[..200]]), exact)
             .await
             .unwrap();
+
+        // Room made later, for an upload created without a length.
+        let late = Uuid::new_v4();
+        let before = store.pending_bytes().await.unwrap();
+        store.create(late, 0).await.unwrap();
+        store.grow(late, 100).await.unwrap();
+        assert_eq!(store.pending_bytes().await.unwrap(), before + 100);
+        store.remove(late).await.unwrap();
+        assert!(matches!(
+            store.grow(late, 1).await,
+            Err(StorageError::PartMissing)
+        ));
 
         // One upload's bytes copied into another, at an offset.
         let whole = Uuid::new_v4();

@@ -11,14 +11,14 @@ use bytes::Bytes;
 use futures::Stream;
 use uuid::Uuid;
 
-use crate::blobs::{WriteError, WriteOptions};
+use crate::blobs::{ByteStore, WriteError, WriteOptions};
 use crate::context::AppContext;
 use crate::core::catch_up::{needs_catch_up, spawn_catch_up};
 use crate::core::complete::{complete, Completion};
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{check_live, status_conflict, store_error};
 use crate::core::write::write_range;
-use crate::core::{Error, LEASE_TTL};
+use crate::core::{Error, APPEND_LEASE_TTL};
 use crate::guards::limits::{idle_limited, BodyError};
 use crate::hashing::Algorithm;
 use crate::state::{LeaseOf, OffsetMark, StateStore, Update};
@@ -55,7 +55,7 @@ where
     let body = idle_limited(body, idle_limit, stalled.clone());
     let lease = ctx
         .store
-        .try_lease(LeaseOf::Append(id), LEASE_TTL)
+        .try_lease(LeaseOf::Append(id), APPEND_LEASE_TTL)
         .await
         .map_err(|e| store_error(ctx, e))?
         .ok_or_else(|| Error::UploadLocked(id.to_string()))?;
@@ -72,8 +72,15 @@ where
         }
         other => other?,
     };
-    if rec.is_fully_received() && !is_partial(&rec) {
-        return finish(ctx, id).await;
+    settle(ctx, rec).await
+}
+
+/// Finishes a sequential upload that has every byte (a file of 0 bytes has
+/// them all at creation: tus clients send no PATCH for it); returns others
+/// as they are.
+pub async fn settle(ctx: &AppContext, rec: UploadRecord) -> Result<UploadRecord, Error> {
+    if rec.status == Status::Uploading && rec.is_fully_received() && !is_partial(&rec) {
+        return finish(ctx, rec.id).await;
     }
     Ok(rec)
 }
@@ -94,8 +101,15 @@ where
         .await
         .map_err(|e| store_error(ctx, e))?;
     let rec = check_live(id, rec, ctx.clock.now_ms())?;
+    if let Some(done) = at_the_end(&rec, &req)? {
+        return Ok(done);
+    }
     let seq = writable(&rec)?;
-    let max_file = ctx.settings.max_file_size.0;
+    // The most the upload may become: the server's limit, and the creating
+    // token's when the length was not known at create.
+    let max_file = seq.length_cap.map_or(ctx.settings.max_file_size.0, |cap| {
+        cap.min(ctx.settings.max_file_size.0)
+    });
     // The length this write is held to: the upload's, or the one it sets.
     let length = match (req.length, seq.length_deferred) {
         (Some(length), true) if length > max_file => {
@@ -137,6 +151,18 @@ where
     if req.content_length.is_some_and(|n| n > room) {
         return Err(too_long());
     }
+    if seq.length_deferred {
+        // No room was reserved for an upload without a length: check there
+        // is some, and reserve the rest once the length is known.
+        let needed = match req.length {
+            Some(length) => length - seq.offset,
+            None => req.content_length.unwrap_or(0),
+        };
+        ctx.disk_guard.check_room(&ctx.storage, needed).await?;
+        if let Some(length) = req.length {
+            ctx.storage.grow(id, length).await?;
+        }
+    }
     let opts = WriteOptions {
         digest: req.checksum.as_ref().map(|(alg, _)| *alg),
         at_most: req.content_length.is_none(),
@@ -173,6 +199,28 @@ where
         return Err(incomplete(received, expected));
     }
     Ok(rec)
+}
+
+/// A write to an upload that has all its bytes already: none may pass its
+/// end (413), an empty one at its end is a no-op (tus's HEAD-less resume).
+fn at_the_end(rec: &UploadRecord, req: &Append) -> Result<Option<UploadRecord>, Error> {
+    let whole = matches!(rec.status, Status::Completed | Status::Assembling);
+    let Some(seq) = rec.sequential.as_ref().filter(|_| whole) else {
+        return Ok(None);
+    };
+    if let Some(Concat::Final(_)) = seq.concat {
+        return Ok(None);
+    }
+    if req.offset != rec.size {
+        return Err(Error::OffsetMismatch {
+            expected: rec.size,
+            actual: req.offset,
+        });
+    }
+    match req.content_length {
+        Some(0) => Ok(Some(rec.clone())),
+        _ => Err(Error::BeyondLength { length: rec.size }),
+    }
 }
 
 /// The upload's progress, if it may be written at its offset.

@@ -15,7 +15,7 @@ use crate::core::create::create_sequential;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{load_live, status_conflict, store_error};
 use crate::core::quota::UseLimit;
-use crate::core::{Error, LEASE_TTL};
+use crate::core::{Error, APPEND_LEASE_TTL};
 use crate::state::{LeaseOf, OffsetMark, StateStore, Update};
 use crate::upload::{Concat, Sequential, Status, UploadRecord};
 use crate::wire::CreateRequest;
@@ -48,7 +48,7 @@ pub async fn concatenate(
     let id = rec.id;
     let lease = ctx
         .store
-        .try_lease(LeaseOf::Append(id), LEASE_TTL)
+        .try_lease(LeaseOf::Append(id), APPEND_LEASE_TTL)
         .await
         .map_err(|e| store_error(ctx, e))?
         .ok_or_else(|| Error::UploadLocked(id.to_string()))?;

@@ -2,7 +2,7 @@
 //! background, given back when the work ends or its request is cancelled.
 
 use crate::context::AppContext;
-use crate::core::{Error, LEASE_TTL};
+use crate::core::{lease_ttl, Error};
 use crate::state::{Lease, LeaseOf, StateStore};
 
 /// Holds a lease: [`LeaseGuard::release`] gives it back; if the holder is
@@ -29,10 +29,11 @@ impl LeaseGuard {
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, Error> {
         let lease = self.lease.as_ref().expect("the lease is held");
+        let ttl = lease_ttl(&lease.of);
         let renew = async {
             loop {
-                tokio::time::sleep(LEASE_TTL / 3).await;
-                match self.ctx.store.renew(lease, LEASE_TTL).await {
+                tokio::time::sleep(ttl / 3).await;
+                match self.ctx.store.renew(lease, ttl).await {
                     Ok(true) => {}
                     // The store is unreachable: keep working; recording the
                     // result will fail too if it stays so.

@@ -27,7 +27,7 @@ mod write;
 use std::time::Duration;
 
 pub use abort::abort;
-pub use append::{append, Append};
+pub use append::{append, settle, Append};
 pub use catch_up::spawn_catch_up;
 pub use chunks::{put_chunk, DigestCheck};
 pub use complete::{complete, resume_assembly, status, Completion};
@@ -44,3 +44,16 @@ pub use scrub::scrub;
 /// this while they work, so a holder that died (or lost the store) frees it
 /// within this time, while a slow chunk or a long assembly keeps it.
 const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// The lease of a write at an offset lasts less: a tus client whose server
+/// was killed mid-PATCH retries within seconds (tus-js-client: after 0, 1,
+/// 3 and 5 s) and must find the dead holder's lease lapsed by then.
+const APPEND_LEASE_TTL: Duration = Duration::from_secs(4);
+
+/// How long a lease of `of` lasts unless renewed.
+fn lease_ttl(of: &crate::state::LeaseOf) -> Duration {
+    match of {
+        crate::state::LeaseOf::Append(_) => APPEND_LEASE_TTL,
+        _ => LEASE_TTL,
+    }
+}

@@ -338,6 +338,14 @@ impl Access {
         }
     }
 
+    /// The largest upload the caller may start (a create token's `max_size`).
+    pub fn max_size(&self) -> Option<u64> {
+        match self {
+            Access::Create { claims, .. } => claims.max_size,
+            _ => None,
+        }
+    }
+
     /// The id of the create token the caller holds, if that is what it holds.
     pub fn create_token_id(&self) -> Option<&str> {
         match self {

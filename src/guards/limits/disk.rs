@@ -57,41 +57,50 @@ impl DiskGuard {
     /// Admits an upload of `size` bytes and creates its part file, or says 507.
     pub async fn admit(&self, storage: &LocalDisk, id: uuid::Uuid, size: u64) -> Result<(), Error> {
         let _turn = self.admission.lock().await;
+        self.check_room(storage, size).await?;
+        storage.create(id, size).await?;
+        Ok(())
+    }
+
+    /// Whether `needed` bytes that no create reserved (a write to an upload
+    /// whose length was not known) fit beside the reserve and within the
+    /// pending-bytes budget; else 507. The state reserve's room, once
+    /// released, is the state store's alone.
+    pub async fn check_room(&self, storage: &LocalDisk, needed: u64) -> Result<(), Error> {
         if self.state_reserve_released().await {
             tracing::warn!(
-                size,
-                "upload refused: the disk filled and the state reserve is in use"
+                needed,
+                "write refused: the disk filled and the state reserve is in use"
             );
-            return Err(Error::InsufficientStorage { needed: size });
+            return Err(Error::InsufficientStorage { needed });
         }
         let free = storage
             .free_space()
             .map_err(|e| Error::Internal(e.into()))?;
-        if free.saturating_sub(self.reserve) < size {
+        if free.saturating_sub(self.reserve) < needed {
             tracing::warn!(
-                size,
+                needed,
                 free,
                 reserve = self.reserve,
-                "upload refused: disk nearly full"
+                "write refused: disk nearly full"
             );
-            return Err(Error::InsufficientStorage { needed: size });
+            return Err(Error::InsufficientStorage { needed });
         }
         if self.max_pending > 0 {
             let pending = storage
                 .pending_bytes()
                 .await
                 .map_err(|e| Error::Internal(e.into()))?;
-            if pending.saturating_add(size) > self.max_pending {
+            if pending.saturating_add(needed) > self.max_pending {
                 tracing::warn!(
-                    size,
+                    needed,
                     pending,
                     max = self.max_pending,
-                    "upload refused: pending-bytes budget"
+                    "refused: pending-bytes budget"
                 );
-                return Err(Error::InsufficientStorage { needed: size });
+                return Err(Error::InsufficientStorage { needed });
             }
         }
-        storage.create(id, size).await?;
         Ok(())
     }
 }

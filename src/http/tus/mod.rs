@@ -140,12 +140,18 @@ async fn create(
             .iter()
             .map(|url| headers::upload_of(url, ctx.settings.tus.scope()))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut size = 0u64;
         for &part in &parts {
             let rec = core::status(&ctx, part).await?;
             let creator = rec.sequential.as_ref().and_then(|s| s.creator.as_deref());
             access.may_use_sequential(part, creator)?;
+            size = size.saturating_add(rec.size);
         }
-        access.may_create(0, &content_type)?;
+        access.may_create(size, &content_type)?;
+        let sequential = Sequential {
+            raw_concat: headers::text(&req, "Upload-Concat")?.map(str::to_owned),
+            ..sequential
+        };
         let rec = core::concatenate(
             &ctx,
             parts,
@@ -160,6 +166,9 @@ async fn create(
     let sequential = Sequential {
         length_deferred: deferred,
         concat: (concat == Some(ConcatHeader::Partial)).then_some(Concat::Partial),
+        // A token's size limit, checked now for a known length, must hold
+        // for one learnt later.
+        length_cap: access.max_size().filter(|_| deferred),
         ..sequential
     };
     match (length, deferred) {
@@ -183,6 +192,7 @@ async fn create(
     // creation-with-upload: the first bytes may come with the create.
     let with_bytes = is_offset_stream(&req)?;
     if !with_bytes {
+        let rec = core::settle(&ctx, rec).await?;
         return Ok(created(&ctx, &req, &rec).finish());
     }
     let rec = write(&ctx, &req, rec.id, 0, body).await?;
@@ -198,12 +208,15 @@ fn create_request(raw: Option<&str>) -> Result<(CreateRequest, String), ApiError
     let pairs = raw.map(headers::metadata).transpose()?.unwrap_or_default();
     let mut filename = None;
     let mut content_type = None;
+    let mut sha256 = None;
     let mut metadata = serde_json::Map::new();
     for (key, value) in pairs {
         let value = String::from_utf8_lossy(&value).into_owned();
         match key.as_str() {
             "filename" | "name" if filename.is_none() => filename = Some(value),
             "filetype" | "type" if content_type.is_none() => content_type = Some(value),
+            // The whole file's SHA-256, checked at completion as API v1's is.
+            "sha256" => sha256 = Some(value),
             _ => {
                 metadata.insert(key, serde_json::Value::String(value));
             }
@@ -225,7 +238,7 @@ fn create_request(raw: Option<&str>) -> Result<(CreateRequest, String), ApiError
             .unwrap_or_else(|| "upload".into()),
         size: 0,
         content_type: Some(content_type.clone()),
-        sha256: None,
+        sha256,
         chunk_size: None,
         metadata: Some(metadata),
         retention: None,
@@ -275,9 +288,13 @@ async fn head(
             resp.insert_header(("Upload-Concat", "partial"));
         }
         Some(Concat::Final(parts)) => {
-            let scope = ctx.settings.tus.scope();
-            let urls: Vec<String> = parts.iter().map(|p| format!("{scope}/{p}")).collect();
-            resp.insert_header(("Upload-Concat", format!("final;{}", urls.join(" "))));
+            // As the client sent it (the spec's "value as received").
+            let value = seq.and_then(|s| s.raw_concat.clone()).unwrap_or_else(|| {
+                let scope = ctx.settings.tus.scope();
+                let urls: Vec<String> = parts.iter().map(|p| format!("{scope}/{p}")).collect();
+                format!("final;{}", urls.join(" "))
+            });
+            resp.insert_header(("Upload-Concat", value));
         }
         None => {}
     }
@@ -331,9 +348,18 @@ async fn write(
     let checksum = headers::text(req, "Upload-Checksum")?
         .map(headers::checksum)
         .transpose()?;
+    let content_length = match headers::number(req, "Content-Length")? {
+        // HTTP/1.1 without a length or a chunked coding: no body at all.
+        None if req.version() < actix_web::http::Version::HTTP_2
+            && !req.headers().contains_key(header::TRANSFER_ENCODING) =>
+        {
+            Some(0)
+        }
+        other => other,
+    };
     let append = Append {
         offset: at,
-        content_length: headers::number(req, "Content-Length")?,
+        content_length,
         length: headers::number(req, "Upload-Length")?,
         checksum,
     };

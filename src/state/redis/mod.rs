@@ -45,7 +45,7 @@ mod outbox;
 mod record;
 mod scripts;
 
-use record::{decode, outcome, record_outcome, status_word, RecordReply};
+use record::{decode, outcome, record_outcome, sequential_fields, status_word};
 use scripts::{
     Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, ADVANCE_OFFSET, BEGIN_ASSEMBLY, DELETE_EXPIRED,
     DELETE_FILE, FINISH_ASSEMBLY, RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
@@ -230,18 +230,8 @@ impl StateStore for RedisStore {
                     .arg(record.hash.len())
                     .arg("count")
                     .arg(record.chunk_count());
-                if let Some(seq) = &record.sequential {
-                    // The offset and (unless deferred) the length, kept where
-                    // the scripts can move and compare them.
-                    let size = if seq.length_deferred {
-                        String::new()
-                    } else {
-                        record.size.to_string()
-                    };
-                    p.arg("seq_offset")
-                        .arg(seq.offset)
-                        .arg("seq_size")
-                        .arg(size);
+                for (field, value) in sequential_fields(record) {
+                    p.arg(field).arg(value);
                 }
                 p.ignore();
                 p.cmd("PEXPIREAT")
@@ -322,34 +312,7 @@ impl StateStore for RedisStore {
     }
 
     async fn advance_offset(&self, id: Uuid, mark: OffsetMark) -> Result<Update, StoreError> {
-        let length = mark.length.map(|l| l.to_string()).unwrap_or_default();
-        let (code, fields, bitmap): RecordReply = self
-            .query(|| {
-                let mut p = redis::pipe();
-                self.scripts.advance_offset.add(
-                    &mut p,
-                    &[&self.meta(id)],
-                    &[
-                        &mark.from,
-                        &mark.to,
-                        &length,
-                        &mark.now_ms,
-                        &mark.expires_at,
-                        &KEY_GRACE_MS,
-                    ],
-                );
-                // XX: never re-adds an upload that left the index.
-                p.cmd("ZADD")
-                    .arg(self.index())
-                    .arg("XX")
-                    .arg("GT")
-                    .arg(mark.expires_at)
-                    .arg(id.to_string())
-                    .ignore();
-                self.add_read(&mut p, id);
-                p
-            })
-            .await?;
+        let (code, fields, bitmap) = self.offset_pipeline(id, &mark).await?;
         record_outcome(code, fields, bitmap)
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{corrupt, RedisStore, KEY_GRACE_MS};
-use crate::state::{ChunkMark, Lease, StoreError, Update};
+use crate::state::{ChunkMark, Lease, OffsetMark, StoreError, Update};
 use crate::upload::{ChunkSet, UploadRecord};
 
 /// Rebuilds a record from its meta hash and bitmap.
@@ -49,6 +49,20 @@ pub(super) fn decode(
         }
     }
     Ok(Some(rec))
+}
+
+/// A sequential upload's offset and (unless deferred, '') length, kept as
+/// fields of their own where the scripts can move and compare them.
+pub(super) fn sequential_fields(rec: &UploadRecord) -> Vec<(&'static str, String)> {
+    let Some(seq) = &rec.sequential else {
+        return Vec::new();
+    };
+    let size = if seq.length_deferred {
+        String::new()
+    } else {
+        rec.size.to_string()
+    };
+    vec![("seq_offset", seq.offset.to_string()), ("seq_size", size)]
 }
 
 pub(super) fn status_word(rec: &UploadRecord) -> String {
@@ -117,6 +131,44 @@ impl RedisStore {
                     .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
                 p.ignore();
             }
+            p
+        })
+        .await
+    }
+}
+
+impl RedisStore {
+    /// One round trip: move a sequential upload's offset, bump the index,
+    /// read the record back.
+    pub(super) async fn offset_pipeline(
+        &self,
+        id: Uuid,
+        mark: &OffsetMark,
+    ) -> Result<RecordReply, StoreError> {
+        let length = mark.length.map(|l| l.to_string()).unwrap_or_default();
+        self.query(|| {
+            let mut p = redis::pipe();
+            self.scripts.advance_offset.add(
+                &mut p,
+                &[&self.meta(id)],
+                &[
+                    &mark.from,
+                    &mark.to,
+                    &length,
+                    &mark.now_ms,
+                    &mark.expires_at,
+                    &KEY_GRACE_MS,
+                ],
+            );
+            // XX: never re-adds an upload that left the index.
+            p.cmd("ZADD")
+                .arg(self.index())
+                .arg("XX")
+                .arg("GT")
+                .arg(mark.expires_at)
+                .arg(id.to_string())
+                .ignore();
+            self.add_read(&mut p, id);
             p
         })
         .await

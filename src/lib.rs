@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod core;
+pub mod events;
 pub mod guards;
 pub mod hashing;
 pub mod http;

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub scrub_orphans: IntCounter,
     /// Completed files whose record the scrub found without their bytes.
     pub scrub_missing: IntCounter,
+    pub events: EventMetrics,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -196,6 +197,7 @@ impl Metrics {
         for reason in ["request", "retention", "download"] {
             files_deleted.with_label_values(&[reason]);
         }
+        let events = EventMetrics::register(&registry);
         Metrics {
             registry,
             uploads,
@@ -217,6 +219,7 @@ impl Metrics {
             scrub_mismatches,
             scrub_orphans,
             scrub_missing,
+            events,
         }
     }
 
@@ -245,6 +248,60 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The event outbox and its delivery to sinks.
+#[derive(Clone)]
+pub struct EventMetrics {
+    /// Events in the outbox not yet taken by every sink.
+    pub backlog: IntGauge,
+    /// Events a sink took, by `sink`.
+    pub delivered: IntCounterVec,
+    /// Delivery attempts that failed (to be retried), by `sink`.
+    pub failed_attempts: IntCounterVec,
+    /// Events a sink never took within its retry time, given up, by `sink`.
+    pub dead: IntCounterVec,
+    /// Events dropped undelivered because the outbox was full.
+    pub dropped: IntCounter,
+}
+
+impl EventMetrics {
+    fn register(registry: &Registry) -> Self {
+        let by_sink = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["sink"]).expect("valid metric")
+        };
+        let metrics = EventMetrics {
+            backlog: IntGauge::new(
+                "tranche_events_outbox_backlog",
+                "Events in the outbox not yet taken by every sink",
+            )
+            .expect("valid metric"),
+            delivered: by_sink("tranche_events_delivered_total", "Events a sink took"),
+            failed_attempts: by_sink(
+                "tranche_events_failed_attempts_total",
+                "Event deliveries that failed and will be retried",
+            ),
+            dead: by_sink(
+                "tranche_events_dead_total",
+                "Events a sink did not take within its retry time, given up",
+            ),
+            dropped: IntCounter::new(
+                "tranche_events_dropped_total",
+                "Events dropped undelivered because the outbox was full",
+            )
+            .expect("valid metric"),
+        };
+        for c in [
+            Box::new(metrics.backlog.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.delivered.clone()),
+            Box::new(metrics.failed_attempts.clone()),
+            Box::new(metrics.dead.clone()),
+            Box::new(metrics.dropped.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        metrics
     }
 }
 

@@ -166,6 +166,7 @@ impl Application {
                 Store::Redis(connect_redis(url, key_prefix).await?)
             }
         };
+        let store = events_outbox(store, &settings).await?;
         if !auth.enabled() {
             tracing::warn!(
                 bind = %settings.bind,
@@ -290,6 +291,7 @@ impl Application {
             self.ctx.settings.janitor_interval,
             shutdown.clone(),
         ));
+        let delivery = spawn_delivery(&self.ctx, &shutdown);
         let forced = CancellationToken::new();
         let signals = tokio::spawn(stop_on_signals(
             self.server.handle(),
@@ -316,9 +318,51 @@ impl Application {
         signals.abort();
         shutdown.cancel();
         let _ = janitor.await;
+        if let Some(delivery) = delivery {
+            let _ = delivery.await;
+        }
         tracing::info!("tranche stopped");
         result
     }
+}
+
+/// The store, keeping an event outbox if `[events]` names a sink.
+async fn events_outbox(store: Store, settings: &Settings) -> anyhow::Result<Store> {
+    if !settings.events.enabled() {
+        return Ok(store);
+    }
+    let progress = settings.events.progress_interval;
+    let outbox = crate::events::OutboxSettings {
+        max_len: settings.events.outbox_max,
+        progress_ms: (!progress.is_zero()).then(|| progress.as_millis().max(1) as i64),
+    };
+    store
+        .with_outbox(outbox)
+        .await
+        .context("cannot set up the event outbox")
+}
+
+/// Starts the delivery of events to the sinks of `[events]`, if any.
+fn spawn_delivery(
+    ctx: &AppContext,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !ctx.settings.events.enabled() {
+        return None;
+    }
+    // The settings were checked at load: building the sinks cannot fail.
+    let sinks = match crate::events::sinks::from_settings(&ctx.settings.events) {
+        Ok(sinks) => sinks,
+        Err(e) => {
+            tracing::error!(error = %e, "events are off: a sink cannot be built");
+            return None;
+        }
+    };
+    Some(tokio::spawn(crate::events::delivery::run(
+        ctx.clone(),
+        sinks,
+        shutdown.clone(),
+    )))
 }
 
 /// The first SIGTERM or SIGINT stops the server gracefully (no new

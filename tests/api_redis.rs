@@ -24,6 +24,8 @@ mod create;
 mod curl;
 #[path = "api/download.rs"]
 mod download;
+#[path = "api/events.rs"]
+mod events;
 #[path = "api/files.rs"]
 mod files;
 #[path = "api/framing.rs"]

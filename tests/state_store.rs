@@ -25,6 +25,7 @@ use serde_json::json;
 use tempfile::TempDir;
 use tranche::clock::Clock;
 use tranche::config::Durability;
+use tranche::events::{EventKind, OutboxSettings};
 use tranche::hashing::HashState;
 use tranche::state::{
     Charge, ChunkMark, EmbeddedStore, IdempotencyRecord, Insert, LeaseOf, LedgerStore, OffsetMark,
@@ -54,7 +55,8 @@ async fn open(backend: Backend) -> Subject {
                 Durability::Full,
                 clock.clone(),
             )
-            .expect("open the embedded store");
+            .expect("open the embedded store")
+            .with_outbox(OUTBOX);
             Subject {
                 store: Store::Embedded(store),
                 clock,
@@ -67,7 +69,10 @@ async fn open(backend: Backend) -> Subject {
             let redis = RedisServer::start().await;
             let store = RedisStore::connect(&redis.url(), "conformance:")
                 .await
-                .expect("connect to redis");
+                .expect("connect to redis")
+                .with_outbox(OUTBOX)
+                .await
+                .expect("load the outbox scripts");
             Subject {
                 store: Store::Redis(store),
                 clock,
@@ -137,7 +142,18 @@ conformance!(
     racing_charges_never_pass_a_quota,
     the_content_index_names_every_file_until_removed,
     completed_ids_lists_completed_uploads_only,
+    transitions_write_their_events_in_order,
+    an_upload_that_failed_or_expired_tells_it_once,
+    an_outbox_entry_goes_only_when_acknowledged,
+    progress_is_told_at_most_once_per_interval,
 );
+
+/// Every store under test keeps an outbox, so that every test also shows
+/// that writing events changes no transition's outcome.
+const OUTBOX: OutboxSettings = OutboxSettings {
+    max_len: 10_000,
+    progress_ms: None,
+};
 
 const CHUNK: u64 = 1024;
 const TTL_MS: i64 = 60_000;
@@ -1459,4 +1475,234 @@ async fn completed_ids_lists_completed_uploads_only(s: Subject) {
     // A deleted file is listed no more.
     done(s.store.delete_file(finished.id).await.unwrap());
     assert!(s.store.completed_ids().await.unwrap().is_empty());
+}
+
+/// The outbox as (kind, upload, seq), oldest first.
+async fn outbox(s: &Subject) -> Vec<(EventKind, Uuid, u64)> {
+    let entries = s.store.pending_events(100).await.unwrap();
+    assert_eq!(s.store.outbox_len().await.unwrap(), entries.len() as u64);
+    entries
+        .iter()
+        .map(|e| (e.event.kind, e.event.upload, e.event.seq))
+        .collect()
+}
+
+async fn transitions_write_their_events_in_order(s: Subject) {
+    assert!(outbox(&s).await.is_empty());
+    let a = assembling(&s).await;
+    let b = record(&s.clock, CHUNK);
+    insert(&s, &b).await;
+    done(
+        s.store
+            .abort(b.id, s.clock.now_ms() + TTL_MS)
+            .await
+            .unwrap(),
+    );
+    // Aborted twice: one event.
+    done(
+        s.store
+            .abort(b.id, s.clock.now_ms() + TTL_MS)
+            .await
+            .unwrap(),
+    );
+    done(
+        s.store
+            .finish_assembly(a.id, Ok(file(a.id)), s.clock.now_ms())
+            .await
+            .unwrap(),
+    );
+    // Rejected transitions write nothing.
+    rejected(s.store.abort(a.id, s.clock.now_ms()).await.unwrap());
+    rejected(s.store.delete_file(b.id).await.unwrap());
+    done(s.store.delete_file(a.id).await.unwrap());
+    use EventKind::*;
+    assert_eq!(
+        outbox(&s).await,
+        vec![
+            (Created, a.id, 1),
+            (Created, b.id, 1),
+            (Aborted, b.id, 2),
+            (Completed, a.id, 2),
+            (FileDeleted, a.id, 3),
+        ]
+    );
+    let entries = s.store.pending_events(100).await.unwrap();
+    let created = &entries[0].event;
+    assert_eq!(created.record.filename, "conformance.bin");
+    assert_eq!(created.record.metadata["k"], "v");
+    assert_eq!(created.record.status, Status::Uploading);
+    let completed = &entries[3].event;
+    assert_eq!(completed.record.status, Status::Completed);
+    assert_eq!(completed.record.file, Some(file(a.id)));
+    assert_eq!(completed.record.size, 2 * CHUNK);
+    assert_eq!(entries[4].event.record.file, Some(file(a.id)));
+    assert_eq!(entries[2].event.record.status, Status::Aborted);
+    let ids: std::collections::HashSet<Uuid> = entries.iter().map(|e| e.event.id()).collect();
+    assert_eq!(ids.len(), 5, "every event has its own id");
+    let again = s.store.pending_events(100).await.unwrap();
+    assert_eq!(again[3].event.id(), completed.id(), "an id is stable");
+}
+
+async fn an_upload_that_failed_or_expired_tells_it_once(s: Subject) {
+    let failed = assembling(&s).await;
+    let failure = Failure {
+        error: "digest_mismatch".into(),
+        message: "not the announced SHA-256".into(),
+        sha256: None,
+    };
+    done(
+        s.store
+            .finish_assembly(failed.id, Err(failure.clone()), s.clock.now_ms())
+            .await
+            .unwrap(),
+    );
+    let expired = record(&s.clock, CHUNK);
+    insert(&s, &expired).await;
+    s.clock.advance(Duration::from_millis(2 * TTL_MS as u64));
+    let now = s.clock.now_ms();
+    assert!(s
+        .store
+        .delete_expired(expired.id, now)
+        .await
+        .unwrap()
+        .is_some());
+    // The failed upload's tombstone goes quietly: it told its end already.
+    assert!(s
+        .store
+        .delete_expired(failed.id, now)
+        .await
+        .unwrap()
+        .is_some());
+    use EventKind::*;
+    assert_eq!(
+        outbox(&s).await,
+        vec![
+            (Created, failed.id, 1),
+            (Failed, failed.id, 2),
+            (Created, expired.id, 1),
+            (Expired, expired.id, 2),
+        ]
+    );
+    let entries = s.store.pending_events(100).await.unwrap();
+    assert_eq!(entries[1].event.record.failure, Some(failure));
+    assert_eq!(entries[3].event.record.status, Status::Uploading);
+}
+
+async fn an_outbox_entry_goes_only_when_acknowledged(s: Subject) {
+    let recs: Vec<UploadRecord> = (0..3).map(|_| record(&s.clock, CHUNK)).collect();
+    for rec in &recs {
+        insert(&s, rec).await;
+    }
+    let first = s.store.pending_events(2).await.unwrap();
+    assert_eq!(first.len(), 2, "at most the limit");
+    s.store.ack_event(&first[0].position).await.unwrap();
+    // Acknowledged twice: nothing more goes.
+    s.store.ack_event(&first[0].position).await.unwrap();
+    let left: Vec<Uuid> = outbox(&s).await.iter().map(|e| e.1).collect();
+    assert_eq!(left, vec![recs[1].id, recs[2].id]);
+    for entry in s.store.pending_events(10).await.unwrap() {
+        s.store.ack_event(&entry.position).await.unwrap();
+    }
+    assert!(outbox(&s).await.is_empty());
+    // A new upload's events carry on after them.
+    let later = record(&s.clock, CHUNK);
+    insert(&s, &later).await;
+    assert_eq!(outbox(&s).await, vec![(EventKind::Created, later.id, 1)]);
+}
+
+async fn progress_is_told_at_most_once_per_interval(s: Subject) {
+    let every = OutboxSettings {
+        progress_ms: Some(30_000),
+        ..OUTBOX
+    };
+    let store = s.store.clone().with_outbox(every).await.unwrap();
+    let rec = record(&s.clock, 3 * CHUNK);
+    insert(&s, &rec).await;
+    let tus = sequential(&s.clock, Some(2 * CHUNK));
+    insert(&s, &tus).await;
+    done(
+        store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 0))
+            .await
+            .unwrap(),
+    );
+    // Within the interval, and a chunk counted twice: nothing more.
+    done(
+        store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 1))
+            .await
+            .unwrap(),
+    );
+    done(
+        store
+            .record_chunk(rec.id, mark(&s.clock, &rec, 1))
+            .await
+            .unwrap(),
+    );
+    done(
+        store
+            .advance_offset(tus.id, moved(&s.clock, 0, 100, None))
+            .await
+            .unwrap(),
+    );
+    done(
+        store
+            .advance_offset(tus.id, moved(&s.clock, 100, 200, None))
+            .await
+            .unwrap(),
+    );
+    use EventKind::*;
+    assert_eq!(
+        outbox(&s).await,
+        vec![
+            (Created, rec.id, 1),
+            (Created, tus.id, 1),
+            (Progress, rec.id, 2),
+            (Progress, tus.id, 2),
+        ]
+    );
+    let entries = s.store.pending_events(10).await.unwrap();
+    assert_eq!(entries[2].event.record.bytes_received, CHUNK);
+    assert_eq!(entries[3].event.record.bytes_received, 100);
+    if s.backend == Backend::Embedded {
+        // Redis's own clock decides there; the embedded store's is the test's.
+        s.clock.advance(Duration::from_secs(31));
+        done(
+            store
+                .record_chunk(rec.id, mark(&s.clock, &rec, 2))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(outbox(&s).await[4], (Progress, rec.id, 3));
+    }
+}
+
+/// Embedded only: Redis trims its stream approximately (`MAXLEN ~`).
+#[tokio::test]
+async fn the_embedded_outbox_drops_its_oldest_past_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::adjustable();
+    let store = EmbeddedStore::open(
+        &dir.path().join("state.redb"),
+        Durability::Full,
+        clock.clone(),
+    )
+    .unwrap()
+    .with_outbox(OutboxSettings {
+        max_len: 2,
+        progress_ms: None,
+    });
+    let recs: Vec<UploadRecord> = (0..3).map(|_| record(&clock, CHUNK)).collect();
+    for rec in &recs {
+        store.insert_upload(rec, None).await.unwrap();
+    }
+    let kept: Vec<Uuid> = store
+        .pending_events(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event.upload)
+        .collect();
+    assert_eq!(kept, vec![recs[1].id, recs[2].id]);
+    assert!(tranche::events::DROPPED.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 mod cors;
+mod events;
 mod limits;
 mod proxies;
 mod quota;
@@ -20,6 +21,7 @@ mod tus;
 
 pub use auth::AuthSettings;
 pub use cors::CorsSettings;
+pub use events::{wants, EventSettings, StreamSettings, WebhookSettings};
 pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;
 pub use quota::{Dedup, QuotaSettings};
@@ -119,6 +121,9 @@ pub struct Settings {
     /// ask for it with `retention_after_download` when this is off).
     #[serde(default)]
     pub retention_after_download: bool,
+    /// Events of uploads, and their sinks.
+    #[serde(default)]
+    pub events: EventSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +213,7 @@ impl Default for Settings {
             dedup: Dedup::default(),
             quota: QuotaSettings::default(),
             retention_after_download: false,
+            events: EventSettings::default(),
         }
     }
 }
@@ -281,6 +287,9 @@ impl Settings {
         }
         if let Err(problem) = self.tus.validate() {
             return invalid("tus.path", &problem);
+        }
+        if let Err(problem) = self.events.validate() {
+            return invalid("events", &problem);
         }
         if self.upload_ttl.is_zero() {
             return invalid("upload_ttl", "must be longer than zero");

@@ -51,6 +51,7 @@ impl LeaseGuard {
                     LeaseOf::Create(_) => Error::CreateInProgress,
                     LeaseOf::Append(upload) => Error::UploadLocked(upload.to_string()),
                     LeaseOf::Complete(upload) => Error::UploadAssembling(upload.to_string()),
+                    LeaseOf::Delivery => Error::Internal(anyhow::anyhow!("event delivery lease lost")),
                 })
             }
         }

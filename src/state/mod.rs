@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::events::{OutboxEntry, OutboxSettings};
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
@@ -188,6 +189,9 @@ pub enum LeaseOf {
     /// Creating the upload of an Idempotency-Key (as scoped to its caller),
     /// so that a retry racing its first attempt waits for its answer.
     Create(String),
+    /// Delivering the event outbox: one instance at a time, so that
+    /// instances sharing a store do not each send every event.
+    Delivery,
 }
 
 impl std::fmt::Display for LeaseOf {
@@ -197,6 +201,7 @@ impl std::fmt::Display for LeaseOf {
             LeaseOf::Append(upload) => write!(f, "writing at the offset of {upload}"),
             LeaseOf::Complete(upload) => write!(f, "completion of {upload}"),
             LeaseOf::Create(key) => write!(f, "create with key {key}"),
+            LeaseOf::Delivery => write!(f, "event delivery"),
         }
     }
 }
@@ -397,6 +402,27 @@ pub trait StateStore {
         let update = update?;
         released.map(|()| update)
     }
+
+    // The event outbox. A store given an outbox ([`Store::with_outbox`])
+    // writes an upload's event in the same atomic step as the transition
+    // that causes it, by the rules of [`crate::events::EventKind`]:
+    // `insert_upload` (created), `finish_assembly` (completed or failed),
+    // `abort` (aborted, once), `delete_file` and `delete_expired` (file
+    // deleted, or expired unfinished). Each event of an upload carries the
+    // next of its sequence numbers, from 1. Transitions that were rejected
+    // write nothing. The outbox keeps at most its `max_len` entries.
+
+    /// Up to `limit` outbox entries, oldest first (the order of the
+    /// transitions, so an upload's events come in sequence).
+    async fn pending_events(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Removes the entry at `position` (once every sink took it). Removing
+    /// one that is gone is a no-op. Need not be durable: an acknowledgement
+    /// lost in a crash means one more delivery, which at-least-once allows.
+    async fn ack_event(&self, position: &str) -> Result<(), StoreError>;
+
+    /// How many entries the outbox holds (the delivery backlog).
+    async fn outbox_len(&self) -> Result<u64, StoreError>;
 }
 
 /// The configured backend.
@@ -506,6 +532,26 @@ impl StateStore for Store {
         lease: &Lease,
     ) -> Result<Update, StoreError> {
         dispatch!(self, s => s.record_chunk_and_release(id, mark, lease).await)
+    }
+    async fn pending_events(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        dispatch!(self, s => s.pending_events(limit).await)
+    }
+    async fn ack_event(&self, position: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ack_event(position).await)
+    }
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.outbox_len().await)
+    }
+}
+
+impl Store {
+    /// The store, keeping an event outbox from now on (see
+    /// [`StateStore::pending_events`]).
+    pub async fn with_outbox(self, settings: OutboxSettings) -> Result<Store, StoreError> {
+        Ok(match self {
+            Store::Embedded(s) => Store::Embedded(s.with_outbox(settings)),
+            Store::Redis(s) => Store::Redis(s.with_outbox(settings).await?),
+        })
     }
 }
 

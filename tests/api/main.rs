@@ -12,6 +12,7 @@ mod cors;
 mod create;
 mod curl;
 mod download;
+mod events;
 mod files;
 mod forwarded;
 mod framing;

@@ -36,11 +36,13 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::config::Durability;
+use crate::events::{OutboxEntry, OutboxSettings};
 use crate::guards::limits::reserve::StateReserve;
 use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
 mod ledger;
+mod outbox;
 mod writer;
 
 use writer::{open_database, writer_loop, Job, Reply, Slot};
@@ -90,6 +92,8 @@ pub struct EmbeddedStore {
     buckets: Arc<Mutex<Buckets>>,
     /// When leases and use counts lapse and buckets refill.
     clock: Clock,
+    /// Set: transitions write their events (see `outbox.rs`).
+    outbox: Option<OutboxSettings>,
 }
 
 impl EmbeddedStore {
@@ -127,6 +131,7 @@ impl EmbeddedStore {
             next_token: Arc::new(AtomicU64::new(1)),
             buckets: Arc::default(),
             clock,
+            outbox: None,
         })
     }
 
@@ -187,6 +192,7 @@ impl EmbeddedStore {
         durable: bool,
         change: impl FnOnce(&mut UploadRecord) -> bool + Send + 'static,
     ) -> Result<Update, StoreError> {
+        let (events, now) = (self.outbox, self.clock.now_ms());
         self.write(durable, move |txn| {
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
             let Some(mut rec) = load(&uploads, id)? else {
@@ -199,6 +205,7 @@ impl EmbeddedStore {
             uploads
                 .insert(id.as_u128(), encode(&rec)?.as_slice())
                 .map_err(unavailable)?;
+            outbox::changed(txn, events, &before, &rec, now)?;
             let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
             if rules::expires(&before) {
                 expiry
@@ -237,12 +244,14 @@ fn load(
 }
 
 /// Removes a record with its entry in the expiry index and its
-/// idempotency key, inside the caller's transaction.
+/// idempotency key (and writes its event), inside the caller's transaction.
 fn remove_record(
     txn: &WriteTransaction,
     uploads: &mut redb::Table<u128, &'static [u8]>,
     rec: &UploadRecord,
+    (events, now): (Option<OutboxSettings>, i64),
 ) -> Result<(), StoreError> {
+    outbox::removed(txn, events, rec, now)?;
     let id = rec.id.as_u128();
     uploads.remove(id).map_err(unavailable)?;
     let mut expiry = txn.open_table(EXPIRY).map_err(unavailable)?;
@@ -267,6 +276,7 @@ impl StateStore for EmbeddedStore {
     ) -> Result<Insert, StoreError> {
         let rec = record.clone();
         let idem = idempotency.map(|(key, first)| (key.to_owned(), first.to_json()));
+        let (events, now) = (self.outbox, self.clock.now_ms());
         self.write(true, move |txn| {
             if let Some((key, value)) = &idem {
                 let mut table = txn.open_table(IDEMPOTENCY).map_err(unavailable)?;
@@ -285,6 +295,7 @@ impl StateStore for EmbeddedStore {
             expiry
                 .insert((rec.expires_at, rec.id.as_u128()), ())
                 .map_err(unavailable)?;
+            outbox::created(txn, events, &rec, now)?;
             Ok(Insert::Created)
         })
         .await
@@ -411,6 +422,7 @@ impl StateStore for EmbeddedStore {
         id: Uuid,
         now_ms: i64,
     ) -> Result<Option<UploadRecord>, StoreError> {
+        let events = (self.outbox, self.clock.now_ms());
         self.write(true, move |txn| {
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
             let Some(rec) = load(&uploads, id)? else {
@@ -419,13 +431,14 @@ impl StateStore for EmbeddedStore {
             if !rules::deletable(&rec, now_ms) {
                 return Ok(None);
             }
-            remove_record(txn, &mut uploads, &rec)?;
+            remove_record(txn, &mut uploads, &rec, events)?;
             Ok(Some(rec))
         })
         .await
     }
 
     async fn delete_file(&self, id: Uuid) -> Result<Update, StoreError> {
+        let events = (self.outbox, self.clock.now_ms());
         self.write(true, move |txn| {
             let mut uploads = txn.open_table(UPLOADS).map_err(unavailable)?;
             let Some(rec) = load(&uploads, id)? else {
@@ -434,7 +447,7 @@ impl StateStore for EmbeddedStore {
             if !rules::file_deletable(&rec) {
                 return Ok(Update::Rejected(rec));
             }
-            remove_record(txn, &mut uploads, &rec)?;
+            remove_record(txn, &mut uploads, &rec, events)?;
             Ok(Update::Done(rec))
         })
         .await
@@ -498,96 +511,17 @@ impl StateStore for EmbeddedStore {
         }
         Ok(())
     }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox_pending(limit).await
+    }
+    async fn ack_event(&self, position: &str) -> Result<(), StoreError> {
+        self.outbox_ack(position).await
+    }
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.outbox_len_now().await
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Opens the store at `path`, waiting for a previous handle's writer
-    /// thread to let go of the file.
-    async fn reopen(path: &Path) -> EmbeddedStore {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match EmbeddedStore::open(path, Durability::Full, Clock::system()) {
-                Ok(store) => return store,
-                Err(e) if std::time::Instant::now() > deadline => panic!("cannot reopen: {e}"),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_read_waiting_for_a_reopen_does_not_block_the_runtime() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = reopen(&dir.path().join("state.redb")).await;
-        // The writer thread holds the slot while it opens the database
-        // again (up to a second while reads in progress let go).
-        let slot = store.slot.clone();
-        let (locked, is_locked) = std::sync::mpsc::channel();
-        let writer = std::thread::spawn(move || {
-            let _reopening = slot.db.write().unwrap();
-            locked.send(()).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-        });
-        is_locked.recv().unwrap();
-        let ticks = Arc::new(AtomicU64::new(0));
-        let ticking = ticks.clone();
-        let ticker = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                ticking.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        let read = store.get_upload(Uuid::new_v4()).await;
-        ticker.abort();
-        writer.join().unwrap();
-        assert!(matches!(read, Ok(None)), "served once reopened: {read:?}");
-        assert!(
-            ticks.load(Ordering::Relaxed) >= 5,
-            "the runtime stood still while the read waited for the reopen"
-        );
-        let health = store.health();
-        assert!(health.open);
-    }
-
-    #[tokio::test]
-    async fn token_uses_are_counted_durably_and_lapse() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.redb");
-        let now = Clock::system().now_ms();
-        let later = now + 60_000;
-        let store = reopen(&path).await;
-        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 1);
-        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 2);
-        assert_eq!(store.add_use("t", -1, later).await.unwrap(), 1);
-        // A use given back never takes the count below zero.
-        assert_eq!(store.add_use("u", -1, later).await.unwrap(), 0);
-        // A count that has lapsed starts again.
-        assert_eq!(store.add_use("old", 1, now - 1).await.unwrap(), 1);
-        assert_eq!(store.add_use("old", 1, now - 1).await.unwrap(), 1);
-        drop(store);
-
-        // A restart hands the token no fresh uses.
-        let store = reopen(&path).await;
-        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 2);
-        assert_eq!(store.purge_lapsed_uses(now).await.unwrap(), 1);
-        assert_eq!(store.purge_lapsed_uses(now).await.unwrap(), 0);
-        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 3);
-    }
-
-    #[tokio::test]
-    async fn a_change_that_panics_fails_its_batch_not_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = reopen(&dir.path().join("state.redb")).await;
-        let later = Clock::system().now_ms() + 60_000;
-        let panicked = store
-            .write(true, |_txn| -> Result<(), StoreError> {
-                panic!("a bug in a change")
-            })
-            .await;
-        assert!(panicked.is_err());
-        // The writer is alive: the next change lands.
-        assert_eq!(store.add_use("t", 1, later).await.unwrap(), 1);
-    }
-}
+mod tests;

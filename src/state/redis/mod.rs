@@ -40,11 +40,13 @@ use crate::hashing::HashState;
 use crate::upload::{Failure, FileInfo, UploadRecord};
 
 mod files;
+mod leases;
 mod ledger;
+mod outbox;
 mod record;
 mod scripts;
 
-use record::{decode, outcome, record_outcome, sequential_fields, status_word, Fields};
+use record::{decode, outcome, record_outcome, sequential_fields, status_word};
 use scripts::{
     Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, ADVANCE_OFFSET, BEGIN_ASSEMBLY, DELETE_EXPIRED,
     DELETE_FILE, FINISH_ASSEMBLY, RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
@@ -59,6 +61,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
+    outbox: Option<crate::events::OutboxSettings>,
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -100,6 +103,7 @@ impl RedisStore {
                 rate_limit: Lua::new(RATE_LIMIT),
                 add_use: Lua::new(ADD_USE),
             }),
+            outbox: None,
         };
         store.load_scripts().await?;
         Ok(store)
@@ -108,7 +112,10 @@ impl RedisStore {
     async fn load_scripts(&self) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         for lua in self.scripts.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(lua.src).ignore();
+            pipe.cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(lua.src.as_ref())
+                .ignore();
         }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
@@ -140,32 +147,12 @@ impl RedisStore {
         format!("{}{{{id}}}:chunks", self.prefix)
     }
 
-    fn lease_key(&self, of: &LeaseOf) -> String {
-        let prefix = &self.prefix;
-        match of {
-            LeaseOf::Chunk { upload, index } => format!("{prefix}{{{upload}}}:lease:chunk:{index}"),
-            LeaseOf::Append(upload) => format!("{prefix}{{{upload}}}:lease:append"),
-            LeaseOf::Complete(upload) => format!("{prefix}{{{upload}}}:lease:complete"),
-            LeaseOf::Create(key) => format!("{prefix}lease:create:{key}"),
-        }
-    }
-
     fn index(&self) -> String {
         format!("{}expiry", self.prefix)
     }
 
     fn idem(&self, key: &str) -> String {
         format!("{}idem:{key}", self.prefix)
-    }
-
-    /// Adds the taking of `lease` (`SET NX PX`; answers nil if it is held).
-    fn add_lease(&self, pipe: &mut Pipeline, lease: &Lease, ttl: Duration) {
-        pipe.cmd("SET")
-            .arg(self.lease_key(&lease.of))
-            .arg(&lease.token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64);
     }
 
     /// Adds the reads of a whole record (meta hash and bitmap) to `pipe`.
@@ -178,14 +165,6 @@ impl RedisStore {
 
     async fn get_after(&self, id: Uuid, code: i64) -> Result<Update, StoreError> {
         Ok(outcome(code, self.get_upload(id).await?))
-    }
-}
-
-/// A lease to try for, with a fresh random token.
-fn new_lease(of: LeaseOf) -> Lease {
-    Lease {
-        of,
-        token: Uuid::new_v4().simple().to_string(),
     }
 }
 
@@ -265,6 +244,7 @@ impl StateStore for RedisStore {
                     .arg(record.expires_at)
                     .arg(id.to_string())
                     .ignore();
+                self.add_created(&mut p, record);
                 p
             })
             .await;
@@ -508,57 +488,19 @@ impl StateStore for RedisStore {
     }
 
     async fn try_lease(&self, of: LeaseOf, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        let lease = new_lease(of);
-        let (set,): (Option<String>,) = self
-            .query(|| {
-                let mut p = redis::pipe();
-                self.add_lease(&mut p, &lease, ttl);
-                p
-            })
-            .await?;
-        Ok(set.map(|_| lease))
+        self.lease_try(of, ttl).await
     }
 
     async fn take_token(&self, bucket: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
-        let key = format!("{}rate:{bucket}", self.prefix);
-        let (interval_us, tolerance_us) = (rate.interval_us(), rate.tolerance_us());
-        let (wait_us,): (u64,) = self
-            .query(|| {
-                let mut pipe = redis::pipe();
-                self.scripts
-                    .rate_limit
-                    .add(&mut pipe, &[&key], &[&interval_us, &tolerance_us]);
-                pipe
-            })
-            .await?;
-        Ok((wait_us > 0).then(|| Duration::from_micros(wait_us)))
+        self.bucket_take(bucket, rate).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.query::<(i64,)>(|| {
-            let mut p = redis::pipe();
-            self.scripts
-                .release
-                .add(&mut p, &[&self.lease_key(&lease.of)], &[&lease.token]);
-            p
-        })
-        .await
-        .map(|_| ())
+        self.lease_release(lease).await
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let (done,): (i64,) = self
-            .query(|| {
-                let mut p = redis::pipe();
-                self.scripts.renew.add(
-                    &mut p,
-                    &[&self.lease_key(&lease.of)],
-                    &[&lease.token, &ttl.as_millis()],
-                );
-                p
-            })
-            .await?;
-        Ok(done == 1)
+        self.lease_renew(lease, ttl).await
     }
 
     async fn lease_and_get(
@@ -567,21 +509,7 @@ impl StateStore for RedisStore {
         index: u64,
         ttl: Duration,
     ) -> Result<Option<(Lease, Option<UploadRecord>)>, StoreError> {
-        // One round trip: the read runs after the SET in Redis's order, so it
-        // sees everything the lease's previous holder recorded.
-        let lease = new_lease(LeaseOf::Chunk { upload: id, index });
-        let (set, fields, bitmap): (Option<String>, Fields, Option<Vec<u8>>) = self
-            .query(|| {
-                let mut p = redis::pipe();
-                self.add_lease(&mut p, &lease, ttl);
-                self.add_read(&mut p, id);
-                p
-            })
-            .await?;
-        if set.is_none() {
-            return Ok(None);
-        }
-        Ok(Some((lease, decode(fields, bitmap)?)))
+        self.lease_and_read(id, index, ttl).await
     }
 
     async fn record_chunk_and_release(
@@ -592,5 +520,18 @@ impl StateStore for RedisStore {
     ) -> Result<Update, StoreError> {
         let (code, fields, bitmap) = self.record_pipeline(id, &mark, Some(lease)).await?;
         record_outcome(code, fields, bitmap)
+    }
+
+    async fn pending_events(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::events::OutboxEntry>, StoreError> {
+        self.outbox_pending(limit).await
+    }
+    async fn ack_event(&self, position: &str) -> Result<(), StoreError> {
+        self.outbox_ack(position).await
+    }
+    async fn outbox_len(&self) -> Result<u64, StoreError> {
+        self.outbox_len_now().await
     }
 }

@@ -6,17 +6,17 @@ use redis::Pipeline;
 
 /// A Lua script and its SHA-1, run with `EVALSHA` inside pipelines; after a
 /// Redis restart has emptied the script cache, scripts are loaded again.
+#[derive(Clone)]
 pub(super) struct Lua {
-    pub(super) src: &'static str,
+    pub(super) src: std::borrow::Cow<'static, str>,
     pub(super) sha: String,
 }
 
 impl Lua {
-    pub(super) fn new(src: &'static str) -> Self {
-        Lua {
-            src,
-            sha: redis::Script::new(src).get_hash().to_string(),
-        }
+    pub(super) fn new(src: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        let src = src.into();
+        let sha = redis::Script::new(&src).get_hash().to_string();
+        Lua { src, sha }
     }
 
     /// Appends an `EVALSHA` of this script to `pipe`.
@@ -184,6 +184,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 "#;
 
+#[derive(Clone)]
 pub(super) struct Scripts {
     pub(super) record_chunk: Lua,
     pub(super) advance_offset: Lua,

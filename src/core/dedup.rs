@@ -17,7 +17,7 @@ use crate::core::{Error, LEASE_TTL};
 use crate::state::{
     ChunkMark, IdempotencyRecord, Insert, LeaseOf, LedgerStore, StateStore, Update, UsageKind,
 };
-use crate::upload::{FileInfo, Status, UploadRecord};
+use crate::upload::{FileInfo, Sequential, Status, UploadRecord};
 use crate::wire::UploadView;
 
 /// The index key of `owner`'s files with this content; the owner is hashed
@@ -117,6 +117,13 @@ const CANDIDATES: usize = 4;
 pub(super) fn shared(record: &UploadRecord) -> UploadRecord {
     UploadRecord {
         chunk_size: record.size.max(1),
+        // A tus upload shared this way has all its bytes: its offset says so,
+        // or its assembly would find it unfinished.
+        sequential: record.sequential.clone().map(|seq| Sequential {
+            offset: record.size,
+            length_deferred: false,
+            ..seq
+        }),
         ..record.clone()
     }
 }

@@ -175,3 +175,24 @@ async fn tus_an_announced_sha256_is_checked_at_the_last_patch() {
     })
     .await
 }
+
+/// The `sha256` key takes part in dedup as a create's `sha256` does: a
+/// second tus upload of stored content is complete at its creation, its
+/// offset at its length, and no PATCH is needed.
+#[tokio::test]
+async fn tus_a_second_upload_of_stored_content_is_complete_at_creation() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = Tus::new(&app);
+        let data = test_data(5000, 93);
+        let meta = format!("sha256 {}", b64(sha256_hex(&data).as_bytes()));
+        let first = tus.upload(&data, 2000, Some(&meta)).await;
+        tus.assert_file(&first, &data).await;
+
+        let second = tus.create(5000, Some(&meta)).await;
+        assert_ne!(upload_id(&second), upload_id(&first));
+        assert_eq!(tus.offset_of(&second).await, 5000);
+        tus.assert_file(&second, &data).await;
+    })
+    .await
+}

@@ -53,13 +53,7 @@ where
     let stalled = Arc::new(AtomicBool::new(false));
     let idle_limit = ctx.settings.limits.body_idle_timeout;
     let body = idle_limited(body, idle_limit, stalled.clone());
-    let lease = ctx
-        .store
-        .try_lease(LeaseOf::Append(id), APPEND_LEASE_TTL)
-        .await
-        .map_err(|e| store_error(ctx, e))?
-        .ok_or_else(|| Error::UploadLocked(id.to_string()))?;
-    let mut guard = LeaseGuard::new(ctx, lease);
+    let mut guard = hold_append(ctx, id).await?;
     let result = append_leased(ctx, id, req, body, &mut guard).await;
     // Released before answering: the client's next write must not find it taken.
     guard.release().await;
@@ -83,6 +77,18 @@ pub async fn settle(ctx: &AppContext, rec: UploadRecord) -> Result<UploadRecord,
         return finish(ctx, rec.id).await;
     }
     Ok(rec)
+}
+
+/// Takes the one lease that lets a request write upload `id` at its offset;
+/// 423 while another holds it.
+pub(super) async fn hold_append(ctx: &AppContext, id: Uuid) -> Result<LeaseGuard, Error> {
+    let lease = ctx
+        .store
+        .try_lease(LeaseOf::Append(id), APPEND_LEASE_TTL)
+        .await
+        .map_err(|e| store_error(ctx, e))?
+        .ok_or_else(|| Error::UploadLocked(id.to_string()))?;
+    Ok(LeaseGuard::new(ctx, lease))
 }
 
 async fn append_leased<S>(

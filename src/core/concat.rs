@@ -10,14 +10,13 @@ use uuid::Uuid;
 
 use crate::blobs::ByteStore;
 use crate::context::AppContext;
-use crate::core::append::finish;
+use crate::core::append::{finish, hold_append};
 use crate::core::create::create_sequential;
-use crate::core::lease::LeaseGuard;
 use crate::core::live::{load_live, status_conflict, store_error};
 use crate::core::quota::UseLimit;
 use crate::core::usage::Caller;
-use crate::core::{Error, APPEND_LEASE_TTL};
-use crate::state::{LeaseOf, OffsetMark, StateStore, Update};
+use crate::core::Error;
+use crate::state::{OffsetMark, StateStore, Update};
 use crate::upload::{Concat, Sequential, Status, UploadRecord};
 use crate::wire::CreateRequest;
 
@@ -48,13 +47,7 @@ pub async fn concatenate(
     sequential.concat = Some(Concat::Final(parts.clone()));
     let rec = create_sequential(ctx, req, sequential, limit, max_retention, caller).await?;
     let id = rec.id;
-    let lease = ctx
-        .store
-        .try_lease(LeaseOf::Append(id), APPEND_LEASE_TTL)
-        .await
-        .map_err(|e| store_error(ctx, e))?
-        .ok_or_else(|| Error::UploadLocked(id.to_string()))?;
-    let mut guard = LeaseGuard::new(ctx, lease);
+    let mut guard = hold_append(ctx, id).await?;
     let copied = guard.hold_while(copy_parts(ctx, id, &parts, &sizes)).await;
     guard.release().await;
     if let Err(e) = copied.and_then(|r| r) {

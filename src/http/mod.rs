@@ -125,7 +125,7 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 
 /// A resource's answer to the methods it does not take: 405 with `Allow`
 /// listing those it does (RFC 9110 §15.5.6).
-fn allowed_only(allow: &'static str) -> actix_web::Route {
+pub(crate) fn allowed_only(allow: &'static str) -> actix_web::Route {
     web::to(move |req: HttpRequest| async move {
         Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
             method: req.method().to_string(),

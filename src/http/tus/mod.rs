@@ -23,7 +23,7 @@ use crate::guards::auth::Access;
 use crate::guards::rate::Bucket;
 use crate::http::error::ApiError;
 use crate::http::extract::access;
-use crate::http::{client_ip, forwarded};
+use crate::http::{allowed_only, client_ip, forwarded};
 use crate::upload::{Concat, Sequential, Status, UploadRecord};
 use crate::wire::CreateRequest;
 use headers::ConcatHeader;
@@ -56,15 +56,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, scope: &str) {
             )
             .default_service(web::to(crate::http::not_found)),
     );
-}
-
-fn allowed_only(allow: &'static str) -> actix_web::Route {
-    web::to(move |req: HttpRequest| async move {
-        Err::<HttpResponse, _>(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allow,
-        })
-    })
 }
 
 /// What the server supports; needs neither `Tus-Resumable` nor credentials.

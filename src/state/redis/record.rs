@@ -116,15 +116,7 @@ impl RedisStore {
                     &KEY_GRACE_MS,
                 ],
             );
-            // XX: never re-adds an upload that left the index (completed).
-            p.cmd("ZADD")
-                .arg(self.index())
-                .arg("XX")
-                .arg("GT")
-                .arg(mark.expires_at)
-                .arg(id.to_string())
-                .ignore();
-            self.add_read(&mut p, id);
+            self.add_bump_and_read(&mut p, id, mark.expires_at);
             if let Some(lease) = lease {
                 self.scripts
                     .release
@@ -160,17 +152,25 @@ impl RedisStore {
                     &KEY_GRACE_MS,
                 ],
             );
-            // XX: never re-adds an upload that left the index.
-            p.cmd("ZADD")
-                .arg(self.index())
-                .arg("XX")
-                .arg("GT")
-                .arg(mark.expires_at)
-                .arg(id.to_string())
-                .ignore();
-            self.add_read(&mut p, id);
+            self.add_bump_and_read(&mut p, id, mark.expires_at);
             p
         })
         .await
+    }
+}
+
+impl RedisStore {
+    /// Adds moving the upload's place in the expiry index to `expires_at`
+    /// (XX: never re-adding one that left it, completed) and the read of
+    /// the record after the change.
+    fn add_bump_and_read(&self, p: &mut redis::Pipeline, id: Uuid, expires_at: i64) {
+        p.cmd("ZADD")
+            .arg(self.index())
+            .arg("XX")
+            .arg("GT")
+            .arg(expires_at)
+            .arg(id.to_string())
+            .ignore();
+        self.add_read(p, id);
     }
 }

@@ -59,6 +59,10 @@ pub struct UploadRecord {
     /// The completed file is deleted once downloaded in full.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete_after_download: bool,
+    /// A worker's last report on the completed file
+    /// (`PUT /api/v1/uploads/{id}/processing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<crate::wire::Processing>,
 }
 
 /// The progress of an upload written in order, byte by byte from its start:
@@ -243,6 +247,7 @@ impl UploadView {
             upload_token: None,
             warnings: Vec::new(),
             retention_after_download: r.delete_after_download,
+            processing: r.processing.clone(),
         }
     }
 }

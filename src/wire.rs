@@ -125,6 +125,40 @@ pub struct UploadView {
     /// The completed file is deleted once downloaded in full.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retention_after_download: bool,
+    /// A worker's last report on the completed file, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<Processing>,
+}
+
+/// Where a worker's processing of a completed file stands, as the worker
+/// last reported it (`PUT /api/v1/uploads/{id}/processing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingState {
+    Queued,
+    Processing,
+    Completed,
+    Failed,
+}
+
+/// A worker's last report on a completed file, shown in the upload object
+/// and streamed over SSE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Processing {
+    pub state: ProcessingState,
+    /// From 0 to 1, if the worker can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Whatever the worker wants the client to have (a thumbnail's URL...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// RFC 3339 with milliseconds, UTC.
+    pub updated_at: String,
+    /// 1 for the first report, one more for each: orders the reports
+    /// (the SSE stream's ids build on it).
+    pub revision: u64,
 }
 
 /// What a scrub found: `POST /api/v1/admin/scrub`'s answer, and what

@@ -182,6 +182,7 @@ fn record(clock: &Clock, size: u64) -> UploadRecord {
         sequential: None,
         owner: None,
         delete_after_download: false,
+        processing: None,
     }
 }
 

@@ -168,6 +168,7 @@ fn new_record(
         delete_after_download: req
             .retention_after_download
             .unwrap_or(s.retention_after_download),
+        processing: None,
     })
 }
 

@@ -26,6 +26,7 @@ Logs are one short line per step on stderr (`key=value`).
 
 import argparse
 import collections
+import functools
 import hashlib
 import json
 import os
@@ -116,9 +117,9 @@ class Tranche:
         return self._request("GET", self.url(url))
 
 
-def check_file(tranche, upload_id, file):
-    """Downloads the file, hashing as it streams; reports progress at most
-    once a second. Returns (sha256, bytes)."""
+def check_file(tranche, upload_id, file, alive):
+    """Downloads the file, hashing as it streams; reports progress (and
+    calls `alive`) at most once a second. Returns (sha256, bytes)."""
     size = file.get("size") or 0
     digest, got, last = hashlib.sha256(), 0, time.monotonic()
     tranche.report(upload_id, "processing", progress=0.0, message="downloading")
@@ -127,15 +128,17 @@ def check_file(tranche, upload_id, file):
             while block := body.read(CHUNK):
                 digest.update(block)
                 got += len(block)
-                if size and time.monotonic() - last >= 1.0:
+                if time.monotonic() - last >= 1.0:
                     last = time.monotonic()
-                    tranche.report(upload_id, "processing", progress=min(got / size, 1.0))
+                    alive()
+                    if size:
+                        tranche.report(upload_id, "processing", progress=min(got / size, 1.0))
     except OSError as e:  # a connection cut mid-body
         raise Transient(f"download {file['url']}: {e}") from None
     return digest.hexdigest(), got
 
 
-def process_completed(tranche, event):
+def process_completed(tranche, event, alive):
     upload_id = event["upload_id"]
     file = event["data"]["file"]
     current = tranche.upload(upload_id).get("processing") or {}
@@ -143,7 +146,7 @@ def process_completed(tranche, event):
         log("skip", upload=upload_id, why="already_completed")
         return
     tranche.report(upload_id, "queued")
-    sha256, size = check_file(tranche, upload_id, file)
+    sha256, size = check_file(tranche, upload_id, file, alive)
     if sha256 != file["sha256"]:
         message = f"sha256 mismatch: downloaded {sha256}, event says {file['sha256']}"
         tranche.report(upload_id, "failed", message=message, result={"sha256": sha256, "bytes": size})
@@ -183,7 +186,8 @@ class Worker:
             if event_id in self.done:
                 log("duplicate", entry=entry_id, event=event_id)
             elif kind == "upload.completed":
-                process_completed(self.tranche, json.loads(fields["event"]))
+                alive = functools.partial(self.keep, entry_id)
+                process_completed(self.tranche, json.loads(fields["event"]), alive)
             else:
                 log("ack", entry=entry_id, type=kind)
         except Transient as e:
@@ -197,11 +201,22 @@ class Worker:
             # An entry that cannot be read never will be: retrying it
             # forever would only block the ones behind it.
             log("malformed", entry=entry_id, error=repr(e))
+        except Exception as e:  # a bug here: keep serving the other entries
+            log("error", entry=entry_id, error=repr(e))
+            return
         self.redis.xack(self.args.stream, self.args.group, entry_id)
         if event_id:
             self.done[event_id] = True
             while len(self.done) > 10000:
                 self.done.popitem(last=False)
+
+    def keep(self, entry_id):
+        """Resets the entry's idle time, so that other workers do not claim
+        it while a long download is still going (XCLAIM to ourselves)."""
+        self.redis.xclaim(
+            self.args.stream, self.args.group, self.args.consumer,
+            min_idle_time=0, message_ids=[entry_id], justid=True,
+        )
 
     def claim(self):
         """Entries other consumers read and never acknowledged (dead ones),

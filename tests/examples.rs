@@ -1,10 +1,11 @@
 //! The programs of `examples/`, run for real against tranche (in-process,
 //! authentication on, events to a webhook and a Redis stream) and a private
 //! redis-server: `webhook_receiver.py` records each verified event once and
-//! refuses forged or stale ones; `worker.py` checks a completed file's
-//! SHA-256 and reports it through the processing status a client sees,
-//! reports `failed` for a file that rotted on disk, and an entry its
-//! consumer died holding is claimed and finished by another worker.
+//! refuses forged, stale or tampered ones; `worker.py` checks a completed
+//! file's SHA-256 and reports it through the processing status a client
+//! sees, acknowledges a resent event without redoing it, reports `failed`
+//! for a file that rotted on disk, and an entry whose consumer could not
+//! reach tranche and then died is claimed and finished by another worker.
 //!
 //! Needs `redis-server` and redis-py in `.venv` (`examples/requirements.txt`;
 //! `bash .ci/run` installs it). Without redis-py the tests say how to
@@ -450,6 +451,24 @@ async fn the_whole_loop_upload_webhook_worker_processing_status() {
         .await;
         assert_eq!(status, 401, "a body changed after signing");
         assert_eq!(recorded(&out).len(), got.len(), "{:?}", recorded(&out));
+        // Several signatures (while a key is rotated): one valid is enough.
+        let rotated = format!(
+            "{} {}",
+            sign(
+                b"an older key, also 32 bytes long",
+                "evt-rotated",
+                now,
+                &body
+            ),
+            sign(KEY, "evt-rotated", now, &body)
+        );
+        assert_eq!(
+            post_hook(hook_port, "evt-rotated", now, &rotated, &body).await,
+            204
+        );
+        let after = recorded(&out);
+        assert_eq!(after.len(), got.len() + 1, "{after:?}");
+        assert_eq!(after.last().unwrap().0, "evt-rotated");
 
         // The worker: the client sees the processing status, its result is
         // the file's SHA-256, and nothing is left pending.
@@ -461,6 +480,27 @@ async fn the_whole_loop_upload_webhook_worker_processing_status() {
             "{processing}"
         );
         wait_none_pending(&mut conn).await;
+
+        // The same event on the stream again, as tranche sends it after a
+        // crash between sending and forgetting it: acknowledged, not redone.
+        let entry = wait_on_stream(&mut conn, &id).await;
+        let fields: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(STREAM)
+            .arg(&entry)
+            .arg(&entry)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(STREAM).arg("*");
+        for (name, value) in &fields[0].1 {
+            xadd.arg(name).arg(value);
+        }
+        let resent: String = xadd.query_async(&mut conn).await.unwrap();
+        worker.says(&format!("duplicate entry={resent}")).await;
+        wait_none_pending(&mut conn).await;
+        let now = app.status_json(&id).await;
+        assert_eq!(now["processing"]["revision"], processing["revision"]);
 
         worker.signal("TERM");
         let status = worker.exit_within(Duration::from_secs(10)).await;

@@ -28,6 +28,7 @@ import argparse
 import collections
 import functools
 import hashlib
+import http.client
 import json
 import os
 import signal
@@ -93,8 +94,8 @@ class Tranche:
                 raise Gone(f"{method} {url}: {e.code} {detail}") from None
             # 401/403 (a wrong key), 429, 5xx: worth another try later.
             raise Transient(f"{method} {url}: {e.code} {detail}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise Transient(f"{method} {url}: {e}") from None
+        except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
+            raise Transient(f"{method} {url}: {e!r}") from None
 
     def url(self, path_or_url):
         # file.url is relative unless tranche has public_url: then it is
@@ -133,8 +134,8 @@ def check_file(tranche, upload_id, file, alive):
                     alive()
                     if size:
                         tranche.report(upload_id, "processing", progress=min(got / size, 1.0))
-    except OSError as e:  # a connection cut mid-body
-        raise Transient(f"download {file['url']}: {e}") from None
+    except (OSError, http.client.HTTPException) as e:  # cut mid-body: IncompleteRead
+        raise Transient(f"download {file['url']}: {e!r}") from None
     return digest.hexdigest(), got
 
 

@@ -193,6 +193,25 @@ pub struct EventUpload {
     pub expires_at: String,
 }
 
+impl EventUpload {
+    pub fn of(r: &UploadRecord) -> EventUpload {
+        EventUpload {
+            id: r.id,
+            filename: r.filename.clone(),
+            size: r.size,
+            content_type: r.content_type.clone(),
+            status: r.status,
+            bytes_received: r.bytes_received,
+            chunk_size: r.chunk_size,
+            chunk_count: r.chunk_count(),
+            sha256: r.expected_sha256.clone(),
+            metadata: r.metadata.clone(),
+            created_at: crate::upload::rfc3339(r.created_at),
+            expires_at: crate::upload::rfc3339(r.expires_at),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventFile {
     pub id: Uuid,
@@ -234,20 +253,7 @@ impl Event {
             upload_id: stored.upload,
             seq: stored.seq,
             data: EventData {
-                upload: EventUpload {
-                    id: r.id,
-                    filename: r.filename.clone(),
-                    size: r.size,
-                    content_type: r.content_type.clone(),
-                    status: r.status,
-                    bytes_received: r.bytes_received,
-                    chunk_size: r.chunk_size,
-                    chunk_count: r.chunk_count(),
-                    sha256: r.expected_sha256.clone(),
-                    metadata: r.metadata.clone(),
-                    created_at: crate::upload::rfc3339(r.created_at),
-                    expires_at: crate::upload::rfc3339(r.expires_at),
-                },
+                upload: EventUpload::of(r),
                 file,
                 reason,
             },

@@ -145,12 +145,22 @@ mod tests {
             .validate()
             .unwrap();
         for (url, timeout_ms, secret, why) in [
-            ("ftp://app.example.com/hook", 5000, None, "http:// or https://"),
+            (
+                "ftp://app.example.com/hook",
+                5000,
+                None,
+                "http:// or https://",
+            ),
             ("app.example.com/hook", 5000, None, "not a URL"),
             ("http://127.0.0.1:9000/hook", 0, None, "timeout"),
             ("http://127.0.0.1:9000/hook", 61_000, None, "timeout"),
             ("http://127.0.0.1:9000/hook", 5000, Some("secret"), "whsec_"),
-            ("http://127.0.0.1:9000/hook", 5000, Some("whsec_c2hvcnQ="), "24 to 64"),
+            (
+                "http://127.0.0.1:9000/hook",
+                5000,
+                Some("whsec_c2hvcnQ="),
+                "24 to 64",
+            ),
         ] {
             let err = with(url, timeout_ms, secret)
                 .validate()

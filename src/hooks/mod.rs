@@ -368,8 +368,11 @@ mod tests {
             interpret(204, b"").unwrap(),
             Answer::Allow(Overrides::default())
         );
-        let set = interpret(200, br#"{"allow": true, "filename": "a.pdf", "metadata": {"k": 1}}"#)
-            .unwrap();
+        let set = interpret(
+            200,
+            br#"{"allow": true, "filename": "a.pdf", "metadata": {"k": 1}}"#,
+        )
+        .unwrap();
         let Answer::Allow(o) = set else {
             panic!("{set:?}")
         };

@@ -177,9 +177,10 @@ fn core_status(e: &Error) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         // The application's own status when it is a client error; a
-        // refusal without one is 403.
+        // refusal without one is 403. Not 401 or 407: clients take those
+        // as bad credentials (and drop their token) and expect a challenge.
         Error::UploadRejected { status, .. } => status
-            .filter(|s| (400..500).contains(s))
+            .filter(|s| (400..500).contains(s) && *s != 401 && *s != 407)
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::FORBIDDEN),
         Error::InsufficientStorage { .. } | Error::QuotaExceeded { .. } => {

@@ -295,6 +295,15 @@ async fn pre_create_is_told_who_creates_and_may_refuse_or_set_fields() {
         )
         .await;
         assert_eq!(body["message"], "blocked in your region", "{body}");
+        // Not a 401: the client's credentials are fine.
+        hook.answer("/pre-create", 401, r#"{"message": "who?"}"#);
+        let body = assert_error(
+            create_with(&app, &alice, request.clone()).await,
+            403,
+            "upload_rejected",
+        )
+        .await;
+        assert_eq!(body["message"], "who?", "{body}");
         hook.answer("/pre-create", 200, r#"{"allow": false, "message": "no"}"#);
         let body = assert_error(
             create_with(&app, &alice, request.clone()).await,
@@ -548,6 +557,111 @@ async fn a_hook_that_does_not_answer_follows_on_error() {
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["file"]["sha256"], sha256_hex(&data), "{done}");
         let bytes = finish.download(&id).await.bytes().await.unwrap();
+        assert_eq!(&bytes[..], &data[..]);
+        hook.stop().await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_upload_killed_during_pre_finish_is_finished_after_restart() {
+    bounded_for(Duration::from_secs(90), async {
+        let hook = Application::start();
+        // The first call never gets its answer: the server is killed meanwhile.
+        hook.script("/pre-finish", 204, "", Duration::from_secs(20));
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let redis = match crate::BACKEND {
+            Backend::Embedded => None,
+            Backend::Redis => Some(RedisServer::start().await),
+        };
+        let config = format!(
+            "[hooks.pre_finish]\nurl = \"{}\"\ntimeout = \"30s\"\n",
+            hook.url("/pre-finish")
+        );
+        let start = || {
+            ServerProcess::start_with(
+                dir.path(),
+                &data_dir,
+                redis.as_ref(),
+                &client,
+                &config,
+                None,
+            )
+        };
+        let mut server = start().await;
+        let data = test_data(5000, 5);
+        let created = client
+            .post(server.url("/api/v1/uploads"))
+            .json(
+                &json!({"filename": "k.bin", "size": data.len(), "chunk_size": 1024,
+                          "sha256": sha256_hex(&data)}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let id = expect_json(created, 201).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for (i, chunk) in chunks_of(&data, 1024).into_iter().enumerate() {
+            let resp = client
+                .put(server.url(&chunk_url(&id, i)))
+                .body(chunk)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        let completing = tokio::spawn(
+            client
+                .post(server.url(&format!("/api/v1/uploads/{id}/complete")))
+                .send(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while hook.calls("/pre-finish").is_empty() {
+            assert!(Instant::now() < deadline, "pre_finish was never called");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.kill();
+        let _ = completing.await;
+
+        // Started again with a hook that answers: the upload is finished
+        // (by a poll, once the dead assembly's lease lapsed), not lost.
+        hook.answer("/pre-finish", 204, "");
+        let server = start().await;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let view = loop {
+            let resp = client
+                .get(server.url(&format!("/api/v1/uploads/{id}")))
+                .send()
+                .await
+                .unwrap();
+            let view = expect_json(resp, 200).await;
+            if view["status"] != "assembling" {
+                break view;
+            }
+            assert!(Instant::now() < deadline, "still assembling: {view}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(view["status"], "completed", "{view}");
+        assert_eq!(view["file"]["sha256"], sha256_hex(&data), "{view}");
+        assert!(
+            hook.calls("/pre-finish").len() >= 2,
+            "asked again after the restart"
+        );
+        let bytes = client
+            .get(server.url(&format!("/api/v1/files/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         assert_eq!(&bytes[..], &data[..]);
         hook.stop().await;
     })

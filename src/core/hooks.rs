@@ -74,7 +74,8 @@ pub(super) async fn pre_finish(
             hook: "pre_finish",
             message: format!(
                 "the application's pre_finish check did not answer; upload {} is kept with \
-                 all its bytes: complete it again shortly",
+                 all its bytes and finishes once it does: complete it again shortly (tus: \
+                 ask its offset with HEAD)",
                 rec.id
             ),
         }),

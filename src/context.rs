@@ -14,6 +14,7 @@ use crate::guards::auth::Authenticator;
 use crate::guards::limits::disk::DiskGuard;
 use crate::guards::limits::inflight::ChunkSlots;
 use crate::guards::rate::RateLimiter;
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::state::Store;
 
@@ -34,4 +35,6 @@ pub struct AppContext {
     pub catching_up: Arc<Mutex<HashMap<Uuid, bool>>>,
     /// Held while a scrub runs: one at a time.
     pub scrubbing: Arc<tokio::sync::Mutex<()>>,
+    /// The application's blocking hooks (`[hooks]`).
+    pub hooks: Arc<Hooks>,
 }

@@ -14,6 +14,7 @@ pub mod core;
 pub mod events;
 pub mod guards;
 pub mod hashing;
+pub mod hooks;
 pub mod http;
 pub mod janitor;
 pub mod metrics;

@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Completed files whose record the scrub found without their bytes.
     pub scrub_missing: IntCounter,
     pub events: EventMetrics,
+    /// Blocking hook calls, by `hook` and `outcome`: `allow`, `deny`, `error`.
+    pub hook_calls: IntCounterVec,
 }
 
 /// The `event` label values of `tranche_uploads_total`.
@@ -198,6 +200,17 @@ impl Metrics {
             files_deleted.with_label_values(&[reason]);
         }
         let events = EventMetrics::register(&registry);
+        let hook_calls = IntCounterVec::new(
+            Opts::new(
+                "tranche_hook_calls_total",
+                "Blocking hook calls by hook and outcome: allow, deny, error",
+            ),
+            &["hook", "outcome"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(hook_calls.clone()))
+            .expect("metric names are unique");
         Metrics {
             registry,
             uploads,
@@ -220,6 +233,7 @@ impl Metrics {
             scrub_orphans,
             scrub_missing,
             events,
+            hook_calls,
         }
     }
 

@@ -25,6 +25,7 @@ use crate::guards::limits::disk::DiskGuard;
 use crate::guards::limits::inflight::ChunkSlots;
 use crate::guards::limits::reserve::StateReserve;
 use crate::guards::rate::RateLimiter;
+use crate::hooks::Hooks;
 use crate::http::framing::FramingServer;
 use crate::metrics::Metrics;
 use crate::state::{EmbeddedStore, RedisStore, Store};
@@ -189,18 +190,22 @@ impl Application {
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let metrics = Metrics::new();
+        let hooks = Hooks::new(&settings.hooks, metrics.hook_calls.clone())
+            .map_err(|e| anyhow::anyhow!("[hooks]: {e}"))?;
         let ctx = AppContext {
             settings: Arc::new(settings),
             clock,
             store,
             storage,
-            metrics: Metrics::new(),
+            metrics,
             auth: Arc::new(auth),
             rate_limiter,
             disk_guard,
             chunk_slots,
             catching_up: Arc::default(),
             scrubbing: Arc::default(),
+            hooks: Arc::new(hooks),
         };
         let data = web::Data::new(ctx.clone());
         let static_dir = ctx.settings.static_dir.clone();

@@ -32,6 +32,8 @@ mod files;
 mod framing;
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/hooks.rs"]
+mod hooks;
 #[path = "api/janitor.rs"]
 mod janitor;
 #[path = "api/limits.rs"]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 mod auth;
 mod cors;
 mod events;
+mod hooks;
 mod limits;
 mod proxies;
 mod quota;
@@ -22,6 +23,7 @@ mod tus;
 pub use auth::AuthSettings;
 pub use cors::CorsSettings;
 pub use events::{wants, EventSettings, StreamSettings, WebhookSettings};
+pub use hooks::{HookEndpoint, HookSettings, OnError};
 pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;
 pub use quota::{Dedup, QuotaSettings};
@@ -124,6 +126,9 @@ pub struct Settings {
     /// Events of uploads, and their sinks.
     #[serde(default)]
     pub events: EventSettings,
+    /// Blocking calls to the application: `pre_create`, `pre_finish`.
+    #[serde(default)]
+    pub hooks: HookSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +219,7 @@ impl Default for Settings {
             quota: QuotaSettings::default(),
             retention_after_download: false,
             events: EventSettings::default(),
+            hooks: HookSettings::default(),
         }
     }
 }
@@ -290,6 +296,9 @@ impl Settings {
         }
         if let Err(problem) = self.events.validate() {
             return invalid("events", &problem);
+        }
+        if let Err(problem) = self.hooks.validate() {
+            return invalid("hooks", &problem);
         }
         if self.upload_ttl.is_zero() {
             return invalid("upload_ttl", "must be longer than zero");

@@ -10,7 +10,7 @@ use crate::blobs::ByteStore;
 use crate::context::AppContext;
 use crate::core::lease::LeaseGuard;
 use crate::core::live::{failed_completion, load_live, status_conflict, store_error};
-use crate::core::{dedup, usage, Error, LEASE_TTL};
+use crate::core::{dedup, hooks, usage, Error, LEASE_TTL};
 use crate::state::{Lease, LeaseOf, StateStore, Update};
 use crate::upload::{Failure, FileInfo, Status, UploadRecord};
 
@@ -136,16 +136,22 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
             ),
             sha256: Some(sha256.clone()),
         }),
-        _ => {
-            ctx.storage.publish(id).await?;
-            Ok(FileInfo {
-                id,
-                size: rec.size,
-                sha256: sha256.clone(),
-                // Retention counts from completion: the file's life.
-                expires_at: rec.retention_ms.map(|r| ctx.clock.now_ms() + r),
-            })
-        }
+        // The application's say comes last: it sees a verified file. A
+        // hook that fails closed returns here, the upload left assembling
+        // for a later `complete` (or poll, or janitor) to finish.
+        _ => match hooks::pre_finish(ctx, &rec, &sha256).await? {
+            Some(refused) => Err(refused),
+            None => {
+                ctx.storage.publish(id).await?;
+                Ok(FileInfo {
+                    id,
+                    size: rec.size,
+                    sha256: sha256.clone(),
+                    // Retention counts from completion: the file's life.
+                    expires_at: rec.retention_ms.map(|r| ctx.clock.now_ms() + r),
+                })
+            }
+        },
     };
     let failed = outcome.is_err();
     // The owner's usage first: a crash before the record's transition leaves
@@ -176,12 +182,9 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
     if failed {
         ctx.metrics.upload_event("failed");
         let _ = ctx.storage.remove(id).await;
-        tracing::warn!(upload_id = %id, %sha256, "upload failed: digest mismatch");
-        return Err(Error::DigestMismatch {
-            what: "file",
-            expected: rec.expected_sha256.clone().unwrap_or_default(),
-            actual: sha256,
-        });
+        let cause = rec.failure.as_ref().map_or("", |f| f.error.as_str());
+        tracing::warn!(upload_id = %id, %sha256, cause, "upload failed");
+        return Err(failed_completion(&rec));
     }
     dedup::index(ctx, &rec).await;
     ctx.metrics.upload_event("completed");

@@ -8,7 +8,7 @@ use crate::core::idempotency::{hold_key, replay, request_digest};
 use crate::core::live::store_error;
 use crate::core::quota::UseLimit;
 use crate::core::usage::{self, Caller};
-use crate::core::{dedup, Error};
+use crate::core::{dedup, hooks, Error};
 use crate::guards::limits::content;
 use crate::hashing::HashState;
 use crate::state::{IdempotencyRecord, Insert, StateStore, UsageKind};
@@ -66,6 +66,7 @@ async fn create_answer(
     let mut record = new_record(ctx, req, max_retention, caller)?;
     record.idempotency_key = idempotency_key.clone();
     let Some(key) = idempotency_key else {
+        hooks::pre_create(ctx, &mut record, caller).await?;
         return start(ctx, &record, None, limit, caller).await;
     };
     // One request per key at a time (across instances, with Redis): a retry
@@ -78,6 +79,10 @@ async fn create_answer(
         match ctx.store.idempotency_record(&key).await {
             Ok(Some(first)) => replay(&first, &request_digest),
             Ok(None) => {
+                // Asked only for a request the key has not answered yet: a
+                // retry gets the first answer without asking again.
+                let mut record = record;
+                hooks::pre_create(ctx, &mut record, caller).await?;
                 let idempotency = Some((key.as_str(), request_digest.as_str()));
                 start(ctx, &record, idempotency, limit, caller).await
             }
@@ -115,6 +120,7 @@ pub async fn create_sequential(
             .chunk_size_for(ctx.settings.max_file_size.0, None);
     }
     record.sequential = Some(sequential);
+    hooks::pre_create(ctx, &mut record, caller).await?;
     start(ctx, &record, None, limit, caller).await?;
     if record.expected_sha256.is_none() {
         return Ok(record);
@@ -291,7 +297,7 @@ fn retention(
     Ok([asked, server, cap].into_iter().flatten().min())
 }
 
-fn validate_filename(name: &str) -> Result<String, Error> {
+pub(super) fn validate_filename(name: &str) -> Result<String, Error> {
     if name.is_empty() || name.len() > 1024 {
         return Err(Error::InvalidRequest(
             "filename must be 1 to 1024 bytes long".into(),
@@ -305,7 +311,7 @@ fn validate_filename(name: &str) -> Result<String, Error> {
     Ok(name.to_string())
 }
 
-fn validate_content_type(ct: &str) -> Result<String, Error> {
+pub(super) fn validate_content_type(ct: &str) -> Result<String, Error> {
     match ct.parse::<mime::Mime>() {
         // Parameters (charset...) are kept: downloads must say what was declared.
         Ok(m) if ct.len() <= 255 && !ct.chars().any(char::is_control) => Ok(m.to_string()),

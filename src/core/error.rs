@@ -123,6 +123,19 @@ pub enum Error {
         limit: u64,
         message: String,
     },
+    /// The application's hook refused the upload (`pre_create`, `pre_finish`).
+    #[error("{message}")]
+    UploadRejected {
+        /// The status the application asked for (a 4xx), else the front
+        /// end's own.
+        status: Option<u16>,
+        /// The application's own code for why, if it gave one.
+        reason: Option<String>,
+        message: String,
+    },
+    /// A hook did not answer usably and its `on_error` is `deny`.
+    #[error("{message}")]
+    HookUnavailable { hook: &'static str, message: String },
 }
 
 impl From<StoreError> for Error {
@@ -181,6 +194,8 @@ impl Error {
             Error::StoreUnavailable(_) => "store_unavailable",
             Error::Internal(_) => "internal_error",
             Error::QuotaExceeded { .. } => "quota_exceeded",
+            Error::UploadRejected { .. } => "upload_rejected",
+            Error::HookUnavailable { .. } => "hook_unavailable",
         }
     }
 }

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use crate::context::AppContext;
-use crate::core::Error;
+use crate::core::{hooks, Error};
 use crate::state::{StateStore, StoreError};
 use crate::upload::{Failure, Status, UploadRecord};
 
@@ -74,6 +74,9 @@ pub(super) fn failed_completion(rec: &UploadRecord) -> Error {
             expected: rec.expected_sha256.clone().unwrap_or_default(),
             actual: actual.clone(),
         },
+        Some(Failure { error, message, .. }) if error == hooks::REJECTED => {
+            hooks::rejected_at_finish(message)
+        }
         _ => failed_error(rec),
     }
 }

@@ -18,6 +18,7 @@ mod dedup;
 mod delete;
 mod error;
 mod files;
+mod hooks;
 mod idempotency;
 mod lease;
 mod live;

@@ -12,6 +12,7 @@ use crate::context::AppContext;
 use crate::core::live::store_error;
 use crate::core::{dedup, Error};
 use crate::guards::auth::Access;
+use crate::hooks::Identity;
 use crate::state::{Charge, LedgerStore, Quota, QuotaLimits, UsageKind};
 use crate::upload::{Status, UploadRecord};
 use crate::wire::{OwnerUsage, UsageReport};
@@ -22,6 +23,8 @@ use crate::wire::{OwnerUsage, UsageReport};
 pub struct Caller {
     pub owner: Option<String>,
     pub limits: QuotaLimits,
+    /// Who it is, as the `pre_create` hook is told.
+    pub identity: Identity,
 }
 
 impl Caller {
@@ -37,6 +40,7 @@ impl Caller {
                 max_stored: lower(server.max_stored, stored),
                 max_pending: lower(server.max_pending, pending),
             },
+            identity: Identity::of(access),
         }
     }
 }

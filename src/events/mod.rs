@@ -197,6 +197,30 @@ pub struct EventUpload {
     pub sub: Option<String>,
 }
 
+impl EventUpload {
+    pub fn of(r: &UploadRecord) -> EventUpload {
+        EventUpload {
+            id: r.id,
+            filename: r.filename.clone(),
+            size: r.size,
+            content_type: r.content_type.clone(),
+            status: r.status,
+            bytes_received: r.bytes_received,
+            chunk_size: r.chunk_size,
+            chunk_count: r.chunk_count(),
+            sha256: r.expected_sha256.clone(),
+            metadata: r.metadata.clone(),
+            created_at: crate::upload::rfc3339(r.created_at),
+            expires_at: crate::upload::rfc3339(r.expires_at),
+            sub: r
+                .owner
+                .as_deref()
+                .and_then(crate::guards::auth::Access::sub_of_owner)
+                .map(str::to_owned),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventFile {
     pub id: Uuid,
@@ -238,25 +262,7 @@ impl Event {
             upload_id: stored.upload,
             seq: stored.seq,
             data: EventData {
-                upload: EventUpload {
-                    id: r.id,
-                    filename: r.filename.clone(),
-                    size: r.size,
-                    content_type: r.content_type.clone(),
-                    status: r.status,
-                    bytes_received: r.bytes_received,
-                    chunk_size: r.chunk_size,
-                    chunk_count: r.chunk_count(),
-                    sha256: r.expected_sha256.clone(),
-                    metadata: r.metadata.clone(),
-                    created_at: crate::upload::rfc3339(r.created_at),
-                    expires_at: crate::upload::rfc3339(r.expires_at),
-                    sub: r
-                        .owner
-                        .as_deref()
-                        .and_then(crate::guards::auth::Access::sub_of_owner)
-                        .map(str::to_owned),
-                },
+                upload: EventUpload::of(r),
                 file,
                 reason,
             },

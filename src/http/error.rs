@@ -117,6 +117,15 @@ impl ApiError {
             Error::RateLimited { retry_after, .. } => {
                 m.insert("retry_after".into(), json!(retry_after_secs(*retry_after)));
             }
+            Error::UploadRejected {
+                reason: Some(reason),
+                ..
+            } => {
+                m.insert("reason".into(), json!(reason));
+            }
+            Error::HookUnavailable { hook, .. } => {
+                m.insert("hook".into(), json!(hook));
+            }
             Error::ContentMismatch { declared, detected } => {
                 m.insert("declared".into(), json!(declared));
                 m.insert("detected".into(), json!(detected));
@@ -165,7 +174,16 @@ fn core_status(e: &Error) -> StatusCode {
         Error::DigestMismatch { .. } | Error::IdempotencyKeyReused => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
-        Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::StoreUnavailable(_) | Error::HookUnavailable { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        // The application's own status when it is a client error; a
+        // refusal without one is 403. Not 401 or 407: clients take those
+        // as bad credentials (and drop their token) and expect a challenge.
+        Error::UploadRejected { status, .. } => status
+            .filter(|s| (400..500).contains(s) && *s != 401 && *s != 407)
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::FORBIDDEN),
         Error::InsufficientStorage { .. } | Error::QuotaExceeded { .. } => {
             StatusCode::INSUFFICIENT_STORAGE
         }
@@ -217,7 +235,7 @@ impl ResponseError for ApiError {
 /// The headers that go with an error of the upload's life.
 fn core_headers(e: &Error, resp: &mut actix_web::HttpResponseBuilder) {
     match e {
-        Error::StoreUnavailable(_) => {
+        Error::StoreUnavailable(_) | Error::HookUnavailable { .. } => {
             resp.insert_header((header::RETRY_AFTER, "2"));
         }
         Error::ChunkInProgress { .. } | Error::CreateInProgress | Error::UploadLocked(_) => {

@@ -17,6 +17,7 @@ mod files;
 mod forwarded;
 mod framing;
 mod helpers;
+mod hooks;
 mod hostile;
 mod janitor;
 mod limits;

@@ -1,0 +1,422 @@
+//! Blocking hooks: tranche asks the application, over HTTP, whether an
+//! upload may go on, and waits for the answer. `pre_create` sees the create
+//! request and who makes it, before anything is stored, and may refuse it
+//! or set its filename, content type and metadata; `pre_finish` sees the
+//! upload once its SHA-256 is verified, before it counts as completed, and
+//! may refuse it.
+//!
+//! A 2xx answer allows, unless its JSON says `"allow": false`; a 4xx
+//! refuses, with the application's message passed on to the client.
+//! Anything else (a timeout, no connection, a 5xx, a body that cannot be
+//! read) is the hook failing, and its `on_error` decides: fail closed
+//! ([`Answer::Unavailable`]) or open (allowed, with a warning in the log).
+//! Requests are signed as Standard Webhooks when the hook has a secret, as
+//! events are. The core decides what an answer does to the upload.
+
+use std::time::Duration;
+
+use prometheus::IntCounterVec;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::config::{HookEndpoint, HookSettings, OnError};
+use crate::events::sinks::webhook::{secret_key, sign};
+use crate::events::EventUpload;
+use crate::guards::auth::Access;
+use crate::upload::UploadRecord;
+
+/// The most of a hook's answer read: a verdict and a few fields.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The most of the application's message passed on to a client.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// Who makes a request, as a hook is told.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub kind: CallerKind,
+    /// The API key's id or the create token's id (`jti`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The token's subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerKind {
+    /// Authentication is off.
+    Open,
+    ApiKey,
+    /// A create token (or an upload's own token).
+    Token,
+    /// No credentials (a front end that knows no caller).
+    #[default]
+    Anonymous,
+}
+
+impl Identity {
+    pub fn of(access: &Access) -> Identity {
+        let (kind, id) = match access {
+            Access::Open => (CallerKind::Open, None),
+            Access::Anonymous => (CallerKind::Anonymous, None),
+            Access::Admin { key_id } => (CallerKind::ApiKey, Some(key_id.clone())),
+            Access::Upload { .. } => (CallerKind::Token, None),
+            Access::Create { token_id, .. } => (CallerKind::Token, Some(token_id.clone())),
+        };
+        Identity {
+            kind,
+            id,
+            sub: access.subject().map(str::to_owned),
+        }
+    }
+}
+
+/// What the application decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Go on, with these fields set (`pre_create` only).
+    Allow(Overrides),
+    Deny(Denial),
+    /// The hook failed and fails closed: the message says what to do.
+    Unavailable(String),
+}
+
+/// Fields of the create the application set in its answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl Overrides {
+    pub fn any(&self) -> bool {
+        self.filename.is_some() || self.content_type.is_some() || self.metadata.is_some()
+    }
+}
+
+/// A refusal, as the application worded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denial {
+    /// The status it asked for (its JSON `status`, or its answer's 4xx).
+    pub status: Option<u16>,
+    /// Its own code for why (`code`).
+    pub reason: Option<String>,
+    pub message: String,
+}
+
+/// The hooks the server calls; a missing one allows everything.
+pub struct Hooks {
+    pre_create: Option<Endpoint>,
+    pre_finish: Option<Endpoint>,
+    /// `tranche_hook_calls_total{hook, outcome}`.
+    calls: IntCounterVec,
+}
+
+struct Endpoint {
+    name: &'static str,
+    url: String,
+    key: Option<Vec<u8>>,
+    on_error: OnError,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+/// The JSON a hook answers with; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+struct Reply {
+    allow: Option<bool>,
+    status: Option<u16>,
+    code: Option<String>,
+    message: Option<String>,
+    filename: Option<String>,
+    content_type: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
+impl Hooks {
+    pub fn new(settings: &HookSettings, calls: IntCounterVec) -> Result<Hooks, String> {
+        let endpoint = |name: &'static str, hook: Option<&HookEndpoint>| {
+            hook.map(|h| Endpoint::new(name, h)).transpose()
+        };
+        Ok(Hooks {
+            pre_create: endpoint("pre_create", settings.pre_create.as_ref())?,
+            pre_finish: endpoint("pre_finish", settings.pre_finish.as_ref())?,
+            calls,
+        })
+    }
+
+    /// Asks `pre_create` about the upload `record` is to start (its size
+    /// unknown when `deferred`), made by `caller` (owning it as `owner`).
+    pub async fn pre_create(
+        &self,
+        record: &UploadRecord,
+        deferred: bool,
+        caller: &Identity,
+    ) -> Answer {
+        let Some(hook) = &self.pre_create else {
+            return Answer::Allow(Overrides::default());
+        };
+        let body = json!({
+            "type": "pre_create",
+            "protocol": protocol(record),
+            "caller": {
+                "kind": caller.kind,
+                "id": caller.id,
+                "sub": caller.sub,
+                "owner": record.owner,
+            },
+            "upload": {
+                "id": record.id,
+                "filename": record.filename,
+                "size": (!deferred).then_some(record.size),
+                "content_type": record.content_type,
+                "sha256": record.expected_sha256,
+                "metadata": record.metadata,
+            },
+        });
+        self.ask(hook, &body).await
+    }
+
+    /// Asks `pre_finish` about `record`, whose bytes hash to `sha256`.
+    /// Overrides in its answer are ignored: the file is what it is.
+    pub async fn pre_finish(&self, record: &UploadRecord, sha256: &str) -> Answer {
+        let Some(hook) = &self.pre_finish else {
+            return Answer::Allow(Overrides::default());
+        };
+        let body = json!({
+            "type": "pre_finish",
+            "protocol": protocol(record),
+            "upload": EventUpload::of(record),
+            "file": { "size": record.size, "sha256": sha256 },
+            "owner": record.owner,
+        });
+        match self.ask(hook, &body).await {
+            Answer::Allow(_) => Answer::Allow(Overrides::default()),
+            other => other,
+        }
+    }
+
+    /// Calls `hook` and applies its `on_error` to a failure.
+    async fn ask(&self, hook: &Endpoint, body: &Value) -> Answer {
+        let started = std::time::Instant::now();
+        let result = hook.call(body).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let outcome = match &result {
+            Ok(Answer::Deny(_)) => "deny",
+            Ok(_) => "allow",
+            Err(_) => "error",
+        };
+        self.calls.with_label_values(&[hook.name, outcome]).inc();
+        match result {
+            Ok(answer) => {
+                tracing::debug!(hook = hook.name, outcome, elapsed_ms, "hook answered");
+                answer
+            }
+            Err(problem) if hook.on_error == OnError::Allow => {
+                tracing::warn!(hook = hook.name, url = %hook.url, %problem, elapsed_ms,
+                    "hook failed; going on (on_error = \"allow\")");
+                Answer::Allow(Overrides::default())
+            }
+            Err(problem) => {
+                tracing::error!(hook = hook.name, url = %hook.url, %problem, elapsed_ms,
+                    "hook failed; refusing (on_error = \"deny\")");
+                Answer::Unavailable(problem)
+            }
+        }
+    }
+}
+
+fn protocol(record: &UploadRecord) -> &'static str {
+    if record.sequential.is_some() {
+        "tus"
+    } else {
+        "v1"
+    }
+}
+
+impl Endpoint {
+    fn new(name: &'static str, settings: &HookEndpoint) -> Result<Endpoint, String> {
+        let key = settings
+            .secret
+            .as_deref()
+            .map(secret_key)
+            .transpose()
+            .map_err(|e| format!("hooks.{name}.secret: {e}"))?;
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Endpoint {
+            name,
+            url: settings.url.clone(),
+            key,
+            on_error: settings.on_error,
+            timeout: settings.timeout,
+            client,
+        })
+    }
+
+    /// One POST; `Err` says how the hook failed (for the log).
+    async fn call(&self, body: &Value) -> Result<Answer, String> {
+        let body = body.to_string();
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json");
+        if let Some(key) = &self.key {
+            let id = format!("hook_{}", uuid::Uuid::new_v4().simple());
+            let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+            request = request
+                .header("webhook-signature", sign(key, &id, timestamp, &body))
+                .header("webhook-id", id)
+                .header("webhook-timestamp", timestamp.to_string());
+        }
+        let timed_out = |e: &reqwest::Error| {
+            if e.is_timeout() {
+                format!("no answer within {:?}", self.timeout)
+            } else {
+                format!("{e}")
+            }
+        };
+        let mut answer = request.body(body).send().await.map_err(|e| timed_out(&e))?;
+        let status = answer.status().as_u16();
+        if !(200..300).contains(&status) && !(400..500).contains(&status) {
+            return Err(format!("answered {status}"));
+        }
+        let mut bytes = Vec::new();
+        while let Some(piece) = answer.chunk().await.map_err(|e| timed_out(&e))? {
+            bytes.extend_from_slice(&piece);
+            if bytes.len() > MAX_ANSWER_BYTES {
+                return Err(format!("answered more than {MAX_ANSWER_BYTES} bytes"));
+            }
+        }
+        interpret(status, &bytes)
+    }
+}
+
+/// The verdict of an answer with `status` (2xx or 4xx) and `body`.
+fn interpret(status: u16, body: &[u8]) -> Result<Answer, String> {
+    let blank = body.iter().all(u8::is_ascii_whitespace);
+    if (200..300).contains(&status) {
+        let reply: Reply = if blank {
+            Reply::default()
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| format!("answered {status} with a body that is not its JSON: {e}"))?
+        };
+        if reply.allow.unwrap_or(true) {
+            return Ok(Answer::Allow(Overrides {
+                filename: reply.filename,
+                content_type: reply.content_type,
+                metadata: reply.metadata,
+            }));
+        }
+        return Ok(Answer::Deny(Denial {
+            status: reply.status,
+            reason: reply.code.map(|c| bounded(&c, 100)),
+            message: message_or_default(reply.message.as_deref()),
+        }));
+    }
+    // A refusal: its JSON's fields if it has them, else its text.
+    let reply: Option<Reply> = serde_json::from_slice(body).ok();
+    let (message, code, asked) = match reply {
+        Some(r) => (r.message, r.code, r.status),
+        None if blank => (None, None, None),
+        None => (Some(String::from_utf8_lossy(body).into_owned()), None, None),
+    };
+    Ok(Answer::Deny(Denial {
+        status: Some(asked.unwrap_or(status)),
+        reason: code.map(|c| bounded(&c, 100)),
+        message: message_or_default(message.as_deref()),
+    }))
+}
+
+fn message_or_default(message: Option<&str>) -> String {
+    match message.map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => bounded(m, MAX_MESSAGE_CHARS),
+        None => "the application refused this upload".into(),
+    }
+}
+
+/// `text` without control characters, cut to `max` characters.
+fn bounded(text: &str, max: usize) -> String {
+    text.trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deny(status: Option<u16>, reason: Option<&str>, message: &str) -> Answer {
+        Answer::Deny(Denial {
+            status,
+            reason: reason.map(str::to_owned),
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn answers_are_read_as_the_contract_says() {
+        assert_eq!(
+            interpret(204, b"").unwrap(),
+            Answer::Allow(Overrides::default())
+        );
+        let set = interpret(
+            200,
+            br#"{"allow": true, "filename": "a.pdf", "metadata": {"k": 1}}"#,
+        )
+        .unwrap();
+        let Answer::Allow(o) = set else {
+            panic!("{set:?}")
+        };
+        assert_eq!(o.filename.as_deref(), Some("a.pdf"));
+        assert_eq!(o.metadata.unwrap()["k"], 1);
+        assert_eq!(
+            interpret(
+                200,
+                br#"{"allow": false, "status": 402, "code": "plan", "message": " Upgrade "}"#
+            )
+            .unwrap(),
+            deny(Some(402), Some("plan"), "Upgrade")
+        );
+        assert_eq!(
+            interpret(200, br#"{"allow": false}"#).unwrap(),
+            deny(None, None, "the application refused this upload")
+        );
+        assert_eq!(
+            interpret(403, br#"{"message": "no videos on Fridays"}"#).unwrap(),
+            deny(Some(403), None, "no videos on Fridays")
+        );
+        assert_eq!(
+            interpret(451, b"  blocked\r\nhere \n").unwrap(),
+            deny(Some(451), None, "blocked  here")
+        );
+        let long = "x".repeat(5000);
+        let Answer::Deny(d) = interpret(400, long.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(d.message.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(interpret(200, b"<html>ok</html>").is_err());
+        assert!(interpret(200, br#"{"allow": "yes"}"#).is_err());
+    }
+
+    #[test]
+    fn identities_name_the_kind_of_credential() {
+        let open = serde_json::to_value(Identity::of(&Access::Open)).unwrap();
+        assert_eq!(open, json!({"kind": "open"}));
+        let key = Identity::of(&Access::Admin {
+            key_id: "ops".into(),
+        });
+        assert_eq!(
+            serde_json::to_value(key).unwrap(),
+            json!({"kind": "api_key", "id": "ops"})
+        );
+    }
+}

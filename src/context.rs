@@ -34,4 +34,9 @@ pub struct AppContext {
     pub catching_up: Arc<Mutex<HashMap<Uuid, bool>>>,
     /// Held while a scrub runs: one at a time.
     pub scrubbing: Arc<tokio::sync::Mutex<()>>,
+    /// Live followers of uploads (SSE), woken by [`crate::core::notify`].
+    pub watchers: crate::core::Watchers,
+    /// Cancelled when the server starts to stop: what never ends by itself
+    /// (an SSE stream) ends then, so a graceful stop does not wait for it.
+    pub stopping: tokio_util::sync::CancellationToken,
 }

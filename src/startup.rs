@@ -201,6 +201,8 @@ impl Application {
             chunk_slots,
             catching_up: Arc::default(),
             scrubbing: Arc::default(),
+            watchers: crate::core::Watchers::default(),
+            stopping: CancellationToken::new(),
         };
         let data = web::Data::new(ctx.clone());
         let static_dir = ctx.settings.static_dir.clone();

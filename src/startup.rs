@@ -298,6 +298,7 @@ impl Application {
         let signals = tokio::spawn(stop_on_signals(
             self.server.handle(),
             self.ctx.settings.shutdown_timeout,
+            self.ctx.stopping.clone(),
             forced.clone(),
         ));
         let settings = &self.ctx.settings;
@@ -318,6 +319,7 @@ impl Application {
             () = forced.cancelled() => Ok(()),
         };
         signals.abort();
+        self.ctx.stopping.cancel();
         shutdown.cancel();
         let _ = janitor.await;
         if let Some(delivery) = delivery {
@@ -368,12 +370,14 @@ fn spawn_delivery(
 }
 
 /// The first SIGTERM or SIGINT stops the server gracefully (no new
-/// connections; requests in flight finish, for at most `timeout`); a second
-/// one, from a person pressing ctrl-c again, cancels `forced`, on which the
-/// server is stopped at once.
+/// connections; requests in flight finish, for at most `timeout`; live event
+/// streams, told by `stopping`, end at once); a second one, from a person
+/// pressing ctrl-c again, cancels `forced`, on which the server is stopped
+/// at once.
 async fn stop_on_signals(
     server: actix_web::dev::ServerHandle,
     timeout: std::time::Duration,
+    stopping: CancellationToken,
     forced: CancellationToken,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -394,6 +398,7 @@ async fn stop_on_signals(
          (ctrl-c or SIGTERM again to stop at once)",
         timeout.as_secs()
     );
+    stopping.cancel();
     // The command is sent at once; completion is seen when the server returns.
     drop(server.stop(true));
     let name = tokio::select! {

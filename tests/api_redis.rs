@@ -48,6 +48,8 @@ mod security;
 mod service;
 #[path = "api/smoke.rs"]
 mod smoke;
+#[path = "api/sse.rs"]
+mod sse;
 #[path = "api/status.rs"]
 mod status;
 #[path = "api/tus.rs"]

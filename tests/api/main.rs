@@ -25,6 +25,7 @@ mod restart;
 mod security;
 mod service;
 mod smoke;
+mod sse;
 mod status;
 mod tus;
 mod tus_auth;

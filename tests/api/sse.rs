@@ -1,0 +1,415 @@
+//! `GET /api/v1/uploads/{id}/events`: an upload's life as Server-Sent
+//! Events, read as a browser's `EventSource` would (a small parser over the
+//! raw bytes below): the current state first, then progress, completion or
+//! failure; resuming with `Last-Event-ID`; credentials, the query token
+//! included; heartbeats; the end of a stream (204 after it); tus uploads.
+//! Several instances sharing Redis: `sse_redis`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// How long a test waits for one event before it fails.
+pub const EVENT_WAIT: Duration = Duration::from_secs(5);
+
+/// One SSE message: an event, or a comment (a heartbeat).
+#[derive(Debug, Clone, Default)]
+pub struct Message {
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub data: String,
+    pub comment: Option<String>,
+}
+
+impl Message {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("{self:?}: {e}"))
+    }
+
+    pub fn name(&self) -> &str {
+        self.event.as_deref().unwrap_or("")
+    }
+}
+
+/// An open event stream.
+pub struct Sse {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+    pub ended: bool,
+}
+
+impl Sse {
+    /// The stream of a 200 answer with the SSE content type.
+    pub fn of(resp: Response) -> Sse {
+        assert_eq!(resp.status(), 200, "the stream was not opened");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(header("content-type"), "text/event-stream");
+        assert_eq!(header("cache-control"), "no-cache");
+        assert_eq!(header("x-accel-buffering"), "no");
+        Sse {
+            body: resp.bytes_stream().boxed(),
+            buffer: String::new(),
+            ended: false,
+        }
+    }
+
+    /// The next message (event or comment); `None` when the server ended
+    /// the stream. Fails the test after `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(at) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..at + 2).collect();
+                return Some(parse(&block));
+            }
+            if self.ended {
+                assert!(self.buffer.is_empty(), "a cut message: {:?}", self.buffer);
+                return None;
+            }
+            let piece = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no SSE message within {within:?} (have {:?})", self.buffer)
+                });
+            match piece {
+                Some(bytes) => {
+                    let bytes = bytes.expect("the stream reads");
+                    self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// The next event, skipping heartbeats; `None` at the end of the stream.
+    pub async fn next_event(&mut self) -> Option<Message> {
+        loop {
+            let message = self.next_within(EVENT_WAIT).await?;
+            if message.comment.is_none() {
+                return Some(message);
+            }
+        }
+    }
+
+    /// The next event, which must be `name`.
+    pub async fn expect(&mut self, name: &str) -> Message {
+        let message = self.next_event().await.expect("the stream ended early");
+        assert_eq!(message.name(), name, "{message:?}");
+        assert!(message.id.is_some(), "an event without an id: {message:?}");
+        message
+    }
+
+    /// Asserts the server ends the stream (after nothing but heartbeats).
+    pub async fn expect_end(&mut self) {
+        if let Some(message) = self.next_event().await {
+            panic!("expected the end of the stream, got {message:?}");
+        }
+    }
+}
+
+fn parse(block: &str) -> Message {
+    let mut message = Message::default();
+    let mut data = Vec::new();
+    for line in block.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix(':') {
+            message.comment = Some(comment.trim().to_owned());
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "event" => message.event = Some(value.to_owned()),
+            "id" => message.id = Some(value.to_owned()),
+            "data" => data.push(value),
+            other => panic!("unexpected SSE field {other:?} in {block:?}"),
+        }
+    }
+    message.data = data.join("\n");
+    message
+}
+
+pub fn events_path(id: &str) -> String {
+    format!("/api/v1/uploads/{id}/events")
+}
+
+/// Opens the stream of upload `id` on the server at `base`, with a bearer
+/// `credential` and a `Last-Event-ID`, if given.
+pub async fn open_at(
+    base: &str,
+    id: &str,
+    credential: Option<&str>,
+    last_event_id: Option<&str>,
+) -> Response {
+    // No overall timeout: the stream is long-lived; each read is bounded.
+    let client = reqwest::Client::new();
+    let mut req = client.get(format!("{base}{}", events_path(id)));
+    if let Some(credential) = credential {
+        req = req.bearer_auth(credential);
+    }
+    if let Some(last) = last_event_id {
+        req = req.header("Last-Event-ID", last);
+    }
+    tokio::time::timeout(EVENT_WAIT, req.send())
+        .await
+        .expect("the stream's head in time")
+        .expect("the stream request")
+}
+
+async fn open(app: &TestApp, id: &str, last_event_id: Option<&str>) -> Sse {
+    Sse::of(open_at(&app.address, id, None, last_event_id).await)
+}
+
+fn id_of(upload: &Value) -> String {
+    upload["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_stream_shows_progress_as_chunks_arrive_then_the_completion() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(3000, 1);
+        let upload = app.create_for(&data, 1024).await;
+        let id = id_of(&upload);
+        let mut sse = open(&app, &id, None).await;
+        // First the state as it stands.
+        let first = sse.expect("upload.progress").await.json();
+        assert_eq!(first["bytes_received"], 0);
+        assert_eq!(first["status"], "uploading");
+        assert_eq!(first, app.status_json(&id).await, "the upload object");
+        for (i, chunk) in chunks_of(&data, 1024).into_iter().enumerate() {
+            assert_eq!(app.put_chunk(&id, i as u64, chunk).await.status(), 200);
+            let progress = sse.expect("upload.progress").await.json();
+            assert_eq!(progress["received_chunks"], i as u64 + 1, "{progress}");
+            assert_eq!(progress["bytes_received"], (1024 * (i + 1)).min(3000));
+        }
+        assert_eq!(app.complete(&id).await.status(), 200);
+        let done = sse.expect("upload.completed").await.json();
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["file"]["sha256"], sha256_hex(&data));
+        assert_eq!(done["file"]["url"], format!("/api/v1/files/{id}"));
+        // A completed upload's worker may still report: the stream stays.
+        let quiet = tokio::time::timeout(Duration::from_millis(1500), sse.next_event()).await;
+        assert!(quiet.is_err(), "nothing more was due: {quiet:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reconnect_with_last_event_id_gets_only_what_it_missed() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.events.sse_heartbeat = Duration::from_millis(200)).await;
+        let data = test_data(3000, 2);
+        let upload = app.create_for(&data, 1024).await;
+        let id = id_of(&upload);
+        let chunks = chunks_of(&data, 1024);
+        assert_eq!(app.put_chunk(&id, 0, chunks[0].clone()).await.status(), 200);
+        let mut sse = open(&app, &id, None).await;
+        let seen = sse.expect("upload.progress").await;
+        assert_eq!(seen.json()["bytes_received"], 1024);
+        drop(sse);
+        // Reconnecting at once: nothing changed, nothing is sent again.
+        let mut sse = open(&app, &id, seen.id.as_deref()).await;
+        let beat = sse.next_within(EVENT_WAIT).await.unwrap();
+        assert!(beat.comment.is_some(), "sent again: {beat:?}");
+        drop(sse);
+        // Disconnected meanwhile: the rest arrives and the upload completes.
+        for (i, chunk) in chunks.iter().enumerate().skip(1) {
+            assert_eq!(app.put_chunk(&id, i as u64, chunk.clone()).await.status(), 200);
+        }
+        assert_eq!(app.complete(&id).await.status(), 200);
+        let mut sse = open(&app, &id, seen.id.as_deref()).await;
+        // One completion; the progress in between is not worth sending.
+        let done = sse.expect("upload.completed").await;
+        assert_eq!(done.json()["bytes_received"], 3000);
+        let beat = sse.next_within(EVENT_WAIT).await.unwrap();
+        assert!(beat.comment.is_some(), "{beat:?}");
+        // An id that is not the server's counts as none: the whole state.
+        let mut sse = open(&app, &id, Some("not-an-id")).await;
+        sse.expect("upload.completed").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_streams_send_heartbeats() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.events.sse_heartbeat = Duration::from_millis(300)).await;
+        let upload = app.create_for(&test_data(2000, 3), 1024).await;
+        let mut sse = open(&app, &id_of(&upload), None).await;
+        sse.expect("upload.progress").await;
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            let beat = sse.next_within(Duration::from_secs(2)).await.unwrap();
+            assert_eq!(beat.comment.as_deref(), Some("heartbeat"), "{beat:?}");
+            assert!(beat.event.is_none() && beat.data.is_empty());
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "heartbeats came faster than sse_heartbeat: {:?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_ended_upload_ends_its_stream_and_a_reconnect_after_the_end_gets_204() {
+    bounded(async {
+        let app = spawn_app().await;
+        let upload = app.create_for(&test_data(2000, 4), 1024).await;
+        let id = id_of(&upload);
+        let mut sse = open(&app, &id, None).await;
+        sse.expect("upload.progress").await;
+        assert_eq!(app.abort(&id).await.status(), 204);
+        let aborted = sse.expect("upload.aborted").await;
+        assert_eq!(aborted.json()["status"], "aborted");
+        sse.expect_end().await;
+        // EventSource reconnects with the last id: told there is no more.
+        let again = open_at(&app.address, &id, None, aborted.id.as_deref()).await;
+        assert_eq!(again.status(), StatusCode::NO_CONTENT);
+        // A new follower of the aborted upload gets its end, then the end.
+        let mut sse = open(&app, &id, None).await;
+        sse.expect("upload.aborted").await;
+        sse.expect_end().await;
+        // A failed upload ends its stream too.
+        let data = test_data(2000, 5);
+        let wrong = app
+            .create(serde_json::json!({
+                "filename": "f.bin", "size": 2000, "chunk_size": 1024,
+                "sha256": sha256_hex(b"something else"),
+            }))
+            .await;
+        let failing = id_of(&wrong.json::<Value>().await.unwrap());
+        app.send_chunks(&failing, &data, 1024, 0..2).await;
+        let mut sse = open(&app, &failing, None).await;
+        sse.expect("upload.progress").await;
+        assert_eq!(app.complete(&failing).await.status(), 422);
+        let failed = sse.expect("upload.failed").await.json();
+        assert_eq!(failed["error"]["error"], "digest_mismatch", "{failed}");
+        sse.expect_end().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_upload_is_404_and_a_bad_id_400_as_for_its_status() {
+    bounded(async {
+        let app = spawn_app().await;
+        let unknown = uuid::Uuid::new_v4().to_string();
+        let resp = open_at(&app.address, &unknown, None, None).await;
+        assert_error(resp, 404, "upload_not_found").await;
+        let resp = open_at(&app.address, "not-a-uuid", None, None).await;
+        assert_error(resp, 400, "invalid_request").await;
+        let post = app
+            .client
+            .post(app.url(&events_path(&unknown)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status(), 405);
+        assert_eq!(post.headers()["allow"], "GET");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_stream_takes_the_status_routes_credentials_and_the_query_token_only_here() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let create = |name: &str| {
+            app.client
+                .post(app.url("/api/v1/uploads"))
+                .bearer_auth(TEST_API_KEY)
+                .json(&serde_json::json!({"filename": name, "size": 2000, "chunk_size": 1024}))
+                .send()
+        };
+        let mine: Value = create("a.bin").await.unwrap().json().await.unwrap();
+        let other: Value = create("b.bin").await.unwrap().json().await.unwrap();
+        let id = id_of(&mine);
+        let token = mine["upload_token"].as_str().expect("an upload token");
+        let other_token = other["upload_token"].as_str().unwrap();
+        // The API key and the upload's token, in the header.
+        for credential in [TEST_API_KEY, token] {
+            let resp = open_at(&app.address, &id, Some(credential), None).await;
+            Sse::of(resp).expect("upload.progress").await;
+        }
+        // The upload's token in the query, as an EventSource sends it.
+        let url = format!("{}?access_token={token}", app.url(&events_path(&id)));
+        let resp = reqwest::get(&url).await.unwrap();
+        let first = Sse::of(resp).expect("upload.progress").await.json();
+        assert_eq!(first["id"], id.as_str());
+        // Another upload's token: refused, as for the status.
+        let resp = open_at(&app.address, &id, Some(other_token), None).await;
+        assert_error(resp, 403, "forbidden").await;
+        let url = format!("{}?access_token={other_token}", app.url(&events_path(&id)));
+        assert_error(reqwest::get(&url).await.unwrap(), 403, "forbidden").await;
+        // No credentials; an API key is no link credential.
+        assert_error(open_at(&app.address, &id, None, None).await, 401, "unauthorized").await;
+        let url = format!("{}?access_token={TEST_API_KEY}", app.url(&events_path(&id)));
+        assert_error(reqwest::get(&url).await.unwrap(), 401, "unauthorized").await;
+        // The query token opens nothing else of the upload's.
+        let status = format!("{}?access_token={token}", app.url(&format!("/api/v1/uploads/{id}")));
+        assert_error(reqwest::get(&status).await.unwrap(), 401, "unauthorized").await;
+        let chunk = reqwest::Client::new()
+            .put(format!("{}?access_token={token}", app.url(&chunk_url(&id, 0))))
+            .body(vec![0u8; 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_error(chunk, 401, "unauthorized").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tus_uploads_progress_is_on_the_stream_too() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = crate::tus_client::Tus::new(&app);
+        let data = test_data(3000, 6);
+        let url = tus.create(data.len() as u64, None).await;
+        let id = crate::tus_client::upload_id(&url);
+        let mut sse = open(&app, &id, None).await;
+        assert_eq!(sse.expect("upload.progress").await.json()["bytes_received"], 0);
+        assert_eq!(tus.patch_ok(&url, 0, &data[..1000]).await, 1000);
+        let progress = sse.expect("upload.progress").await.json();
+        assert_eq!(progress["bytes_received"], 1000);
+        assert_eq!(tus.patch_ok(&url, 1000, &data[1000..]).await, 3000);
+        // The last byte completes a tus upload: progress may be folded in.
+        let mut last = sse.next_event().await.unwrap();
+        if last.name() == "upload.progress" {
+            assert_eq!(last.json()["bytes_received"], 3000);
+            last = sse.next_event().await.unwrap();
+        }
+        assert_eq!(last.name(), "upload.completed", "{last:?}");
+        assert_eq!(last.json()["file"]["sha256"], sha256_hex(&data));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_streams_at_once() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.shutdown_timeout = Duration::from_secs(30)).await;
+        let upload = app.create_for(&test_data(2000, 7), 1024).await;
+        let mut sse = open(&app, &id_of(&upload), None).await;
+        sse.expect("upload.progress").await;
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), app.stop())
+            .await
+            .expect("the stop did not wait for the stream");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        sse.expect_end().await;
+    })
+    .await;
+}

@@ -50,6 +50,8 @@ mod service;
 mod smoke;
 #[path = "api/sse.rs"]
 mod sse;
+#[path = "api/sse_client.rs"]
+mod sse_client;
 #[path = "api/sse_redis.rs"]
 mod sse_redis;
 #[path = "api/status.rs"]

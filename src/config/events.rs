@@ -194,7 +194,10 @@ mod tests {
                 jail.set_env("TRANCHE_EVENTS__SSE_HEARTBEAT", heartbeat);
                 jail.create_file("config.toml", "")?;
                 let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
-                assert!(err.to_string().contains("sse_heartbeat"), "{heartbeat}: {err}");
+                assert!(
+                    err.to_string().contains("sse_heartbeat"),
+                    "{heartbeat}: {err}"
+                );
             }
             Ok(())
         });

@@ -26,6 +26,7 @@ mod security;
 mod service;
 mod smoke;
 mod sse;
+mod sse_client;
 mod status;
 mod tus;
 mod tus_auth;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::helpers::*;
-use crate::sse::{open_at, Sse};
+use crate::sse_client::{open_at, Sse};
 
 #[tokio::test]
 async fn a_stream_on_one_instance_sees_progress_made_through_another() {
@@ -19,7 +19,10 @@ async fn a_stream_on_one_instance_sees_progress_made_through_another() {
         let upload = a.create_for(&data, 1024).await;
         let id = upload["id"].as_str().unwrap().to_owned();
         let mut sse = Sse::of(open_at(&b.address, &id, None, None).await);
-        assert_eq!(sse.expect("upload.progress").await.json()["bytes_received"], 0);
+        assert_eq!(
+            sse.expect("upload.progress").await.json()["bytes_received"],
+            0
+        );
         let chunks = chunks_of(&data, 1024);
         for (i, chunk) in chunks.into_iter().enumerate() {
             let sent = std::time::Instant::now();
@@ -27,7 +30,11 @@ async fn a_stream_on_one_instance_sees_progress_made_through_another() {
             let progress = sse.expect("upload.progress").await.json();
             assert_eq!(progress["bytes_received"], (1024 * (i + 1)).min(3000));
             // Seen by B's poll of the store, within about its interval.
-            assert!(sent.elapsed() < Duration::from_secs(3), "{:?}", sent.elapsed());
+            assert!(
+                sent.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                sent.elapsed()
+            );
         }
         assert_eq!(a.complete(&id).await.status(), 200);
         let done = sse.expect("upload.completed").await.json();

@@ -141,6 +141,18 @@ pub enum ProcessingState {
     Failed,
 }
 
+/// The body of `PUT /api/v1/uploads/{id}/processing`: a worker's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessingReport {
+    pub state: ProcessingState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+}
+
 /// A worker's last report on a completed file, shown in the upload object
 /// and streamed over SSE.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

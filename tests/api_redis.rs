@@ -38,6 +38,8 @@ mod janitor;
 mod limits;
 #[path = "api/owners.rs"]
 mod owners;
+#[path = "api/processing.rs"]
+mod processing;
 #[path = "api/redis_faults.rs"]
 mod redis_faults;
 #[path = "api/restart.rs"]

@@ -142,6 +142,7 @@ conformance!(
     racing_charges_never_pass_a_quota,
     the_content_index_names_every_file_until_removed,
     completed_ids_lists_completed_uploads_only,
+    processing_reports_are_kept_on_completed_uploads_and_numbered,
     transitions_write_their_events_in_order,
     an_upload_that_failed_or_expired_tells_it_once,
     an_outbox_entry_goes_only_when_acknowledged,
@@ -1706,4 +1707,61 @@ async fn the_embedded_outbox_drops_its_oldest_past_its_bound() {
         .collect();
     assert_eq!(kept, vec![recs[1].id, recs[2].id]);
     assert!(tranche::events::DROPPED.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}
+
+async fn processing_reports_are_kept_on_completed_uploads_and_numbered(s: Subject) {
+    use tranche::wire::{Processing, ProcessingState};
+    let report = |state, progress| Processing {
+        state,
+        progress,
+        message: Some("step".into()),
+        result: Some(json!({"pages": [], "meta": {}})),
+        updated_at: "2026-12-04T10:00:00.000Z".into(),
+        revision: 0,
+    };
+    let building = assembling(&s).await;
+    let before = rejected(
+        s.store
+            .set_processing(building.id, report(ProcessingState::Queued, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(before.processing, None);
+    assert!(matches!(
+        s.store
+            .set_processing(Uuid::new_v4(), report(ProcessingState::Queued, None))
+            .await
+            .unwrap(),
+        Update::NotFound
+    ));
+    done(
+        s.store
+            .finish_assembly(building.id, Ok(file(building.id)), 0)
+            .await
+            .unwrap(),
+    );
+    let first = done(
+        s.store
+            .set_processing(building.id, report(ProcessingState::Queued, None))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.processing.as_ref().unwrap().revision, 1);
+    let second = report(ProcessingState::Processing, Some(0.25));
+    let kept = done(
+        s.store
+            .set_processing(building.id, second.clone())
+            .await
+            .unwrap(),
+    );
+    let expected = Processing {
+        revision: 2,
+        ..second
+    };
+    assert_eq!(kept.processing.as_ref(), Some(&expected));
+    // Read back as kept, and the rest of the record untouched.
+    let read = get(&s, building.id).await;
+    assert_eq!(read.processing, Some(expected));
+    assert_eq!(read.status, Status::Completed);
+    assert_eq!(read.file, Some(file(building.id)));
 }

@@ -106,6 +106,9 @@ pub enum Error {
     },
     #[error("no bytes of chunk {index} arrived for {idle_secs} s; the request was dropped, send the chunk again")]
     BodyTimeout { index: u64, idle_secs: u64 },
+    /// A request that needs a completed upload (a processing report).
+    #[error("upload {id} is {status}, not completed; report processing once it is")]
+    NotCompleted { id: String, status: &'static str },
     #[error("the state store is unreachable; nothing was lost, retry shortly")]
     StoreUnavailable(#[source] StoreError),
     #[error("internal error; the server log has the details")]
@@ -158,6 +161,7 @@ impl Error {
             Error::UploadAborted(_) => "upload_aborted",
             Error::UploadCompleted(_) => "upload_completed",
             Error::UploadAssembling(_) => "upload_assembling",
+            Error::NotCompleted { .. } => "upload_not_completed",
             Error::UploadFailed { .. } => "upload_failed",
             Error::ChunkInProgress { .. } => "chunk_in_progress",
             Error::ChunkConflict { .. } => "chunk_conflict",

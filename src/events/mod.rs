@@ -191,6 +191,10 @@ pub struct EventUpload {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub created_at: String,
     pub expires_at: String,
+    /// The `sub` of the token that created the upload, when it had one:
+    /// whom the application's own records should credit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,6 +251,11 @@ impl Event {
                     metadata: r.metadata.clone(),
                     created_at: crate::upload::rfc3339(r.created_at),
                     expires_at: crate::upload::rfc3339(r.expires_at),
+                    sub: r
+                        .owner
+                        .as_deref()
+                        .and_then(crate::guards::auth::Access::sub_of_owner)
+                        .map(str::to_owned),
                 },
                 file,
                 reason,
@@ -256,7 +265,7 @@ impl Event {
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-22T10:00:00.123Z`.
-fn rfc3339_ms(ms: i64) -> String {
+pub fn rfc3339_ms(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::macros::format_description!(

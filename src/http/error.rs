@@ -145,6 +145,7 @@ fn core_status(e: &Error) -> StatusCode {
         Error::UploadIncomplete { .. }
         | Error::UploadCompleted(_)
         | Error::UploadAssembling(_)
+        | Error::NotCompleted { .. }
         | Error::UploadFailed { .. }
         | Error::ChunkInProgress { .. }
         | Error::CreateInProgress

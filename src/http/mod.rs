@@ -68,6 +68,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, tus_scope: Option<&str>) {
                     .default_service(allowed_only("PUT, POST")),
             )
             .service(
+                web::resource("/uploads/{id}/processing")
+                    .route(web::put().to(uploads::report_processing))
+                    .default_service(allowed_only("PUT")),
+            )
+            .service(
                 web::resource("/uploads/{id}/complete")
                     .route(web::post().to(uploads::complete))
                     .default_service(allowed_only("POST")),

@@ -13,7 +13,8 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Update};
+use crate::wire::Processing;
 
 /// Where an upload's bytes count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,11 @@ pub trait LedgerStore {
     /// Ids of every `completed` upload, for the scrub (which checks that
     /// each one's bytes are there). Need not be a snapshot.
     async fn completed_ids(&self) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Keeps a worker's report on completed upload `id`, numbered one past
+    /// the last report's `revision` (see [`super::rules::report_processing`]);
+    /// `Rejected` if the upload is not completed. Atomic, durable.
+    async fn set_processing(&self, id: Uuid, report: Processing) -> Result<Update, StoreError>;
 }
 
 macro_rules! dispatch {
@@ -181,6 +187,9 @@ impl LedgerStore for Store {
     }
     async fn completed_ids(&self) -> Result<Vec<Uuid>, StoreError> {
         dispatch!(self, s => s.completed_ids().await)
+    }
+    async fn set_processing(&self, id: Uuid, report: Processing) -> Result<Update, StoreError> {
+        dispatch!(self, s => s.set_processing(id, report).await)
     }
 }
 

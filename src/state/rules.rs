@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::upload::Status;
+use crate::wire::Processing;
 
 pub fn record_chunk(rec: &mut UploadRecord, mark: &ChunkMark) -> bool {
     if rec.status != Status::Uploading || rec.is_expired(mark.now_ms) {
@@ -97,6 +98,20 @@ pub fn abort(rec: &mut UploadRecord, tombstone_until: i64) -> bool {
     }
     rec.status = Status::Aborted;
     rec.expires_at = tombstone_until;
+    true
+}
+
+/// Keeps a worker's report on a completed upload, numbered one past the
+/// last one.
+pub fn report_processing(rec: &mut UploadRecord, report: &Processing) -> bool {
+    if rec.status != Status::Completed {
+        return false;
+    }
+    let revision = rec.processing.as_ref().map_or(0, |p| p.revision) + 1;
+    rec.processing = Some(Processing {
+        revision,
+        ..report.clone()
+    });
     true
 }
 

@@ -529,3 +529,82 @@ async fn a_redis_restart_loses_no_event() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_completion_names_the_sub_of_the_token_that_created_the_upload() {
+    use tranche::guards::auth::token::{unix_now, Claims};
+    bounded(async {
+        let port = free_port();
+        let (received, handle) = start_receiver(port);
+        let app = spawn_with_auth(|s| {
+            let mut completed = webhook(port);
+            completed.events = vec!["upload.completed".into()];
+            s.events.webhooks = vec![completed];
+        })
+        .await;
+        let upload = |credential: String, seed: u64| {
+            let app = &app;
+            async move {
+                let data = test_data(3000, seed);
+                let created = app
+                    .request(reqwest::Method::POST, "/api/v1/uploads")
+                    .bearer_auth(&credential)
+                    .json(&json!({"filename": "s.bin", "size": data.len()}))
+                    .send()
+                    .await
+                    .unwrap();
+                let created = expect_json(created, 201).await;
+                let id = created["id"].as_str().unwrap().to_owned();
+                let token = created["upload_token"].as_str().unwrap().to_owned();
+                let put = app
+                    .request(reqwest::Method::PUT, &chunk_url(&id, 0))
+                    .bearer_auth(&token)
+                    .body(data)
+                    .send()
+                    .await
+                    .unwrap();
+                expect_json(put, 200).await;
+                let done = app
+                    .request(
+                        reqwest::Method::POST,
+                        &format!("/api/v1/uploads/{id}/complete"),
+                    )
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                expect_json(done, 200).await;
+                id
+            }
+        };
+        let alice = test_tokens()
+            .mint(&Claims {
+                exp: unix_now() + 600,
+                sub: Some("auth0|alice".into()),
+                ..Claims::default()
+            })
+            .unwrap();
+        let by_alice = upload(alice, 81).await;
+        let by_backend = upload(TEST_API_KEY.to_owned(), 82).await;
+        let events = wait_for(&received, 2).await;
+        // Filtered to completions: each upload's one event (its seq is not 1).
+        let completion = |id: &str| {
+            let mine: Vec<&Value> = events
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| e["upload_id"] == id && e["type"] == "upload.completed")
+                .collect();
+            assert_eq!(mine.len(), 1, "{events:?}");
+            mine[0].clone()
+        };
+        let alice_done = completion(&by_alice);
+        assert_eq!(alice_done["data"]["upload"]["sub"], "auth0|alice");
+        let backend_done = completion(&by_backend);
+        assert!(
+            backend_done["data"]["upload"].get("sub").is_none(),
+            "an API key is no token sub: {backend_done}"
+        );
+        handle.stop(false).await;
+    })
+    .await
+}

@@ -21,6 +21,7 @@ mod hostile;
 mod janitor;
 mod limits;
 mod owners;
+mod processing;
 mod restart;
 mod security;
 mod service;

@@ -382,6 +382,12 @@ impl Access {
         }
     }
 
+    /// The token `sub` an owner (as [`Access::owner`] names it) stands for,
+    /// if it stands for one.
+    pub fn sub_of_owner(owner: &str) -> Option<&str> {
+        owner.strip_prefix("sub:")
+    }
+
     /// A create token's own quotas (`max_stored_bytes`, `max_pending_bytes`).
     pub fn quota_claims(&self) -> (Option<u64>, Option<u64>) {
         match self {

@@ -1,4 +1,5 @@
-//! `/api/v1/uploads...`: create, status, chunks, complete, abort.
+//! `/api/v1/uploads...`: create, status, chunks, complete, abort, and the
+//! processing reports of workers.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,7 +14,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{parse_index, UploadId};
 use crate::http::{client_ip, forwarded};
 use crate::upload::UploadRecord;
-use crate::wire::{CreateRequest, UploadView};
+use crate::wire::{CreateRequest, ProcessingReport, UploadView};
 
 #[tracing::instrument(skip_all, fields(upload_id))]
 pub async fn create(
@@ -27,7 +28,7 @@ pub async fn create(
     // caller learns nothing from a validation error.
     access.require_credentials()?;
     let (body, ignored) =
-        read_create_request(&req, body, ctx.settings.limits.max_json_bytes.0).await?;
+        read_json::<CreateRequest>(&req, body, ctx.settings.limits.max_json_bytes.0).await?;
     let caller = access.bucket(client_ip(&req));
     ctx.rate_limiter.check(Bucket::Create, &caller).await?;
     let content_type = match body.content_type.as_deref() {
@@ -55,10 +56,7 @@ pub async fn create(
     answer.upload_token = ctx.auth.upload_token(answer.id, &access)?;
     // Accepted for forward compatibility, but a typo (`sha_256`) must not
     // quietly turn a check off: say what was not understood.
-    answer.warnings = ignored
-        .iter()
-        .map(|field| format!("unknown field {field:?} was ignored"))
-        .collect();
+    answer.warnings = unknown_fields(&ignored);
     let id = answer.id.to_string();
     tracing::Span::current().record("upload_id", id.as_str());
     root.record("upload_id", id.as_str());
@@ -67,14 +65,22 @@ pub async fn create(
         .json(answer))
 }
 
-/// Reads a create request: JSON (no `Content-Type`, `application/json` or
+/// What an answer's `warnings` say of fields the server did not know.
+fn unknown_fields(ignored: &[String]) -> Vec<String> {
+    ignored
+        .iter()
+        .map(|field| format!("unknown field {field:?} was ignored"))
+        .collect()
+}
+
+/// Reads a request's JSON body (no `Content-Type`, `application/json` or
 /// any `+json` type) of at most `limit` bytes. Returns it with the names of
 /// the fields it carried that this server does not know.
-async fn read_create_request(
+async fn read_json<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: u64,
-) -> Result<(CreateRequest, Vec<String>), ApiError> {
+) -> Result<(T, Vec<String>), ApiError> {
     use futures::StreamExt;
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         let is_json = ct
@@ -188,6 +194,28 @@ pub async fn complete(
             .insert_header((header::RETRY_AFTER, "1"))
             .json(view(&rec, &req, &ctx)),
     })
+}
+
+/// `PUT /api/v1/uploads/{id}/processing`: a worker (API key) reports on
+/// the completed file; answers the upload object with the report.
+#[tracing::instrument(skip_all, fields(upload_id = %id))]
+pub async fn report_processing(
+    ctx: web::Data<AppContext>,
+    access: Access,
+    id: UploadId,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    // Clients watch processing; only the application's workers report it.
+    ctx.auth.may_administer(&access)?;
+    let (report, ignored) =
+        read_json::<ProcessingReport>(&req, body, ctx.settings.limits.max_json_bytes.0).await?;
+    let rec = core::report_processing(&ctx, *id, report).await?;
+    let mut answer = view(&rec, &req, &ctx);
+    answer.warnings = unknown_fields(&ignored);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(answer))
 }
 
 #[tracing::instrument(skip_all, fields(upload_id = %id))]

@@ -6,8 +6,9 @@ use uuid::Uuid;
 
 use super::{load, unavailable, EmbeddedStore, UPLOADS};
 use crate::state::ledger::{check, Charge, LedgerStore, QuotaLimits, Usage, UsageKind};
-use crate::state::StoreError;
+use crate::state::{rules, StoreError, Update};
 use crate::upload::Status;
+use crate::wire::Processing;
 
 /// Owner → (pending bytes, stored bytes).
 const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
@@ -217,5 +218,10 @@ impl LedgerStore for EmbeddedStore {
             Ok(ids)
         })
         .await
+    }
+
+    async fn set_processing(&self, id: Uuid, report: Processing) -> Result<Update, StoreError> {
+        self.update(id, true, move |rec| rules::report_processing(rec, &report))
+            .await
     }
 }

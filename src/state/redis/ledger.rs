@@ -13,9 +13,11 @@
 use redis::Script;
 use uuid::Uuid;
 
+use super::record::outcome;
 use super::{corrupt, unavailable, RedisStore};
 use crate::state::ledger::{Charge, LedgerStore, Quota, QuotaLimits, Usage, UsageKind};
-use crate::state::StoreError;
+use crate::state::{StateStore, StoreError, Update};
+use crate::wire::Processing;
 
 /// ARGV: upload id, kind (`p`/`s`), bytes, max pending, max stored ('' for
 /// none). Returns {code, pending, stored} before it; code 0: charged (or
@@ -55,6 +57,20 @@ else
 end
 -- Redis reads '-0' as no integer: a zero-byte upload takes nothing back.
 if size ~= '0' then redis.call('HINCRBY', KEYS[1], total, '-' .. size) end
+return 1
+"#;
+
+/// Keeps a worker's report (ARGV[1], its JSON) on a completed upload, and
+/// counts it in `proc_rev`, which stands for the report's `revision` when
+/// the record is read (`record::decode`): the rule of
+/// `rules::report_processing`, without Lua rewriting JSON it did not write.
+/// Returns 0: no upload, 1: kept, 2: not completed.
+const SET_PROCESSING: &str = r#"
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return 0 end
+if st ~= 'completed' then return 2 end
+redis.call('HINCRBY', KEYS[1], 'proc_rev', 1)
+redis.call('HSET', KEYS[1], 'processing', ARGV[1])
 return 1
 "#;
 
@@ -269,5 +285,17 @@ impl LedgerStore for RedisStore {
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    async fn set_processing(&self, id: Uuid, report: Processing) -> Result<Update, StoreError> {
+        let mut conn = self.conn.clone();
+        let json = serde_json::to_string(&report).map_err(corrupt)?;
+        let code: i64 = Script::new(SET_PROCESSING)
+            .key(self.meta(id))
+            .arg(json)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(outcome(code, self.get_upload(id).await?))
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{corrupt, RedisStore, KEY_GRACE_MS};
 use crate::state::{ChunkMark, Lease, OffsetMark, StoreError, Update};
 use crate::upload::{ChunkSet, UploadRecord};
+use crate::wire::Processing;
 
 /// Rebuilds a record from its meta hash and bitmap.
 pub(super) fn decode(
@@ -36,6 +37,11 @@ pub(super) fn decode(
     }
     if let Some(failure) = fields.get("failure") {
         rec.failure = Some(serde_json::from_slice(failure).map_err(corrupt)?);
+    }
+    if let Some(processing) = fields.get("processing") {
+        let mut processing: Processing = serde_json::from_slice(processing).map_err(corrupt)?;
+        processing.revision = number("proc_rev")? as u64;
+        rec.processing = Some(processing);
     }
     rec.received = ChunkSet::from_msb_first(&bitmap.unwrap_or_default());
     if let Some(seq) = rec.sequential.as_mut() {

@@ -871,6 +871,26 @@ async fn an_uploads_event_stream_goes_through_nginx_event_by_event() {
             done["file"]["url"],
             c.nginx.url(&format!("/api/v1/files/{id}"))
         );
+        // A worker reports through nginx too (any instance); the last report
+        // ends the stream.
+        let reports = [
+            json!({"state": "queued"}),
+            json!({"state": "processing", "progress": 0.5}),
+            json!({"state": "completed", "result": {"pages": 3}}),
+        ];
+        for body in reports {
+            let kept = c
+                .client
+                .put(c.nginx.url(&format!("/api/v1/uploads/{id}/processing")))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            expect_json(kept, 200).await;
+            let seen = sse.expect("upload.processing").await.json();
+            assert_eq!(seen["processing"]["state"], body["state"], "{seen}");
+        }
+        sse.expect_end().await;
     })
     .await;
 }

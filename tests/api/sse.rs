@@ -1,8 +1,9 @@
 //! `GET /api/v1/uploads/{id}/events`: an upload's life as Server-Sent
 //! Events, read as a browser's `EventSource` would (a small parser over the
 //! raw bytes below): the current state first, then progress, completion or
-//! failure; resuming with `Last-Event-ID`; credentials, the query token
-//! included; heartbeats; the end of a stream (204 after it); tus uploads.
+//! failure, and a worker's processing reports; resuming with
+//! `Last-Event-ID`; credentials, the query token included; heartbeats; the
+//! end of a stream (204 after it); tus uploads; the server stopping.
 //! Several instances sharing Redis: `sse_redis`.
 
 use std::time::Duration;
@@ -281,6 +282,62 @@ async fn stopping_the_server_ends_open_streams_at_once() {
             "{:?}",
             started.elapsed()
         );
+        sse.expect_end().await;
+    })
+    .await;
+}
+
+/// A worker's report, as the worker sends it (authentication is off here).
+async fn report(app: &TestApp, id: &str, body: Value) {
+    let resp = app
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/uploads/{id}/processing"),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+}
+
+#[tokio::test]
+async fn a_workers_reports_follow_the_completion_and_the_last_one_ends_the_stream() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(3000, 8);
+        let done = app.upload_all(&data, 1024).await;
+        let id = id_of(&done);
+        let mut sse = open(&app, &id, None).await;
+        sse.expect("upload.completed").await;
+        report(&app, &id, serde_json::json!({"state": "queued"})).await;
+        let queued = sse.expect("upload.processing").await;
+        assert_eq!(queued.json()["processing"]["state"], "queued");
+        assert_eq!(queued.json()["processing"]["revision"], 1);
+        let half = serde_json::json!({"state": "processing", "progress": 0.5});
+        report(&app, &id, half).await;
+        let half = sse.expect("upload.processing").await.json();
+        assert_eq!(half["processing"]["progress"], 0.5);
+        let result = serde_json::json!({"thumbnail": "/t/1.jpg"});
+        let body = serde_json::json!({"state": "completed", "result": result});
+        report(&app, &id, body).await;
+        let last = sse.expect("upload.processing").await;
+        assert_eq!(last.json()["processing"]["result"], result);
+        assert_eq!(last.json(), app.status_json(&id).await);
+        sse.expect_end().await;
+        // Reconnecting after the last report: nothing more will come.
+        let again = open_at(&app.address, &id, None, last.id.as_deref()).await;
+        assert_eq!(again.status(), StatusCode::NO_CONTENT);
+        // One who saw only `queued` gets the last report (not each one
+        // missed: a report replaces the one before), then the end.
+        let mut sse = open(&app, &id, queued.id.as_deref()).await;
+        let caught_up = sse.expect("upload.processing").await.json();
+        assert_eq!(caught_up["processing"]["state"], "completed");
+        sse.expect_end().await;
+        // A first connection gets the completion, then the report.
+        let mut sse = open(&app, &id, None).await;
+        sse.expect("upload.completed").await;
+        sse.expect("upload.processing").await;
         sse.expect_end().await;
     })
     .await;

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -339,6 +340,78 @@ async fn a_workers_reports_follow_the_completion_and_the_last_one_ends_the_strea
         sse.expect("upload.completed").await;
         sse.expect("upload.processing").await;
         sse.expect_end().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upload_that_expires_ends_its_stream_with_upload_expired() {
+    bounded(async {
+        let app = spawn_app_with(|s| s.upload_ttl = Duration::from_secs(60)).await;
+        let data = test_data(2000, 9);
+        let upload = app.create_for(&data, 1024).await;
+        let id = id_of(&upload);
+        app.send_chunks(&id, &data, 1024, [0]).await;
+        let mut sse = open(&app, &id, None).await;
+        let seen = sse.expect("upload.progress").await;
+        // Past the TTL: the stream's next read of the record sees it expired.
+        app.ctx.clock.advance(Duration::from_secs(61));
+        let expired = sse.expect("upload.expired").await;
+        assert_eq!(expired.json()["bytes_received"], 1024);
+        sse.expect_end().await;
+        // Swept by the janitor meanwhile: a follower who saw it alive is
+        // told nothing more (404, as for its status)...
+        tranche::janitor::sweep(&app.ctx).await.expect("sweep");
+        let gone = open_at(&app.address, &id, None, seen.id.as_deref()).await;
+        assert_error(gone, 404, "upload_not_found").await;
+        // ...and one who saw the end, 204.
+        let ended = open_at(&app.address, &id, None, expired.id.as_deref()).await;
+        assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_burst_of_chunks_makes_a_few_progress_events_not_one_each() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(64 * 1024, 10);
+        let upload = app.create_for(&data, 1024).await;
+        let id = id_of(&upload);
+        let mut sse = open(&app, &id, None).await;
+        sse.expect("upload.progress").await;
+        let started = std::time::Instant::now();
+        // Four at a time: the per-upload limit of chunk requests in flight.
+        let answers: Vec<_> = futures::stream::iter(chunks_of(&data, 1024).into_iter().enumerate())
+            .map(|(i, chunk)| app.put_chunk(&id, i as u64, chunk))
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for answer in answers {
+            assert_eq!(answer.status(), 200);
+        }
+        assert_eq!(app.complete(&id).await.status(), 200);
+        let mut progress = 0;
+        let mut last_bytes = 0;
+        loop {
+            let event = sse.next_event().await.unwrap();
+            let bytes = event.json()["bytes_received"].as_u64().unwrap();
+            assert!(bytes >= last_bytes, "progress went backwards: {event:?}");
+            last_bytes = bytes;
+            match event.name() {
+                "upload.progress" => progress += 1,
+                "upload.completed" => break,
+                other => panic!("unexpected {other}"),
+            }
+        }
+        // At most one read of the record per 250 ms, each one event at most.
+        let bound = started.elapsed().as_millis() / 250 + 2;
+        assert!(
+            progress <= bound,
+            "{progress} progress events for 64 chunks in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(last_bytes, data.len() as u64);
     })
     .await;
 }

@@ -279,6 +279,8 @@ impl Application {
     }
 
     /// A handle that stops the server gracefully (for tests and embedding).
+    /// Cancel [`AppContext::stopping`] first, as a signal does, or live event
+    /// streams hold the stop until `shutdown_timeout`.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }

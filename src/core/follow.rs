@@ -18,7 +18,7 @@ use crate::core::live::store_error;
 use crate::core::watch::{changes, Cursor, WatchEvent};
 use crate::core::{Error, Subscription};
 use crate::state::StateStore;
-use crate::upload::UploadRecord;
+use crate::upload::{Status, UploadRecord};
 
 /// How often a follower reads the record without being told: what bounds
 /// the delay of a change made through another instance.
@@ -69,6 +69,7 @@ pub async fn follow(
         .await
         .map_err(|e| store_error(ctx, e))?
         .ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+    resume_if_stuck(ctx, Some(&record)).await;
     let heartbeat = ctx.settings.events.sse_heartbeat;
     let now = Instant::now();
     let mut follower = Follower {
@@ -150,7 +151,10 @@ impl Follower {
         self.read_at = None;
         self.last_read = Instant::now();
         match self.ctx.store.get_upload(self.id).await {
-            Ok(record) => self.saw(record),
+            Ok(record) => {
+                resume_if_stuck(&self.ctx, record.as_ref()).await;
+                self.saw(record)
+            }
             // The store is away for now: the next poll tries again.
             Err(e) => {
                 tracing::debug!(upload_id = %self.id, error = %e, "SSE read failed");
@@ -183,6 +187,15 @@ impl Follower {
         }
         self.last = Some(now);
         self.ended = now.is_final();
+    }
+}
+
+/// A follower waits for the end of an assembly as a client polling the
+/// status does, so it starts again one that died with its process, as the
+/// poll does ([`crate::core::status`]).
+async fn resume_if_stuck(ctx: &AppContext, record: Option<&UploadRecord>) {
+    if let Some(rec) = record.filter(|r| r.status == Status::Assembling) {
+        crate::core::resume_assembly(ctx, rec.id).await;
     }
 }
 

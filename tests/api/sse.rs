@@ -415,3 +415,33 @@ async fn a_burst_of_chunks_makes_a_few_progress_events_not_one_each() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_follower_waiting_on_a_dead_assembly_gets_it_resumed_and_sees_the_completion() {
+    use tranche::state::{StateStore, Update};
+    bounded(async {
+        let app = spawn_app_with(|s| s.janitor_interval = Duration::from_secs(3600)).await;
+        let data = test_data(3000, 11);
+        let upload = app.create_for(&data, 1024).await;
+        let id = id_of(&upload);
+        app.send_chunks(&id, &data, 1024, 0..3).await;
+        // What a crash after a 202 leaves: `assembling`, and nobody on it.
+        let uuid = uuid::Uuid::parse_str(&id).unwrap();
+        let begun = app.ctx.store.begin_assembly(uuid).await.unwrap();
+        assert!(matches!(begun, Update::Done(_)));
+        // Only the stream asks about it (no status poll, no janitor run).
+        let mut sse = open(&app, &id, None).await;
+        let first = sse.next_event().await.unwrap();
+        if first.name() == "upload.progress" {
+            assert_eq!(first.json()["status"], "assembling");
+            sse.expect("upload.completed").await;
+        } else {
+            assert_eq!(first.name(), "upload.completed", "{first:?}");
+        }
+        assert_eq!(
+            app.status_json(&id).await["file"]["sha256"],
+            sha256_hex(&data)
+        );
+    })
+    .await;
+}

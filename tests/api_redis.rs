@@ -52,6 +52,12 @@ mod security;
 mod service;
 #[path = "api/smoke.rs"]
 mod smoke;
+#[path = "api/sse.rs"]
+mod sse;
+#[path = "api/sse_client.rs"]
+mod sse_client;
+#[path = "api/sse_redis.rs"]
+mod sse_redis;
 #[path = "api/status.rs"]
 mod status;
 #[path = "api/tus.rs"]

@@ -44,7 +44,10 @@ pub async fn report_processing(
         .await
         .map_err(|e| store_error(ctx, e))?;
     match update {
-        Update::Done(rec) => Ok(rec),
+        Update::Done(rec) => {
+            super::notify(ctx, id);
+            Ok(rec)
+        }
         Update::NotFound => Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => {
             // Gone (aborted, expired) before anything else.

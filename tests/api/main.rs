@@ -27,6 +27,8 @@ mod restart;
 mod security;
 mod service;
 mod smoke;
+mod sse;
+mod sse_client;
 mod status;
 mod tus;
 mod tus_auth;

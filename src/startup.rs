@@ -72,7 +72,10 @@ fn cors(settings: &CorsSettings, tus: bool) -> Cors {
                 .allowed_headers
                 .iter()
                 .map(String::as_str)
-                .chain(tus_sent.iter().copied()),
+                .chain(tus_sent.iter().copied())
+                // An EventSource reconnecting to the live stream sends it;
+                // a browser that preflights it must not lose the stream.
+                .chain(["Last-Event-ID"]),
         )
         .expose_headers(
             settings

@@ -2,10 +2,11 @@
 // It talks to the API of the origin that served it, and nothing else (the
 // page's Content-Security-Policy says the same): a link to this page must not
 // be able to send someone's files elsewhere. Query parameters tune it:
-// ?chunkSize=1048576&parallel=2&digest=off&token=<jwt>&processing=on
-// (processing=on: after each upload, show a worker's processing reports,
-// followed live; each followed upload holds a connection open, and a
-// browser has 6 per origin over HTTP/1.1, so it is not the default).
+// ?chunkSize=1048576&parallel=2&digest=off&token=<jwt>&processing=off&processingWait=60000
+// (after each upload the page shows a worker's processing reports, followed
+// live; each followed upload holds a connection open, and a browser has 6
+// per origin over HTTP/1.1, so it gives up after a minute with no report;
+// processing=off: do not follow).
 
 import { Estimate, Upload, canRetryLater, formatBytes, formatDuration } from './tranche-upload.js';
 
@@ -16,8 +17,9 @@ const options = {
   parallel: numberParam('parallel'),
   token: params.get('token') || undefined,
   contentDigest: params.get('digest') !== 'off',
+  processingWait: numberParam('processingWait'),
 };
-const followProcessing = params.get('processing') === 'on';
+const followProcessing = params.get('processing') !== 'off';
 
 /** Whether the same file can get past this failure if tried again (docs/API.md's retry table). */
 const retryHelps = (err) => canRetryLater(err?.status ?? 0, err?.code);

@@ -401,6 +401,7 @@ export function normalizeOptions(options, defaults) {
   out.parallel = integerOption('parallel', out.parallel, 1, 16);
   if (out.chunkSize != null) out.chunkSize = integerOption('chunkSize', out.chunkSize, 1, Number.MAX_SAFE_INTEGER);
   out.chunkTimeout = integerOption('chunkTimeout', out.chunkTimeout, 0, Number.MAX_SAFE_INTEGER);
+  if (out.processingWait != null) out.processingWait = integerOption('processingWait', out.processingWait, 0, 2 ** 31 - 1);
   if (out.assembleTimeout != null) out.assembleTimeout = integerOption('assembleTimeout', out.assembleTimeout, 0, Infinity);
   for (const name of ['retries', 'baseDelay', 'maxDelay', 'maxRetryAfter', 'maxElapsed']) {
     if (name in out.retry) out.retry[name] = integerOption(`retry.${name}`, out.retry[name], 0, Infinity);

@@ -216,6 +216,12 @@ export interface UploadOptions {
    * `completed` or `failed`, or until abort() or destroy().
    */
   onProcessing?: ((processing: Processing, upload: Upload) => void) | null;
+  /**
+   * How long (ms) to wait for a worker's first report before no longer
+   * following (each followed upload holds a connection); 0: forever.
+   * Default 60000.
+   */
+  processingWait?: number;
 }
 
 /** The bytes an upload sends: a File (name, type, lastModified) or a Blob with those. */

@@ -84,6 +84,13 @@ const DEFAULTS = {
    * the state is `completed` or `failed`, or until abort()/destroy().
    */
   onProcessing: undefined,
+  /**
+   * How long (ms) to wait for a first processing report before giving up
+   * following (an application with no worker never reports, and each
+   * followed upload holds one of the browser's few connections to the
+   * server); 0: forever. Once a worker reported, it is followed to the end.
+   */
+  processingWait: 60000,
 };
 
 /** Processing states after which no report comes. */
@@ -117,6 +124,8 @@ export class Upload {
   #onOnline = () => {
     for (const wake of [...this.#wakers]) wake();
   };
+  /** The timer that stops following if no processing report comes. */
+  #waitForReport = undefined;
   /** The EventSource following processing, while it is open. */
   #events = null;
 
@@ -578,6 +587,12 @@ export class Upload {
     if (this.token) url += `?access_token=${encodeURIComponent(this.token)}`;
     const events = new EventSource(url);
     this.#events = events;
+    const wait = this.options.processingWait;
+    if (wait > 0) {
+      this.#waitForReport = setTimeout(() => {
+        if (!this.processing) this.#unfollow();
+      }, wait);
+    }
     events.addEventListener('upload.processing', (e) => {
       const processing = parseJson(e.data)?.processing;
       // A report seen already (a reconnect to another instance) is not news.
@@ -599,6 +614,7 @@ export class Upload {
   #unfollow() {
     this.#events?.close();
     this.#events = null;
+    clearTimeout(this.#waitForReport);
   }
 
   #emitProgress() {

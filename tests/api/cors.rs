@@ -210,3 +210,22 @@ async fn the_uploader_files_are_served_with_their_types_and_revalidated() {
     })
     .await
 }
+
+#[tokio::test]
+async fn an_event_source_reconnecting_from_another_origin_may_send_last_event_id() {
+    bounded(async {
+        let app = app_allowing(&[APP]).await;
+        let resp = app
+            .request(Method::OPTIONS, "/api/v1/uploads/x/events")
+            .header("Origin", APP)
+            .header("Access-Control-Request-Method", "GET")
+            .header("Access-Control-Request-Headers", "last-event-id")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let allowed = header(&resp, "access-control-allow-headers").unwrap();
+        assert!(allowed.contains("last-event-id"), "{allowed}");
+    })
+    .await
+}

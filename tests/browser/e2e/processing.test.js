@@ -28,7 +28,7 @@ test("the demo page shows a worker's processing reports in order, and stops foll
   const createToken = await server.mintToken('--max-size', '10MiB', '--ttl', '10m');
   const page = await openDemo(
     browser.context,
-    `${server.origin}/?token=${encodeURIComponent(createToken)}&chunkSize=${512 * 1024}&processing=on`,
+    `${server.origin}/?token=${encodeURIComponent(createToken)}&chunkSize=${512 * 1024}`,
   );
   const streams = [];
   page.on('request', (req) => {
@@ -87,4 +87,40 @@ test("the demo page shows a worker's processing reports in order, and stops foll
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal(await row(page, f.name).getAttribute('data-processing'), 'completed');
   assert.equal(streams.length, 1, 'no reconnect after the end');
+});
+
+test('with no report within processingWait the page stops following (no worker, no connection held)', { timeout: 60_000 }, async (t) => {
+  const server = await Tranche.start(AUTH, { apiKey: API_KEY });
+  t.after(() => server.stop());
+  const browser = await launch();
+  t.after(() => browser.close());
+  const f = makeFile('lonely.bin', 1 * MiB);
+  t.after(() => f.remove());
+  const createToken = await server.mintToken('--max-size', '10MiB', '--ttl', '10m');
+  const page = await openDemo(
+    browser.context,
+    `${server.origin}/?token=${encodeURIComponent(createToken)}&chunkSize=${512 * 1024}&processingWait=1000`,
+  );
+  const streams = [];
+  page.on('request', (req) => {
+    if (new URL(req.url()).pathname.endsWith('/events')) streams.push(req);
+  });
+  await page.setInputFiles('#file-input', f.path);
+  await waitForState(page, f.name, 'completed');
+  const id = await row(page, f.name).getAttribute('data-upload-id');
+  assert.equal(streams.length, 1, 'it follows at first');
+  // Past the wait, with no report: the page let go, so a late report is
+  // not shown and nothing reconnects.
+  await new Promise((r) => setTimeout(r, 2500));
+  const late = await fetch(server.url(`/api/v1/uploads/${id}/processing`), {
+    method: 'PUT',
+    headers: { ...server.headers, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ state: 'queued' }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  assert.equal(late.status, 200, await late.text());
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(await row(page, f.name).getAttribute('data-processing'), null);
+  assert.equal(await row(page, f.name).locator('.processing').isHidden(), true);
+  assert.equal(streams.length, 1, 'no reconnect after giving up');
 });

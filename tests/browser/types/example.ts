@@ -40,6 +40,7 @@ input.onchange = async () => {
     onWarnings: (warnings) => warnings.forEach((w) => console.warn(w.toUpperCase())),
     onSuccess: (done) => console.log('stored', done.url, done.sha256),
     onProcessing: (p: Processing, u) => console.log(p.state, p.progress?.toFixed(2), p.revision, u.processing?.message),
+    processingWait: 30_000,
     onError: (err) => console.error(err.code, err.message, err.status, canRetryLater(err.status, err.code)),
   });
   try {

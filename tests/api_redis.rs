@@ -52,6 +52,10 @@ mod security;
 mod service;
 #[path = "api/smoke.rs"]
 mod smoke;
+#[path = "api/spec_hooks.rs"]
+mod spec_hooks;
+#[path = "api/spec_processing.rs"]
+mod spec_processing;
 #[path = "api/status.rs"]
 mod status;
 #[path = "api/tus.rs"]

@@ -27,6 +27,8 @@ mod restart;
 mod security;
 mod service;
 mod smoke;
+mod spec_hooks;
+mod spec_processing;
 mod status;
 mod tus;
 mod tus_auth;

@@ -926,3 +926,107 @@ async fn a_pre_finish_timeout_fails_open_when_configured() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn keyed_creates_racing_a_slow_hook_make_one_upload() {
+    bounded(async {
+        let application = Application::start();
+        application.set(
+            "/pre-create",
+            Reply {
+                delay: Duration::from_millis(400),
+                ..reply(204, "")
+            },
+        );
+        let app = spawn_app_with(|s| {
+            s.hooks.pre_create = Some(application.hook("/pre-create", OnError::Deny));
+        })
+        .await;
+        let creates = (0..4).map(|_| {
+            app.request(reqwest::Method::POST, "/api/v1/uploads")
+                .header("Idempotency-Key", "spec-race")
+                .json(&small_create())
+                .send()
+        });
+        let mut ids = std::collections::HashSet::new();
+        for resp in futures::future::join_all(creates).await {
+            let resp = resp.unwrap();
+            match resp.status().as_u16() {
+                201 => {
+                    ids.insert(expect_json(resp, 201).await["id"].to_string());
+                }
+                _ => {
+                    assert_error(resp, 409, "create_in_progress").await;
+                }
+            }
+        }
+        // Retried after the race, every one gets the one upload.
+        let again = app
+            .request(reqwest::Method::POST, "/api/v1/uploads")
+            .header("Idempotency-Key", "spec-race")
+            .json(&small_create())
+            .send()
+            .await
+            .unwrap();
+        ids.insert(expect_json(again, 201).await["id"].to_string());
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        application.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_completed_event_carries_the_file_and_the_callers_sub() {
+    bounded(async {
+        let application = Application::start();
+        let app = spawn_with_auth(|s| {
+            s.hooks.pre_create = Some(application.hook("/pre-create", OnError::Deny));
+            s.events.webhooks = vec![WebhookSettings {
+                url: application.url("/events"),
+                secret: secret(),
+                events: vec!["upload.completed".into()],
+                timeout: Duration::from_secs(5),
+                retry_for: Duration::from_secs(600),
+            }];
+        })
+        .await;
+        application.answer(
+            "/pre-create",
+            200,
+            r#"{"filename": "by-app.txt", "content_type": "text/plain", "metadata": {"t": 1}}"#,
+        );
+        // A tus upload, with a create token of alice's.
+        let tus = Tus::with_bearer(&app, &token_for("alice", "jti-tus"));
+        let url = tus.create(9, None).await;
+        let asked = application.last("/pre-create").json;
+        assert_eq!(asked["caller"]["kind"], "token", "{asked}");
+        assert_eq!(asked["caller"]["sub"], "alice", "{asked}");
+        assert_eq!(asked["protocol"], "tus", "{asked}");
+        tus.patch_ok(&url, 0, b"tus bytes").await;
+        let id = upload_id(&url);
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let event = loop {
+            let found = application
+                .received("/events")
+                .into_iter()
+                .find(|e| e.json["upload_id"] == id.as_str());
+            if let Some(e) = found {
+                break e.json;
+            }
+            assert!(Instant::now() < deadline, "no upload.completed for {id}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(event["type"], "upload.completed", "{event}");
+        let file = &event["data"]["file"];
+        assert_eq!(file["size"], 9, "{event}");
+        assert_eq!(file["sha256"], sha256_hex(b"tus bytes"), "{event}");
+        assert_eq!(file["filename"], "by-app.txt", "{event}");
+        assert_eq!(file["content_type"], "text/plain", "{event}");
+        assert_eq!(file["metadata"], json!({"t": 1}), "{event}");
+        assert_eq!(file["url"], format!("/api/v1/files/{id}"), "{event}");
+        assert_eq!(event["data"]["upload"]["sub"], "alice", "{event}");
+        application.stop().await;
+    })
+    .await;
+}

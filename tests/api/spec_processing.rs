@@ -410,3 +410,94 @@ async fn concurrent_reports_are_each_counted_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_file_past_its_retention_takes_no_more_reports() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(1500, 9);
+        let created = app
+            .create(json!({"filename": "r.bin", "size": 1500, "chunk_size": 1024, "retention": 60}))
+            .await;
+        let id = expect_json(created, 201).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.send_chunks(&id, &data, 1024, 0..2).await;
+        expect_json(app.complete(&id).await, 200).await;
+        expect_json(put(&app, &id, &json!({"state": "queued"})).await, 200).await;
+
+        app.ctx.clock.advance(std::time::Duration::from_secs(61));
+        // Gone for its clients before the janitor comes: gone for workers too.
+        let resp = put(&app, &id, &json!({"state": "processing"})).await;
+        let status = resp.status().as_u16();
+        assert!(status == 404 || status == 410, "past retention: {status}");
+        let text = resp.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert!(body["error"].is_string(), "{text}");
+        tranche::janitor::sweep(&app.ctx).await.unwrap();
+        let body = json!({"state": "completed"});
+        assert_error(put(&app, &id, &body).await, 404, "upload_not_found").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tus_and_dedup_uploads_take_reports_and_other_methods_are_405() {
+    bounded(async {
+        let app = spawn_app().await;
+        let tus = crate::tus_client::Tus::new(&app);
+        let url = tus.upload(b"tus bytes", 4, None).await;
+        let id = crate::tus_client::upload_id(&url);
+        tus.completed_view(&id, std::time::Duration::from_secs(5))
+            .await;
+        let view = expect_json(
+            put(&app, &id, &json!({"state": "processing", "progress": 0.5})).await,
+            200,
+        )
+        .await;
+        assert_eq!(view["processing"]["revision"], 1, "{view}");
+
+        // A create answered from a stored file is completed at once: reportable.
+        let data = test_data(2048, 10);
+        let first = app
+            .create(
+                json!({"filename": "a.bin", "size": 2048, "chunk_size": 1024,
+                           "sha256": sha256_hex(&data)}),
+            )
+            .await;
+        let first = expect_json(first, 201).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.send_chunks(&first, &data, 1024, 0..2).await;
+        expect_json(app.complete(&first).await, 200).await;
+        let dedup = app
+            .create(json!({"filename": "b.bin", "size": 2048, "sha256": sha256_hex(&data)}))
+            .await;
+        let dedup = expect_json(dedup, 201).await;
+        assert_eq!(dedup["status"], "completed", "{dedup}");
+        let dedup = dedup["id"].as_str().unwrap();
+        let view = expect_json(
+            put(&app, dedup, &json!({"state": "failed", "message": "x"})).await,
+            200,
+        )
+        .await;
+        assert_eq!(view["processing"]["state"], "failed", "{view}");
+        // Each upload has its own report.
+        assert!(app.status_json(&first).await.get("processing").is_none());
+
+        for method in [Method::GET, Method::POST, Method::DELETE, Method::PATCH] {
+            let resp = app
+                .request(method.clone(), &path(dedup))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 405, "{method}");
+            let text = resp.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            assert!(body["error"].is_string(), "{method}: {text}");
+        }
+    })
+    .await;
+}

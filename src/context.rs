@@ -37,4 +37,9 @@ pub struct AppContext {
     pub scrubbing: Arc<tokio::sync::Mutex<()>>,
     /// The application's blocking hooks (`[hooks]`).
     pub hooks: Arc<Hooks>,
+    /// Live followers of uploads (SSE), woken by [`crate::core::notify`].
+    pub watchers: crate::core::Watchers,
+    /// Cancelled when the server starts to stop: what never ends by itself
+    /// (an SSE stream) ends then, so a graceful stop does not wait for it.
+    pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -206,6 +206,8 @@ impl Application {
             catching_up: Arc::default(),
             scrubbing: Arc::default(),
             hooks: Arc::new(hooks),
+            watchers: crate::core::Watchers::default(),
+            stopping: CancellationToken::new(),
         };
         let data = web::Data::new(ctx.clone());
         let static_dir = ctx.settings.static_dir.clone();
@@ -282,6 +284,8 @@ impl Application {
     }
 
     /// A handle that stops the server gracefully (for tests and embedding).
+    /// Cancel [`AppContext::stopping`] first, as a signal does, or live event
+    /// streams hold the stop until `shutdown_timeout`.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
@@ -301,6 +305,7 @@ impl Application {
         let signals = tokio::spawn(stop_on_signals(
             self.server.handle(),
             self.ctx.settings.shutdown_timeout,
+            self.ctx.stopping.clone(),
             forced.clone(),
         ));
         let settings = &self.ctx.settings;
@@ -321,6 +326,7 @@ impl Application {
             () = forced.cancelled() => Ok(()),
         };
         signals.abort();
+        self.ctx.stopping.cancel();
         shutdown.cancel();
         let _ = janitor.await;
         if let Some(delivery) = delivery {
@@ -371,12 +377,14 @@ fn spawn_delivery(
 }
 
 /// The first SIGTERM or SIGINT stops the server gracefully (no new
-/// connections; requests in flight finish, for at most `timeout`); a second
-/// one, from a person pressing ctrl-c again, cancels `forced`, on which the
-/// server is stopped at once.
+/// connections; requests in flight finish, for at most `timeout`; live event
+/// streams, told by `stopping`, end at once); a second one, from a person
+/// pressing ctrl-c again, cancels `forced`, on which the server is stopped
+/// at once.
 async fn stop_on_signals(
     server: actix_web::dev::ServerHandle,
     timeout: std::time::Duration,
+    stopping: CancellationToken,
     forced: CancellationToken,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -397,6 +405,7 @@ async fn stop_on_signals(
          (ctrl-c or SIGTERM again to stop at once)",
         timeout.as_secs()
     );
+    stopping.cancel();
     // The command is sent at once; completion is seen when the server returns.
     drop(server.stop(true));
     let name = tokio::select! {

@@ -2,7 +2,10 @@
 // It talks to the API of the origin that served it, and nothing else (the
 // page's Content-Security-Policy says the same): a link to this page must not
 // be able to send someone's files elsewhere. Query parameters tune it:
-// ?chunkSize=1048576&parallel=2&digest=off&token=<jwt>
+// ?chunkSize=1048576&parallel=2&digest=off&token=<jwt>&processing=on
+// (processing=on: after each upload, show a worker's processing reports,
+// followed live; each followed upload holds a connection open, and a
+// browser has 6 per origin over HTTP/1.1, so it is not the default).
 
 import { Estimate, Upload, canRetryLater, formatBytes, formatDuration } from './tranche-upload.js';
 
@@ -14,6 +17,7 @@ const options = {
   token: params.get('token') || undefined,
   contentDigest: params.get('digest') !== 'off',
 };
+const followProcessing = params.get('processing') === 'on';
 
 /** Whether the same file can get past this failure if tried again (docs/API.md's retry table). */
 const retryHelps = (err) => canRetryLater(err?.status ?? 0, err?.code);
@@ -107,6 +111,7 @@ function addRow(file, place) {
   const copy = $('.copy');
   const status = $('.status');
   const warnings = $('.warnings');
+  const processing = $('.processing');
   const estimate = new Estimate();
   $('.name').textContent = file.name;
   $('.size').textContent = formatBytes(file.size);
@@ -208,6 +213,14 @@ function addRow(file, place) {
       }
       say(`Done. SHA-256 ${result.sha256}`, { announced: true });
     },
+    onProcessing: followProcessing
+      ? (report) => {
+          row.dataset.processing = report.state;
+          processing.textContent = processingText(report);
+          processing.classList.toggle('error', report.state === 'failed');
+          processing.hidden = false;
+        }
+      : undefined,
     onError(err) {
       const hint = retryHelps(err) ? ' Retry, or choose the file again later, to continue.' : '';
       say(`Failed: ${err.message} (${err.code}).${hint}`, { announced: true });
@@ -237,6 +250,7 @@ function addRow(file, place) {
     pause.focus();
   });
   dismiss.addEventListener('click', () => {
+    upload.destroy();
     const next = row.nextElementSibling ?? row.previousElementSibling;
     row.remove();
     if (next) focusInRow(next);
@@ -245,6 +259,21 @@ function addRow(file, place) {
   row.upload = upload;
   upload.start();
   return row;
+}
+
+/** A worker's report as a line under the bar. */
+function processingText({ state, progress, message }) {
+  const detail = message ? `: ${sentence(message)}` : '.';
+  switch (state) {
+    case 'queued':
+      return `Queued for processing${detail}`;
+    case 'processing':
+      return `Processing${progress != null ? ` ${Math.floor(progress * 100)} %` : ''}${detail}`;
+    case 'completed':
+      return `Processed${detail}`;
+    default:
+      return `Processing failed${detail}`;
+  }
 }
 
 /** The row's first visible, enabled control, else the row itself. */

@@ -15,6 +15,27 @@ export interface UploadedFile {
   url: string;
 }
 
+/** Where a worker's processing of the completed file stands. */
+export type ProcessingState = 'queued' | 'processing' | 'completed' | 'failed';
+
+/**
+ * A worker's last report on the completed file (the upload object's
+ * `processing`), as `onProcessing` receives it.
+ */
+export interface Processing {
+  state: ProcessingState;
+  /** From 0 to 1, if the worker can tell. */
+  progress?: number;
+  /** A line for a person. */
+  message?: string;
+  /** Whatever the worker wants the page to have (a thumbnail's URL...). */
+  result?: unknown;
+  /** RFC 3339, UTC. */
+  updated_at: string;
+  /** 1 for the first report, one more for each. */
+  revision: number;
+}
+
 /** Where an upload stands. */
 export type UploadState =
   | 'idle'
@@ -189,6 +210,12 @@ export interface UploadOptions {
   onError?: ((error: UploadError, upload: Upload) => void) | null;
   /** The create answer's `warnings`: one sentence per field the server ignored. */
   onWarnings?: ((warnings: string[], upload: Upload) => void) | null;
+  /**
+   * After completion, each report of a worker on the file, followed live
+   * (Server-Sent Events, with the upload's token) until its state is
+   * `completed` or `failed`, or until abort() or destroy().
+   */
+  onProcessing?: ((processing: Processing, upload: Upload) => void) | null;
 }
 
 /** The bytes an upload sends: a File (name, type, lastModified) or a Blob with those. */
@@ -217,14 +244,18 @@ export class Upload {
   readonly error?: UploadError | null;
   /** The completed file, once `state` is `completed`. */
   readonly result?: UploadedFile;
+  /** A worker's last report on the file, with `onProcessing`. */
+  readonly processing: Processing | null;
   /** Starts (or continues a remembered upload of the same file); resolves with the file. */
   start(): Promise<UploadedFile>;
   /** Stops sending; chunks in flight are sent again on resume. */
   pause(): void;
   /** Continues after pause(), or tries again after a failure. */
   resume(): Promise<UploadedFile>;
-  /** Stops for good and deletes what the server holds of this upload. */
+  /** Stops for good and deletes what the server holds of this upload (and stops following processing). */
   abort(): Promise<void>;
+  /** Stops sending (as pause()) and following processing; the server keeps the upload. */
+  destroy(): void;
 }
 
 /** Speed and time left as a page shows them, settled and smoothed. */

@@ -78,7 +78,16 @@ const DEFAULTS = {
   onError: undefined,
   /** The create answer carried `warnings` (an array of strings). */
   onWarnings: undefined,
+  /**
+   * After completion, a worker's reports on the file (`processing`: state,
+   * progress, message, result), followed live over Server-Sent Events until
+   * the state is `completed` or `failed`, or until abort()/destroy().
+   */
+  onProcessing: undefined,
 };
+
+/** Processing states after which no report comes. */
+const PROCESSING_DONE = ['completed', 'failed'];
 
 // Why a drive's requests were cancelled: the user paused (or aborted), a
 // chunk failed for good and the others must stop, or the server said the
@@ -108,6 +117,8 @@ export class Upload {
   #onOnline = () => {
     for (const wake of [...this.#wakers]) wake();
   };
+  /** The EventSource following processing, while it is open. */
+  #events = null;
 
   constructor(file, options = {}) {
     this.file = file;
@@ -124,6 +135,8 @@ export class Upload {
     this.resumed = false;
     /** The create answer's `warnings` (strings), if it had any. */
     this.warnings = [];
+    /** A worker's last report on the completed file (with `onProcessing`). */
+    this.processing = null;
     this.progress = new Progress(file.size);
     this.storage = this.options.storage ?? safeLocalStorage();
     this.key = fingerprint(file, absoluteUrl(this.endpoint));
@@ -172,6 +185,7 @@ export class Upload {
 
   /** Stops for good and deletes what the server holds of this upload. */
   async abort() {
+    this.#unfollow();
     if (['completed', 'aborted'].includes(this.state)) return;
     this.#ctrl?.abort(PAUSED);
     this.#setState('aborted');
@@ -188,6 +202,15 @@ export class Upload {
         // The network is down; see above.
       }
     }
+  }
+
+  /**
+   * Lets go of this upload in the page: stops sending (as pause() does) and
+   * stops following processing. The server keeps the upload.
+   */
+  destroy() {
+    this.#unfollow();
+    this.pause();
   }
 
   async #drive() {
@@ -539,6 +562,43 @@ export class Upload {
     this.#setState('completed');
     this.options.onSuccess?.(result, this);
     this.#resolve(result);
+    if (this.options.onProcessing) this.#follow();
+  }
+
+  /**
+   * Follows the upload's events (`GET /uploads/{id}/events`) for its
+   * processing reports. EventSource sends no header, so the upload's own
+   * token goes in the query, the one place besides downloads where the
+   * server takes it. It reconnects by itself (with Last-Event-ID: nothing is
+   * repeated), and the server ends the stream after the last report.
+   */
+  #follow() {
+    if (this.#events || typeof EventSource === 'undefined' || !this.id) return;
+    let url = absoluteUrl(this.#url(`/uploads/${encodeURIComponent(this.id)}/events`));
+    if (this.token) url += `?access_token=${encodeURIComponent(this.token)}`;
+    const events = new EventSource(url);
+    this.#events = events;
+    events.addEventListener('upload.processing', (e) => {
+      const processing = parseJson(e.data)?.processing;
+      // A report seen already (a reconnect to another instance) is not news.
+      if (!processing || (this.processing && processing.revision <= this.processing.revision)) return;
+      this.processing = processing;
+      if (PROCESSING_DONE.includes(processing.state)) this.#unfollow();
+      this.options.onProcessing?.(processing, this);
+    });
+    // The file deleted, or no report will ever come: nothing to wait for.
+    for (const name of ['upload.failed', 'upload.aborted', 'upload.expired']) {
+      events.addEventListener(name, () => this.#unfollow());
+    }
+    // Refused (401, 404, 204 after the end): EventSource gives up by itself.
+    events.addEventListener('error', () => {
+      if (events.readyState === EventSource.CLOSED) this.#unfollow();
+    });
+  }
+
+  #unfollow() {
+    this.#events?.close();
+    this.#events = null;
   }
 
   #emitProgress() {

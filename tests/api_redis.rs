@@ -56,6 +56,12 @@ mod smoke;
 mod spec_hooks;
 #[path = "api/spec_processing.rs"]
 mod spec_processing;
+#[path = "api/sse.rs"]
+mod sse;
+#[path = "api/sse_client.rs"]
+mod sse_client;
+#[path = "api/sse_redis.rs"]
+mod sse_redis;
 #[path = "api/status.rs"]
 mod status;
 #[path = "api/tus.rs"]

@@ -2,8 +2,9 @@
 //! that share one real Redis and one data directory: chunks spread over all
 //! three, an upload completed through another instance than the one that
 //! created it, downloads through nginx, an instance killed mid-chunk, the
-//! 413s for an oversized chunk and an oversized control request, and proof
-//! that nginx streams chunk bodies instead of spooling them. Each test ends by
+//! 413s for an oversized chunk and an oversized control request, proof
+//! that nginx streams chunk bodies instead of spooling them, and an upload's
+//! live event stream (SSE) passed on event by event. Each test ends by
 //! stopping nginx and checking that none of its processes outlived it.
 //!
 //! Needs `nginx` (Debian package; /usr/sbin/nginx) and `redis-server`.
@@ -16,6 +17,8 @@ pub const BACKEND: helpers::Backend = helpers::Backend::Redis;
 
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/sse_client.rs"]
+mod sse_client;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::process::CommandExt;
@@ -802,6 +805,107 @@ async fn a_tus_upload_goes_through_nginx_across_instances() {
             .unwrap();
         assert_eq!(file.status(), 200);
         assert_eq!(sha256_hex(&file.bytes().await.unwrap()), sha256_hex(&data));
+    })
+    .await;
+}
+
+/// The shipped config's `proxy_read_timeout` for the event stream's location.
+fn events_read_timeout() -> Duration {
+    let conf = shipped_config(&[], 1);
+    let location = conf
+        .split("location ~ ^/api/v1/uploads/[^/]+/events$ {")
+        .nth(1)
+        .expect("nginx/tranche.conf has a location for the event stream");
+    let block = &location[..location.find('}').unwrap()];
+    let value = block
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("proxy_read_timeout "))
+        .expect("the event stream's location sets proxy_read_timeout");
+    humantime::parse_duration(value.trim_end_matches(';')).expect("a duration")
+}
+
+#[tokio::test]
+async fn an_uploads_event_stream_goes_through_nginx_event_by_event() {
+    use sse_client::{events_path, Sse};
+    // Idle streams live on heartbeats; nginx must wait longer than one.
+    let heartbeat = tranche::config::EventSettings::default().sse_heartbeat;
+    assert!(
+        events_read_timeout() >= 2 * heartbeat,
+        "proxy_read_timeout {:?} would cut streams idle between heartbeats ({heartbeat:?})",
+        events_read_timeout()
+    );
+    bounded_for(NGINX_TEST_TIMEOUT, async {
+        let c = Cluster::start().await;
+        let cs = 64 * 1024;
+        let data = test_data(3 * cs + 10, 502);
+        let (id, _) = c.create(&data, cs).await;
+        // As an EventSource opens it: a token in the query (with
+        // authentication off, taken and unneeded), which no log may keep.
+        let secret = "a-token-that-no-log-may-keep";
+        let url = format!("{}?access_token={secret}", c.nginx.url(&events_path(&id)));
+        let resp = reqwest::get(url).await.unwrap();
+        assert!(
+            resp.headers().get("x-accel-buffering").is_none(),
+            "nginx's own header"
+        );
+        let mut sse = Sse::of(resp);
+        assert_eq!(
+            sse.expect("upload.progress").await.json()["bytes_received"],
+            0
+        );
+        // Round-robin: the chunks land on all three instances, the stream is
+        // served by one; each progress still comes through on its own.
+        for (i, chunk) in chunks_of(&data, cs).iter().enumerate() {
+            expect_json(c.put_via_nginx(&id, i, chunk).await, 200).await;
+            let progress = sse.expect("upload.progress").await.json();
+            assert_eq!(progress["received_chunks"], i as u64 + 1, "{progress}");
+        }
+        let completed = c
+            .client
+            .post(c.nginx.url(&format!("/api/v1/uploads/{id}/complete")))
+            .send()
+            .await
+            .unwrap();
+        expect_json(completed, 200).await;
+        let done = sse.expect("upload.completed").await.json();
+        assert_eq!(done["file"]["sha256"], sha256_hex(&data));
+        // Behind a trusted proxy the file's URL points at nginx.
+        assert_eq!(
+            done["file"]["url"],
+            c.nginx.url(&format!("/api/v1/files/{id}"))
+        );
+        // A worker reports through nginx too (any instance); the last report
+        // ends the stream.
+        let reports = [
+            json!({"state": "queued"}),
+            json!({"state": "processing", "progress": 0.5}),
+            json!({"state": "completed", "result": {"pages": 3}}),
+        ];
+        for body in reports {
+            let kept = c
+                .client
+                .put(c.nginx.url(&format!("/api/v1/uploads/{id}/processing")))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            expect_json(kept, 200).await;
+            let seen = sse.expect("upload.processing").await.json();
+            assert_eq!(seen["processing"]["state"], body["state"], "{seen}");
+        }
+        sse.expect_end().await;
+        // tranche's access log names the stream's path, never its query.
+        let path = events_path(&id);
+        let logged = || c.logs.iter().flat_map(|log| access_log(log));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !logged().any(|l| l["path"] == path.as_str()) {
+            assert!(Instant::now() < deadline, "no access log line for {path}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for log in &c.logs {
+            let text = std::fs::read_to_string(log).unwrap();
+            assert!(!text.contains(secret), "{} keeps the token", log.display());
+        }
     })
     .await;
 }

@@ -1,6 +1,7 @@
 //! Stopping a real `tranche serve` process with signals: the first ctrl-c
 //! (SIGINT) or SIGTERM lets a chunk in flight finish and then exits; a second
-//! one exits at once, cutting it. Also the start-up line, which says which
+//! one exits at once, cutting it; live event streams (SSE) end at the first
+//! rather than hold the stop. Also the start-up line, which says which
 //! store, data directory, durability and authentication are in use.
 
 use std::path::Path;
@@ -231,4 +232,43 @@ async fn the_start_up_line_names_store_data_dir_durability_and_auth() {
     );
     assert_eq!(fields["durability"], "Full", "{line}");
     assert_eq!(fields["auth"], "off", "{line}");
+}
+
+/// A live event stream never ends by itself while its upload may change: a
+/// graceful stop ends it at once rather than wait `shutdown_timeout` (30 s
+/// here) for it.
+#[tokio::test]
+async fn sigterm_ends_live_event_streams_and_exits_promptly() {
+    let mut server = Server::start().await;
+    let id = server.create().await;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let head = format!("GET /api/v1/uploads/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let first_event = async {
+        while !String::from_utf8_lossy(&seen).contains("event: upload.progress") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream closed early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), first_event)
+        .await
+        .expect("the stream's first event");
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let rest = read_to_end(&mut stream).await;
+    // A chunked answer ends with its last, empty chunk: the stream was ended,
+    // not cut.
+    assert!(rest.ends_with("0\r\n\r\n"), "{rest:?}");
+    let status = server.exit_within(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the stop waited for the stream: {:?}",
+        signalled.elapsed()
+    );
 }

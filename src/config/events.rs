@@ -19,6 +19,10 @@ pub struct EventSettings {
     /// At most one `upload.progress` per upload per this; 0: none.
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
+    /// How often an idle SSE stream (`GET /api/v1/uploads/{id}/events`)
+    /// sends a comment line, so that proxies keep the connection open.
+    #[serde(with = "humantime_serde")]
+    pub sse_heartbeat: Duration,
     /// Signed HTTP POSTs (Standard Webhooks).
     pub webhooks: Vec<WebhookSettings>,
     /// Redis Streams (`XADD`), for workers with consumer groups.
@@ -31,6 +35,7 @@ impl Default for EventSettings {
             outbox_max: 100_000,
             poll_interval: Duration::from_millis(250),
             progress_interval: Duration::from_secs(1),
+            sse_heartbeat: Duration::from_secs(15),
             webhooks: Vec::new(),
             streams: Vec::new(),
         }
@@ -100,6 +105,11 @@ impl EventSettings {
         if self.poll_interval.is_zero() {
             return Err("poll_interval must be longer than zero".into());
         }
+        // Proxies close a connection idle for a minute or so (nginx's
+        // proxy_read_timeout: 60 s by default).
+        if self.sse_heartbeat.is_zero() || self.sse_heartbeat > Duration::from_secs(300) {
+            return Err("sse_heartbeat must be longer than zero and at most 5 min".into());
+        }
         let filters = self
             .webhooks
             .iter()
@@ -158,11 +168,13 @@ mod tests {
             )?;
             jail.set_env("TRANCHE_EVENTS__OUTBOX_MAX", "10");
             jail.set_env("TRANCHE_EVENTS__PROGRESS_INTERVAL", "5s");
+            jail.set_env("TRANCHE_EVENTS__SSE_HEARTBEAT", "500ms");
             let s = Settings::load(None, &CliOverrides::default()).unwrap();
             let events = &s.events;
             assert!(events.enabled());
             assert_eq!(events.outbox_max, 10);
             assert_eq!(events.progress_interval.as_secs(), 5);
+            assert_eq!(events.sse_heartbeat.as_millis(), 500);
             assert_eq!(events.webhooks[0].retry_for.as_secs(), 24 * 3600);
             assert_eq!(events.streams[0].stream, "tranche:events");
             let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -177,6 +189,15 @@ mod tests {
                 jail.create_file("config.toml", &hook)?;
                 let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
                 assert!(err.to_string().contains(why), "{hook}: {err}");
+            }
+            for heartbeat in ["0s", "10min"] {
+                jail.set_env("TRANCHE_EVENTS__SSE_HEARTBEAT", heartbeat);
+                jail.create_file("config.toml", "")?;
+                let err = Settings::load(None, &CliOverrides::default()).unwrap_err();
+                assert!(
+                    err.to_string().contains("sse_heartbeat"),
+                    "{heartbeat}: {err}"
+                );
             }
             Ok(())
         });

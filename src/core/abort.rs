@@ -22,7 +22,10 @@ pub async fn abort(ctx: &AppContext, id: Uuid) -> Result<(), Error> {
         Update::NotFound => return Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
         // Counted for nobody once aborted (twice is fine: the ledger knows).
-        Update::Done(rec) => usage::release(ctx, &rec).await,
+        Update::Done(rec) => {
+            crate::core::notify(ctx, id);
+            usage::release(ctx, &rec).await
+        }
     }
     ctx.storage
         .remove(id)

@@ -271,6 +271,7 @@ async fn record(
         Update::NotFound => return Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
     };
+    crate::core::notify(ctx, id);
     ctx.metrics.chunk_bytes_received.inc_by(written);
     Ok(rec)
 }

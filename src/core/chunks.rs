@@ -216,6 +216,7 @@ where
         Update::NotFound => return Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
     };
+    crate::core::notify(ctx, id);
     ctx.metrics.chunks_received.inc();
     ctx.metrics.chunk_bytes_received.inc_by(expected);
     let rec = after_recorded(ctx, rec, start, written.extended).await;

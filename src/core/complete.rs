@@ -113,7 +113,10 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         .await
         .map_err(|e| store_error(ctx, e))?
     {
-        Update::Done(rec) => rec,
+        Update::Done(rec) => {
+            crate::core::notify(ctx, id);
+            rec
+        }
         Update::NotFound => return Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) if rec.status == Status::Completed => return Ok(rec),
         Update::Rejected(rec) if rec.status == Status::Uploading => {
@@ -172,7 +175,10 @@ async fn assemble(ctx: &AppContext, id: Uuid) -> Result<UploadRecord, Error> {
         .await
         .map_err(|e| store_error(ctx, e))?;
     let rec = match done {
-        Update::Done(rec) => rec,
+        Update::Done(rec) => {
+            crate::core::notify(ctx, id);
+            rec
+        }
         Update::NotFound => return Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => return Err(status_conflict(&rec)),
     };

@@ -109,7 +109,10 @@ async fn copy_parts(
         .await
         .map_err(|e| store_error(ctx, e))?
     {
-        Update::Done(_) => Ok(()),
+        Update::Done(_) => {
+            crate::core::notify(ctx, id);
+            Ok(())
+        }
         Update::NotFound => Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => Err(status_conflict(&rec)),
     }

@@ -54,6 +54,7 @@ async fn delete_because(ctx: &AppContext, id: Uuid, why: Deletion) -> Result<(),
         .map_err(|e| store_error(ctx, e))?;
     match update {
         Update::Done(rec) => {
+            crate::core::notify(ctx, id);
             usage::record_gone(ctx, &rec).await;
             let freed = remove_bytes(ctx, id).await?;
             file_deleted(ctx, &rec, why, freed);

@@ -18,14 +18,17 @@ mod dedup;
 mod delete;
 mod error;
 mod files;
+mod follow;
 mod hooks;
 mod idempotency;
 mod lease;
 mod live;
+mod notify;
 mod processing;
 mod quota;
 mod scrub;
 mod usage;
+mod watch;
 mod write;
 
 use std::time::Duration;
@@ -40,11 +43,14 @@ pub use create::{create, create_as, create_sequential};
 pub use delete::{delete_file, file_deleted, read_file_then_delete, Deletion};
 pub use error::Error;
 pub use files::{completed_file, read_file};
+pub use follow::{follow, Opening, Update};
 pub use idempotency::idempotency_key;
+pub use notify::{notify, Subscription, Watchers};
 pub use processing::report_processing;
 pub use quota::UseLimit;
 pub use scrub::scrub;
 pub use usage::{record_gone, usage_report, Caller};
+pub use watch::{Cursor, Phase, WatchEvent};
 
 /// How long a lease lasts unless renewed. Holders renew it every third of
 /// this while they work, so a holder that died (or lost the store) frees it

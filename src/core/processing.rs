@@ -49,7 +49,10 @@ pub async fn report_processing(
         Update::Done(rec) if rec.file_expired(ctx.clock.now_ms()) => {
             Err(Error::UploadNotFound(id.to_string()))
         }
-        Update::Done(rec) => Ok(rec),
+        Update::Done(rec) => {
+            super::notify(ctx, id);
+            Ok(rec)
+        }
         Update::NotFound => Err(Error::UploadNotFound(id.to_string())),
         Update::Rejected(rec) => {
             // Gone (aborted, expired) before anything else.

@@ -62,11 +62,20 @@ fn is_file_route(req: &HttpRequest) -> bool {
     req.match_pattern().as_deref() == Some("/api/v1/files/{id}")
 }
 
+/// Was the request routed to `/api/v1/uploads/{id}/events` (the SSE stream)?
+fn is_events_route(req: &HttpRequest) -> bool {
+    req.match_pattern().as_deref() == Some("/api/v1/uploads/{id}/events")
+}
+
 /// A download link (`GET /api/v1/files/{id}?access_token=...`, RFC 6750 §2.3)
 /// may carry its upload's token, since a browser following a link sends no
-/// header: the self-hosted presigned GET URL.
+/// header: the self-hosted presigned GET URL. So may the SSE stream's URL,
+/// since a browser's `EventSource` cannot send headers either. Nowhere else:
+/// a token in a URL ends up in logs and histories.
 fn download_link_token(req: &HttpRequest) -> Option<String> {
-    if !(req.method() == Method::GET || req.method() == Method::HEAD) || !is_file_route(req) {
+    let link = (req.method() == Method::GET || req.method() == Method::HEAD) && is_file_route(req);
+    let stream = req.method() == Method::GET && is_events_route(req);
+    if !(link || stream) {
         return None;
     }
     let query =

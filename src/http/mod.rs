@@ -12,7 +12,7 @@ pub mod service;
 pub mod tus;
 pub mod v1;
 
-use v1::{admin, files, uploads, usage};
+use v1::{admin, events, files, uploads, usage};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -55,6 +55,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, tus_scope: Option<&str>) {
                     .route(web::head().to(uploads::status))
                     .route(web::delete().to(uploads::abort))
                     .default_service(allowed_only("GET, HEAD, DELETE")),
+            )
+            .service(
+                web::resource("/uploads/{id}/events")
+                    .route(web::get().to(events::events))
+                    .default_service(allowed_only("GET")),
             )
             .service(
                 web::resource("/uploads/{id}/chunks/{index}")

@@ -433,6 +433,8 @@ impl TestApp {
     }
 
     pub async fn stop(&self) {
+        // As a signal does: live event streams end rather than hold the stop.
+        self.ctx.stopping.cancel();
         self.handle.stop(true).await;
     }
 

@@ -29,6 +29,8 @@ mod service;
 mod smoke;
 mod spec_hooks;
 mod spec_processing;
+mod sse;
+mod sse_client;
 mod status;
 mod tus;
 mod tus_auth;

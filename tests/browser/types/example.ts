@@ -10,6 +10,7 @@ import {
   canRetryLater,
   formatBytes,
   formatDuration,
+  type Processing,
   type UploadedFile,
   type UploadState,
 } from '../../../static/tranche-upload.js';
@@ -38,6 +39,7 @@ input.onchange = async () => {
     onStateChange: (state: UploadState, u) => console.log(state, u.id),
     onWarnings: (warnings) => warnings.forEach((w) => console.warn(w.toUpperCase())),
     onSuccess: (done) => console.log('stored', done.url, done.sha256),
+    onProcessing: (p: Processing, u) => console.log(p.state, p.progress?.toFixed(2), p.revision, u.processing?.message),
     onError: (err) => console.error(err.code, err.message, err.status, canRetryLater(err.status, err.code)),
   });
   try {
@@ -50,6 +52,7 @@ input.onchange = async () => {
   const again: Promise<UploadedFile> = upload.resume();
   void again;
   await upload.abort();
+  upload.destroy();
 
   // @ts-expect-error: parallel is a number
   new Upload(file, { parallel: 'many' });
@@ -62,4 +65,6 @@ input.onchange = async () => {
   void state;
   // @ts-expect-error: start() takes no arguments
   upload.start(file);
+  // @ts-expect-error: not a processing state
+  new Upload(file, { onProcessing: (p) => p.state === 'done' });
 };

@@ -56,6 +56,8 @@ mod smoke;
 mod spec_hooks;
 #[path = "api/spec_processing.rs"]
 mod spec_processing;
+#[path = "api/spec_sse.rs"]
+mod spec_sse;
 #[path = "api/sse.rs"]
 mod sse;
 #[path = "api/sse_client.rs"]

@@ -29,6 +29,7 @@ mod service;
 mod smoke;
 mod spec_hooks;
 mod spec_processing;
+mod spec_sse;
 mod sse;
 mod sse_client;
 mod status;

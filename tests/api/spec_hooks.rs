@@ -49,10 +49,10 @@ fn reply(status: u16, body: &str) -> Reply {
 
 /// A request the application received.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: HashMap<String, String>,
     raw: Vec<u8>,
-    json: Value,
+    pub(crate) json: Value,
 }
 
 impl Received {
@@ -85,7 +85,7 @@ struct Scripted {
 }
 
 /// The application: each path answers as scripted (204 until then).
-struct Application {
+pub(crate) struct Application {
     scripted: Scripted,
     port: u16,
     handle: actix_web::dev::ServerHandle,
@@ -120,7 +120,7 @@ async fn serve(req: HttpRequest, body: web::Bytes, scripted: web::Data<Scripted>
 }
 
 impl Application {
-    fn start() -> Application {
+    pub(crate) fn start() -> Application {
         let scripted = Scripted::default();
         let data = web::Data::new(scripted.clone());
         let server = HttpServer::new(move || {
@@ -143,7 +143,7 @@ impl Application {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -155,11 +155,11 @@ impl Application {
             .insert(path.to_owned(), r);
     }
 
-    fn answer(&self, path: &str, status: u16, body: &str) {
+    pub(crate) fn answer(&self, path: &str, status: u16, body: &str) {
         self.set(path, reply(status, body));
     }
 
-    fn received(&self, path: &str) -> Vec<Received> {
+    pub(crate) fn received(&self, path: &str) -> Vec<Received> {
         let all = self.scripted.received.lock().unwrap();
         all.iter()
             .filter(|(p, _)| p == path)
@@ -175,7 +175,7 @@ impl Application {
         self.received(path).pop().expect("the hook was called")
     }
 
-    fn hook(&self, path: &str, on_error: OnError) -> HookEndpoint {
+    pub(crate) fn hook(&self, path: &str, on_error: OnError) -> HookEndpoint {
         HookEndpoint {
             url: self.url(path),
             timeout: Duration::from_millis(700),
@@ -184,7 +184,7 @@ impl Application {
         }
     }
 
-    async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         self.handle.stop(false).await;
     }
 }

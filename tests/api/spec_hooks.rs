@@ -1030,3 +1030,87 @@ async fn the_completed_event_carries_the_file_and_the_callers_sub() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn tus_creates_get_the_same_answers_for_bad_overrides_and_failed_hooks() {
+    bounded(async {
+        let application = Application::start();
+        let app = spawn_app_with(|s| {
+            s.hooks.pre_create = Some(application.hook("/pre-create", OnError::Allow));
+        })
+        .await;
+        let tus = Tus::new(&app);
+        for body in [
+            r#"{"filename": 7}"#,
+            r#"{"metadata": "k=v"}"#,
+            r#"{"content_type": "no type"}"#,
+        ] {
+            application.answer("/pre-create", 200, body);
+            let answer = tus.post(&[("Upload-Length", "4")]).await.expect(&[400]);
+            let got: Value = serde_json::from_slice(&answer.body).unwrap();
+            assert_eq!(got["error"], "invalid_request", "{body}: {got}");
+            assert!(
+                got["message"].as_str().unwrap().contains("pre_create"),
+                "{body}: {got}"
+            );
+        }
+        // A failed hook, open: the tus upload goes on, as the client asked.
+        application.answer("/pre-create", 500, r#"{"filename": "ignored.txt"}"#);
+        let meta = format!("filename {}", b64(b"mine.txt"));
+        let url = tus.create(4, Some(&meta)).await;
+        tus.patch_ok(&url, 0, b"abcd").await;
+        let view = tus.assert_file(&url, b"abcd").await;
+        assert_eq!(view["filename"], "mine.txt", "{view}");
+        application.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_concatenation_waiting_on_pre_finish_finishes_once_it_answers() {
+    bounded(async {
+        let application = Application::start();
+        let app = spawn_app_with(|s| {
+            s.hooks.pre_finish = Some(application.hook("/pre-finish", OnError::Deny));
+        })
+        .await;
+        let tus = Tus::new(&app);
+        let mut partials = Vec::new();
+        for piece in [&b"left|"[..], &b"right"[..]] {
+            let length = piece.len().to_string();
+            let answer = tus
+                .post(&[("Upload-Length", &length), ("Upload-Concat", "partial")])
+                .await
+                .expect(&[201]);
+            let url = tus.location(&answer);
+            tus.patch_ok(&url, 0, piece).await;
+            partials.push(url);
+        }
+        let concat = format!("final;{} {}", partials[0].path(), partials[1].path());
+        application.answer("/pre-finish", 502, "");
+        let answer = tus.post(&[("Upload-Concat", &concat)]).await;
+        assert!(answer.status == 201 || answer.status == 503, "{answer}");
+        let finishes = application.received("/pre-finish");
+        let id = finishes
+            .iter()
+            .map(|c| {
+                c.json["upload"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .find(|id| !id.is_empty())
+            .expect("pre_finish asked about the final upload");
+        let (status, view) = tus.view(&id).await;
+        assert_eq!(status, 200, "{view}");
+        assert_ne!(view["status"], "completed", "{view}");
+        assert_ne!(view["status"], "failed", "nothing is lost: {view}");
+
+        application.answer("/pre-finish", 204, "");
+        let view = tus.completed_view(&id, Duration::from_secs(15)).await;
+        assert_eq!(view["file"]["sha256"], sha256_hex(b"left|right"), "{view}");
+        assert_eq!(tus.download(&id).await, b"left|right");
+        application.stop().await;
+    })
+    .await;
+}

@@ -456,6 +456,26 @@ mod tests {
     }
 
     #[test]
+    fn odd_fields_leave_a_refusal_a_refusal_and_an_override_a_mistake() {
+        for body in [
+            &br#"{"allow": false, "status": 70000, "message": "no"}"#[..],
+            br#"{"allow": false, "status": "402", "code": 7, "message": "no"}"#,
+        ] {
+            assert_eq!(interpret(200, body).unwrap(), deny(None, None, "no"));
+        }
+        assert_eq!(
+            interpret(409, br#"{"message": ["a"], "status": -1}"#).unwrap(),
+            deny(Some(409), None, "the application refused this upload")
+        );
+        let Answer::Allow(set) = interpret(200, br#"{"filename": 1, "metadata": []}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(set.any());
+        assert!(set.invalid.unwrap().contains("filename"));
+    }
+
+    #[test]
     fn identities_name_the_kind_of_credential() {
         let open = serde_json::to_value(Identity::of(&Access::Open)).unwrap();
         assert_eq!(open, json!({"kind": "open"}));

@@ -501,3 +501,39 @@ async fn tus_and_dedup_uploads_take_reports_and_other_methods_are_405() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_file_deleted_once_downloaded_takes_no_more_reports() {
+    bounded(async {
+        let app = spawn_app().await;
+        let data = test_data(1500, 11);
+        let created = app
+            .create(
+                json!({"filename": "once.bin", "size": 1500, "chunk_size": 1024,
+                           "retention_after_download": true}),
+            )
+            .await;
+        let id = expect_json(created, 201).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.send_chunks(&id, &data, 1024, 0..2).await;
+        expect_json(app.complete(&id).await, 200).await;
+        expect_json(put(&app, &id, &json!({"state": "queued"})).await, 200).await;
+        let got = app.download(&id).await.bytes().await.unwrap();
+        assert_eq!(&got[..], &data[..]);
+        // Deleted once downloaded in full (at once or shortly after).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let resp = put(&app, &id, &json!({"state": "processing"})).await;
+            if resp.status() != 200 {
+                assert_error(resp, 404, "upload_not_found").await;
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "still reportable");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(app.download(&id).await.status(), 404);
+    })
+    .await;
+}

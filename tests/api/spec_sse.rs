@@ -371,3 +371,57 @@ async fn a_pre_finish_refusal_reaches_the_watcher_as_upload_failed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_create_token_that_made_the_upload_may_watch_it_and_no_other() {
+    bounded(async {
+        let app = spawn_with_auth(|_| {}).await;
+        let mint = |sub: &str| {
+            test_tokens()
+                .mint(&tranche::guards::auth::Claims {
+                    exp: tranche::guards::auth::token::unix_now() + 600,
+                    sub: Some(sub.into()),
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        let (alice, bob) = (mint("alice"), mint("bob"));
+        let created = app
+            .request(Method::POST, "/api/v1/uploads")
+            .bearer_auth(&alice)
+            .json(&json!({"filename": "w.bin", "size": 10}))
+            .send()
+            .await
+            .unwrap();
+        let id = expect_json(created, 201).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let status = app
+            .request(Method::GET, &format!("/api/v1/uploads/{id}"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        // Whatever the status route says for the creator, the stream says too.
+        let resp = open_at(&app.address, &id, Some(&alice), None).await;
+        assert_eq!(resp.status().as_u16(), status);
+        if status == 200 {
+            Sse::of(resp).expect("upload.progress").await;
+        }
+        let status = app
+            .request(Method::GET, &format!("/api/v1/uploads/{id}"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 403);
+        let resp = open_at(&app.address, &id, Some(&bob), None).await;
+        assert_error(resp, 403, "forbidden").await;
+    })
+    .await;
+}

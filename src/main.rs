@@ -138,6 +138,7 @@ fn token_create(args: &TokenArgs) -> ExitCode {
         exp: now + args.ttl.as_secs().max(1),
         iat: Some(now),
         sub: args.sub.clone(),
+        jti: None,
         upload_id: args.upload_id,
         max_size: args.max_size.map(|s| s.0),
         content_types: (!args.content_type.is_empty()).then(|| args.content_type.clone()),

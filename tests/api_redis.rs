@@ -52,6 +52,12 @@ mod security;
 mod service;
 #[path = "api/smoke.rs"]
 mod smoke;
+#[path = "api/spec_hooks.rs"]
+mod spec_hooks;
+#[path = "api/spec_processing.rs"]
+mod spec_processing;
+#[path = "api/spec_sse.rs"]
+mod spec_sse;
 #[path = "api/sse.rs"]
 mod sse;
 #[path = "api/sse_client.rs"]

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::context::AppContext;
 use crate::core::live::store_error;
-use crate::core::watch::{changes, Cursor, WatchEvent};
+use crate::core::watch::{changes, Cursor, Phase, WatchEvent};
 use crate::core::{Error, Subscription};
 use crate::state::StateStore;
 use crate::upload::{Status, UploadRecord};
@@ -58,7 +58,9 @@ pub async fn follow(
     last_event_id: Option<&str>,
 ) -> Result<Opening, Error> {
     let last = last_event_id.and_then(Cursor::parse);
-    if last.as_ref().is_some_and(Cursor::is_final) {
+    let seen_end = last.filter(Cursor::is_final);
+    // Failed, aborted, expired, gone: nothing can change any more.
+    if seen_end.is_some_and(|l| l.phase != Phase::Completed) {
         return Ok(Opening::Ended);
     }
     // Subscribed before the first read: a change between the two is not lost.
@@ -67,8 +69,19 @@ pub async fn follow(
         .store
         .get_upload(id)
         .await
-        .map_err(|e| store_error(ctx, e))?
-        .ok_or_else(|| Error::UploadNotFound(id.to_string()))?;
+        .map_err(|e| store_error(ctx, e))?;
+    let Some(record) = record else {
+        return match seen_end {
+            Some(_) => Ok(Opening::Ended),
+            None => Err(Error::UploadNotFound(id.to_string())),
+        };
+    };
+    // The last report ended the stream, unless a worker reported again
+    // since (it processed the file again): that report is then sent.
+    if seen_end.is_some_and(|l| record.processing.as_ref().map(|p| p.revision) == Some(l.revision))
+    {
+        return Ok(Opening::Ended);
+    }
     resume_if_stuck(ctx, Some(&record)).await;
     let heartbeat = ctx.settings.events.sse_heartbeat;
     let now = Instant::now();

@@ -105,12 +105,15 @@ fn apply(ctx: &AppContext, record: &mut UploadRecord, set: Overrides) -> Result<
     }
     // The application's mistake, but the client is the one told: say whose.
     let bad = |e: Error| Error::InvalidRequest(format!("the pre_create hook's answer: {e}"));
+    if let Some(problem) = set.invalid {
+        return Err(bad(Error::InvalidRequest(problem)));
+    }
     if let Some(filename) = &set.filename {
         record.filename = validate_filename(filename).map_err(bad)?;
     }
     if let Some(ct) = &set.content_type {
         let ct = validate_content_type(ct).map_err(bad)?;
-        content::check_allowed(&ctx.settings.limits.allowed_content_types, &ct)?;
+        content::check_allowed(&ctx.settings.limits.allowed_content_types, &ct).map_err(bad)?;
         record.content_type = ct;
     }
     if let Some(metadata) = set.metadata {

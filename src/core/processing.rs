@@ -44,6 +44,11 @@ pub async fn report_processing(
         .await
         .map_err(|e| store_error(ctx, e))?;
     match update {
+        // A file past its retention is gone (downloads say so before the
+        // janitor comes): a report on it is one on a deleted file.
+        Update::Done(rec) if rec.file_expired(ctx.clock.now_ms()) => {
+            Err(Error::UploadNotFound(id.to_string()))
+        }
         Update::Done(rec) => {
             super::notify(ctx, id);
             Ok(rec)

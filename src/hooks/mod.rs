@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use prometheus::IntCounterVec;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{HookEndpoint, HookSettings, OnError};
@@ -62,7 +62,11 @@ impl Identity {
             Access::Anonymous => (CallerKind::Anonymous, None),
             Access::Admin { key_id } => (CallerKind::ApiKey, Some(key_id.clone())),
             Access::Upload { .. } => (CallerKind::Token, None),
-            Access::Create { token_id, .. } => (CallerKind::Token, Some(token_id.clone())),
+            // The issuer's own id for its token when it gave one.
+            Access::Create { claims, token_id } => (
+                CallerKind::Token,
+                Some(claims.jti.clone().unwrap_or_else(|| token_id.clone())),
+            ),
         };
         Identity {
             kind,
@@ -88,11 +92,16 @@ pub struct Overrides {
     pub filename: Option<String>,
     pub content_type: Option<String>,
     pub metadata: Option<Map<String, Value>>,
+    /// What was wrong with a field of the wrong type, if one was.
+    pub invalid: Option<String>,
 }
 
 impl Overrides {
     pub fn any(&self) -> bool {
-        self.filename.is_some() || self.content_type.is_some() || self.metadata.is_some()
+        self.filename.is_some()
+            || self.content_type.is_some()
+            || self.metadata.is_some()
+            || self.invalid.is_some()
     }
 }
 
@@ -121,18 +130,6 @@ struct Endpoint {
     on_error: OnError,
     timeout: Duration,
     client: reqwest::Client,
-}
-
-/// The JSON a hook answers with; every field is optional.
-#[derive(Debug, Default, Deserialize)]
-struct Reply {
-    allow: Option<bool>,
-    status: Option<u16>,
-    code: Option<String>,
-    message: Option<String>,
-    filename: Option<String>,
-    content_type: Option<String>,
-    metadata: Option<Map<String, Value>>,
 }
 
 impl Hooks {
@@ -298,40 +295,91 @@ impl Endpoint {
 }
 
 /// The verdict of an answer with `status` (2xx or 4xx) and `body`.
+///
+/// Fields are read one by one rather than as one typed struct: a refusal
+/// whose `status` or `code` is odd is still a refusal (read as a failed
+/// hook, a fail-open policy would let the upload through), and an override
+/// of the wrong type is the application's mistake to name, not an outage.
 fn interpret(status: u16, body: &[u8]) -> Result<Answer, String> {
     let blank = body.iter().all(u8::is_ascii_whitespace);
     if (200..300).contains(&status) {
-        let reply: Reply = if blank {
-            Reply::default()
-        } else {
-            serde_json::from_slice(body)
-                .map_err(|e| format!("answered {status} with a body that is not its JSON: {e}"))?
+        let reply = match blank {
+            true => Map::new(),
+            false => match serde_json::from_slice::<Value>(body) {
+                Ok(Value::Object(reply)) => reply,
+                Ok(_) => return Err(format!("answered {status} with JSON that is not an object")),
+                Err(e) => {
+                    return Err(format!(
+                        "answered {status} with a body that is not JSON: {e}"
+                    ))
+                }
+            },
         };
-        if reply.allow.unwrap_or(true) {
-            return Ok(Answer::Allow(Overrides {
-                filename: reply.filename,
-                content_type: reply.content_type,
-                metadata: reply.metadata,
-            }));
+        let allow = match reply.get("allow") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(allow)) => *allow,
+            Some(other) => return Err(format!("answered {status} with \"allow\": {other}")),
+        };
+        if allow {
+            return Ok(Answer::Allow(overrides(&reply)));
         }
-        return Ok(Answer::Deny(Denial {
-            status: reply.status,
-            reason: reply.code.map(|c| bounded(&c, 100)),
-            message: message_or_default(reply.message.as_deref()),
-        }));
+        return Ok(Answer::Deny(denial(&reply, None)));
     }
     // A refusal: its JSON's fields if it has them, else its text.
-    let reply: Option<Reply> = serde_json::from_slice(body).ok();
-    let (message, code, asked) = match reply {
-        Some(r) => (r.message, r.code, r.status),
-        None if blank => (None, None, None),
-        None => (Some(String::from_utf8_lossy(body).into_owned()), None, None),
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(reply)) => Ok(Answer::Deny(denial(&reply, Some(status)))),
+        _ if blank => Ok(Answer::Deny(denial(&Map::new(), Some(status)))),
+        _ => Ok(Answer::Deny(Denial {
+            status: Some(status),
+            reason: None,
+            message: message_or_default(Some(&String::from_utf8_lossy(body))),
+        })),
+    }
+}
+
+/// A refusal's fields; `status` is the answer's own (a 4xx), if any.
+fn denial(reply: &Map<String, Value>, status: Option<u16>) -> Denial {
+    let text = |name: &str| reply.get(name).and_then(Value::as_str);
+    // A status that is no HTTP status at all is no status: the refusal's
+    // default (403) rather than a failed hook.
+    let asked = reply
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok());
+    Denial {
+        status: asked.or(status),
+        reason: text("code").map(|c| bounded(c, 100)),
+        message: message_or_default(text("message")),
+    }
+}
+
+/// The create fields an allowing answer sets; one of a type no create
+/// could carry is kept as a problem for the core to report.
+fn overrides(reply: &Map<String, Value>) -> Overrides {
+    let mut set = Overrides::default();
+    let mut wrong = Vec::new();
+    let mut text = |name: &'static str| match reply.get(name) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            wrong.push(format!("`{name}` must be a string"));
+            None
+        }
     };
-    Ok(Answer::Deny(Denial {
-        status: Some(asked.unwrap_or(status)),
-        reason: code.map(|c| bounded(&c, 100)),
-        message: message_or_default(message.as_deref()),
-    }))
+    set.filename = text("filename");
+    set.content_type = text("content_type");
+    set.metadata = match reply.get("metadata") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => {
+            wrong.push("`metadata` must be an object".into());
+            None
+        }
+    };
+    if !wrong.is_empty() {
+        set.invalid = Some(wrong.join("; "));
+    }
+    set
 }
 
 fn message_or_default(message: Option<&str>) -> String {
@@ -405,6 +453,26 @@ mod tests {
         assert_eq!(d.message.chars().count(), MAX_MESSAGE_CHARS);
         assert!(interpret(200, b"<html>ok</html>").is_err());
         assert!(interpret(200, br#"{"allow": "yes"}"#).is_err());
+    }
+
+    #[test]
+    fn odd_fields_leave_a_refusal_a_refusal_and_an_override_a_mistake() {
+        for body in [
+            &br#"{"allow": false, "status": 70000, "message": "no"}"#[..],
+            br#"{"allow": false, "status": "402", "code": 7, "message": "no"}"#,
+        ] {
+            assert_eq!(interpret(200, body).unwrap(), deny(None, None, "no"));
+        }
+        assert_eq!(
+            interpret(409, br#"{"message": ["a"], "status": -1}"#).unwrap(),
+            deny(Some(409), None, "the application refused this upload")
+        );
+        let Answer::Allow(set) = interpret(200, br#"{"filename": 1, "metadata": []}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(set.any());
+        assert!(set.invalid.unwrap().contains("filename"));
     }
 
     #[test]

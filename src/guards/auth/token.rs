@@ -25,6 +25,9 @@ pub struct Claims {
     /// Who the token was issued to; it names the caller's rate-limit bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The token's own id, as its issuer named it; hooks are told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// This upload only: its chunks, status, complete, abort and download.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_id: Option<Uuid>,

@@ -20,7 +20,8 @@ pub async fn events(
     id: UploadId,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let last_event_id = header_str(&req, "last-event-id")?;
+    // An id the server did not send counts as none, whatever its bytes.
+    let last_event_id = header_str(&req, "last-event-id").ok().flatten();
     let stream = match core::follow(&ctx, *id, last_event_id.as_deref()).await? {
         // What tells an EventSource to stop reconnecting (HTML, "Server-sent
         // events": any answer but 200 with this type fails the connection).

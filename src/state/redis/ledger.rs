@@ -64,14 +64,14 @@ return 1
 /// counts it in `proc_rev`, which stands for the report's `revision` when
 /// the record is read (`record::decode`): the rule of
 /// `rules::report_processing`, without Lua rewriting JSON it did not write.
-/// Returns 0: no upload, 1: kept, 2: not completed.
+/// Returns 0: no upload, -1: not completed, else the report's revision.
 const SET_PROCESSING: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 0 end
-if st ~= 'completed' then return 2 end
-redis.call('HINCRBY', KEYS[1], 'proc_rev', 1)
+if st ~= 'completed' then return -1 end
+local revision = redis.call('HINCRBY', KEYS[1], 'proc_rev', 1)
 redis.call('HSET', KEYS[1], 'processing', ARGV[1])
-return 1
+return revision
 "#;
 
 impl RedisStore {
@@ -290,12 +290,24 @@ impl LedgerStore for RedisStore {
     async fn set_processing(&self, id: Uuid, report: Processing) -> Result<Update, StoreError> {
         let mut conn = self.conn.clone();
         let json = serde_json::to_string(&report).map_err(corrupt)?;
-        let code: i64 = Script::new(SET_PROCESSING)
+        let revision: i64 = Script::new(SET_PROCESSING)
             .key(self.meta(id))
             .arg(json)
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(outcome(code, self.get_upload(id).await?))
+        let code = revision.clamp(-1, 1);
+        Ok(match outcome(code, self.get_upload(id).await?) {
+            // The record is read after the script: a report that came
+            // meanwhile may be in it. The answer is this report's.
+            Update::Done(mut rec) => {
+                rec.processing = Some(Processing {
+                    revision: revision as u64,
+                    ..report
+                });
+                Update::Done(rec)
+            }
+            other => other,
+        })
     }
 }

@@ -172,6 +172,18 @@ impl EmbeddedStore {
         &self,
         query: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        // A read is a few B-tree pages, nearly always in redb's cache or the
+        // OS's (a record is read by each of its chunks, right after the last
+        // one wrote it): done in place, it saves the hand-off to the blocking
+        // pool and back, two wake-ups per chunk request. Only while the
+        // database is open and its slot free; while the writer opens it
+        // again, the read waits on the blocking pool instead.
+        if let Ok(db) = self.slot.db.try_read() {
+            if let Some(db) = db.as_ref() {
+                let txn = db.begin_read().map_err(unavailable)?;
+                return query(&txn);
+            }
+        }
         let slot = self.slot.clone();
         tokio::task::spawn_blocking(move || {
             // Taken here, not on the runtime: while the writer thread opens

@@ -59,10 +59,22 @@ pub async fn events_vs_off(
     let (mut on_rates, mut off_rates) = (Vec::new(), Vec::new());
     let (mut on_cpu, mut off_cpu) = (Vec::new(), Vec::new());
     for rep in 0..plan.reps {
-        let (r_on, on_core_s) =
-            measure_cpu(&on, small_chunk_run(plan, &client, &on, payload)).await?;
-        let (r_off, off_core_s) =
-            measure_cpu(&off, small_chunk_run(plan, &client, &off, payload)).await?;
+        // Which goes first alternates, so that neither always runs right
+        // after the other's burst of disk writes.
+        let mut runs = Vec::new();
+        for server in if rep % 2 == 0 {
+            [&on, &off]
+        } else {
+            [&off, &on]
+        } {
+            runs.push(measure_cpu(server, small_chunk_run(plan, &client, server, payload)).await?);
+        }
+        if rep % 2 == 1 {
+            runs.reverse();
+        }
+        let [(r_on, on_core_s), (r_off, off_core_s)] = runs[..] else {
+            unreachable!("two runs");
+        };
         eprintln!(
             "  (6) run {}: events on {r_on:.0} PUT/s ({:.0} µs CPU/PUT), events off {r_off:.0} PUT/s ({:.0} µs CPU/PUT)",
             rep + 1,

@@ -7,6 +7,10 @@
 //!
 //! Run: `cargo bench --bench upload` (full, ~2-3 min after the build) or
 //! `cargo bench --bench upload -- --quick` (256 MiB payload, one repetition).
+//! `-- --only=small,events` (or `UPLOAD_BENCH_ONLY=small,events`) runs only
+//! the named groups: `full` (1 at durability full, 3, 5), `relaxed` (1 at
+//! durability relaxed), `rss` (2 and 5's RSS), `small` (4), `redis-big` (1R),
+//! `redis-small` (4R), `events` (6).
 //!
 //! Measurements, one function each:
 //! 1. one big upload, 8 MiB chunks, 1 and 4 parallel streams, durability full
@@ -29,9 +33,15 @@
 //! 1R. measurement 1 with 4 streams, durability full: MB/s, Redis vs embedded;
 //! 4R. measurement 4, durability full and relaxed.
 //! Goal 4 of issue 12: Redis within 10 % of the embedded store on both.
+//! 6. (issue 11) measurement 4 at durability full on a tranche with events on
+//!    (a webhook, answered by a loopback receiver this binary runs, and a
+//!    Redis stream on the same redis-server) against one with events off:
+//!    ≥ 95 % of the rate (`upload/events.rs`).
 //! Every Redis-backed tranche gets a key prefix of its own, and Redis is emptied
 //! (FLUSHALL) before each measured run, so no run inherits another's keys.
 
+#[path = "upload/events.rs"]
+mod events;
 #[path = "upload/tus.rs"]
 mod tus;
 
@@ -71,14 +81,34 @@ fn main() {
         }
         return;
     }
-    // `cargo bench` appends `--bench`; anything else besides --quick is a mistake.
+    if args.first().map(String::as_str) == Some("--webhook") {
+        if let Err(e) = events::receiver_main(&args[1..]) {
+            eprintln!("webhook receiver: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    // `cargo bench` appends `--bench`; anything else besides these is a mistake.
     let mut quick = false;
+    let mut only = std::env::var("UPLOAD_BENCH_ONLY").ok();
     for arg in &args {
         match arg.as_str() {
             "--quick" => quick = true,
             "--bench" => {}
+            other if other.starts_with("--only=") => only = Some(other[7..].to_string()),
             other => eprintln!("upload bench: ignoring unknown argument {other:?}"),
         }
+    }
+    let mut plan = Plan::new(quick);
+    if let Some(only) = only.filter(|o| !o.trim().is_empty()) {
+        let groups: Vec<String> = only.split(',').map(|g| g.trim().to_string()).collect();
+        for g in &groups {
+            if !GROUPS.contains(&g.as_str()) {
+                eprintln!("upload bench: unknown group {g:?}; the groups are {GROUPS:?}");
+                std::process::exit(2);
+            }
+        }
+        plan.only = Some(groups);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,7 +116,7 @@ fn main() {
         .expect("tokio runtime");
     // `run` owns every child process and temp dir through Drop guards, so they
     // are gone by the time it returns, whether by success, error or panic.
-    if let Err(e) = runtime.block_on(run(Plan::new(quick))) {
+    if let Err(e) = runtime.block_on(run(plan)) {
         eprintln!("\nupload bench FAILED: {e:#}");
         std::process::exit(1);
     }
@@ -102,7 +132,20 @@ struct Plan {
     /// Total 256 KiB chunk PUTs in measurement 4 (split over the clients).
     small_chunks: u64,
     small_clients: u64,
+    /// The groups of measurements to run (`--only`); `None`: all.
+    only: Option<Vec<String>>,
 }
+
+/// The groups `--only` names, in the order they run.
+const GROUPS: [&str; 7] = [
+    "full",
+    "relaxed",
+    "rss",
+    "small",
+    "redis-big",
+    "redis-small",
+    "events",
+];
 
 impl Plan {
     fn new(quick: bool) -> Plan {
@@ -112,7 +155,15 @@ impl Plan {
             reps: if quick { 1 } else { 3 },
             small_chunks: if quick { 800 } else { 2000 },
             small_clients: 8,
+            only: None,
         }
+    }
+
+    /// Whether group `name` (one of [`GROUPS`]) is to run.
+    fn runs(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|g| g == name))
     }
 }
 
@@ -133,7 +184,10 @@ async fn run(plan: Plan) -> Result<()> {
     } else {
         "cargo bench --bench upload"
     };
-    println!("command: {command}");
+    match &plan.only {
+        Some(only) => println!("command: {command} -- --only={}", only.join(",")),
+        None => println!("command: {command}"),
+    }
     println!(
         "commit: {}   payload: {} MiB   repetitions: {}   cores: {}",
         git_describe(),
@@ -165,11 +219,14 @@ async fn run(plan: Plan) -> Result<()> {
         &payload.sha256[..16]
     );
 
-    let sha = sha256_cost(&payload);
-    println!("SHA-256 in this process, one core: {sha:.2} core-s per GiB (best of 3)\n");
+    let big = plan.runs("full") || plan.runs("relaxed");
+    let sha = if big { sha256_cost(&payload) } else { 0.0 };
+    if big {
+        println!("SHA-256 in this process, one core: {sha:.2} core-s per GiB (best of 3)\n");
+    }
 
     let mut rows = Vec::new();
-    {
+    if plan.runs("full") {
         // Measurements 1 and 3 share one tranche and one sink, durability full.
         let tranche = Server::tranche(tmp.path(), "tranche-full", Durability::Full)?;
         let sink = Server::sink(tmp.path(), "sink-full", Durability::Full)?;
@@ -190,7 +247,7 @@ async fn run(plan: Plan) -> Result<()> {
         rows.extend(completion_latency(&plan, &client, &tranche, &sink, &payload).await?);
         rows.extend(tus::tus_vs_v1(plan.reps, &client, &tranche, &payload).await?);
     }
-    {
+    if plan.runs("relaxed") {
         let tranche = Server::tranche(tmp.path(), "tranche-relaxed", Durability::Relaxed)?;
         let sink = Server::sink(tmp.path(), "sink-relaxed", Durability::Relaxed)?;
         let client = http_client()?;
@@ -208,28 +265,60 @@ async fn run(plan: Plan) -> Result<()> {
             .await?,
         );
     }
-    rows.extend(peak_rss(tmp.path(), &payload).await?);
-    rows.extend(tus::tus_peak_rss(tmp.path(), &payload).await?);
-    rows.extend(small_chunk_rate(&plan, tmp.path(), &payload).await?);
+    if plan.runs("rss") {
+        rows.extend(peak_rss(tmp.path(), &payload).await?);
+        rows.extend(tus::tus_peak_rss(tmp.path(), &payload).await?);
+    }
+    if plan.runs("small") {
+        rows.extend(small_chunk_rate(&plan, tmp.path(), &payload).await?);
+    }
 
     let mut redis_rows = Vec::new();
-    redis_rows.extend(redis_big_upload(&plan, tmp.path(), &redis, &payload).await?);
-    redis_rows.extend(redis_small_chunk_rate(&plan, tmp.path(), &redis, &payload).await?);
+    if plan.runs("redis-big") {
+        redis_rows.extend(redis_big_upload(&plan, tmp.path(), &redis, &payload).await?);
+    }
+    if plan.runs("redis-small") {
+        redis_rows.extend(redis_small_chunk_rate(&plan, tmp.path(), &redis, &payload).await?);
+    }
+    let mut event_rows = Vec::new();
+    if plan.runs("events") {
+        event_rows.extend(events::events_vs_off(&plan, tmp.path(), &redis, &payload).await?);
+    }
     drop(redis);
 
-    print_table(&rows);
-    println!("\ntranche's state in Redis vs in the embedded store (same run, same client):");
-    print_table_headed(
-        &redis_rows,
-        Row {
-            what: "measurement".into(),
-            tranche: "tranche+Redis".into(),
-            sink: "tranche+embedded".into(),
-            ratio: "redis/embedded".into(),
-            target: "target".into(),
-            verdict: "",
-        },
-    );
+    if !rows.is_empty() {
+        print_table(&rows);
+    }
+    if !redis_rows.is_empty() {
+        println!("\ntranche's state in Redis vs in the embedded store (same run, same client):");
+        print_table_headed(
+            &redis_rows,
+            Row {
+                what: "measurement".into(),
+                tranche: "tranche+Redis".into(),
+                sink: "tranche+embedded".into(),
+                ratio: "redis/embedded".into(),
+                target: "target".into(),
+                verdict: "",
+            },
+        );
+    }
+    if !event_rows.is_empty() {
+        println!(
+            "\ntranche with events on (webhook + Redis stream) vs off (same run, same client):"
+        );
+        print_table_headed(
+            &event_rows,
+            Row {
+                what: "measurement".into(),
+                tranche: "events on".into(),
+                sink: "events off".into(),
+                ratio: "on/off".into(),
+                target: "target".into(),
+                verdict: "",
+            },
+        );
+    }
     println!(
         "\nMB/s = 10^6 B/s; figures are medians of {} run(s); total time {:.0} s",
         plan.reps,
@@ -1141,10 +1230,23 @@ impl Server {
         durability: Durability,
         redis: Option<&RedisServer>,
     ) -> Result<Server> {
+        Server::tranche_configured(tmp, name, durability, redis, "")
+    }
+
+    /// As [`Server::tranche_with_store`], with `config` as its config file
+    /// (for what only the file can set, such as event sinks).
+    fn tranche_configured(
+        tmp: &Path,
+        name: &str,
+        durability: Durability,
+        redis: Option<&RedisServer>,
+        config: &str,
+    ) -> Result<Server> {
         let data_dir = tmp.join(name);
         std::fs::create_dir_all(&data_dir)?;
+        let config_text = config;
         let config = tmp.join(format!("{name}.toml"));
-        std::fs::write(&config, "")?;
+        std::fs::write(&config, config_text)?;
         let port = free_port()?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tranche"));
         cmd.arg("serve")

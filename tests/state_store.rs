@@ -119,6 +119,7 @@ conformance!(
     chunks_recorded_at_once_are_all_counted,
     an_expired_or_finished_upload_counts_no_chunk,
     the_running_hash_moves_by_compare_and_set,
+    a_counted_chunk_moves_the_running_hash_in_the_same_step,
     assembly_goes_from_uploading_to_completed_and_leaves_the_index,
     a_failed_assembly_is_kept_until_told,
     an_abort_leaves_a_tombstone_unless_completed_or_assembling,
@@ -224,6 +225,7 @@ fn mark(clock: &Clock, rec: &UploadRecord, index: u64) -> ChunkMark {
         len: end - start,
         now_ms: now,
         expires_at: now + TTL_MS,
+        hash: None,
     }
 }
 
@@ -433,6 +435,51 @@ async fn the_running_hash_moves_by_compare_and_set(s: Subject) {
         .unwrap());
     assert_eq!(get(&s, rec.id).await.hash, two);
     assert!(!s.store.advance_hash(Uuid::new_v4(), 0, one).await.unwrap());
+}
+
+async fn a_counted_chunk_moves_the_running_hash_in_the_same_step(s: Subject) {
+    let rec = record(&s.clock, 2 * CHUNK);
+    insert(&s, &rec).await;
+    let mut one = HashState::default();
+    one.update(&[7; CHUNK as usize]);
+    let mut two = one.clone();
+    two.update(&[8; CHUNK as usize]);
+
+    // From where the hash does not stand: the chunk counts, the hash stays.
+    let mut second = mark(&s.clock, &rec, 1);
+    second.hash = Some((CHUNK, two.clone()));
+    let got = done(s.store.record_chunk(rec.id, second).await.unwrap());
+    assert!(got.received.contains(1));
+    assert_eq!(
+        got.hash,
+        HashState::default(),
+        "hash moved from the wrong length"
+    );
+
+    let mut first = mark(&s.clock, &rec, 0);
+    first.hash = Some((0, one.clone()));
+    let got = done(s.store.record_chunk(rec.id, first).await.unwrap());
+    assert_eq!(got.hash, one, "the answer carries the hash moved");
+    assert_eq!(get(&s, rec.id).await.hash, one);
+
+    // Never past the end of the file, like advance_hash.
+    let mut past_end = two.clone();
+    past_end.update(&[9]);
+    let mut again = mark(&s.clock, &rec, 1);
+    again.hash = Some((CHUNK, past_end));
+    let got = done(s.store.record_chunk(rec.id, again).await.unwrap());
+    assert_eq!(got.hash, one, "hash moved past the end");
+
+    // An upload that no longer counts chunks moves no hash either.
+    s.store
+        .abort(rec.id, s.clock.now_ms() + TTL_MS)
+        .await
+        .unwrap();
+    let mut late = mark(&s.clock, &rec, 1);
+    late.hash = Some((CHUNK, two));
+    let refused = s.store.record_chunk(rec.id, late).await.unwrap();
+    assert!(matches!(refused, Update::Rejected(_)), "{refused:?}");
+    assert_eq!(get(&s, rec.id).await.hash, one);
 }
 
 async fn assembly_goes_from_uploading_to_completed_and_leaves_the_index(s: Subject) {

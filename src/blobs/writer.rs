@@ -50,6 +50,10 @@ impl Digests {
     }
 }
 
+/// What a batch's job gives back: the digests, moved on over the batch,
+/// and the outcome of the file's sync if it did it.
+type Written = (Digests, Option<io::Result<()>>);
+
 /// Streams `body` into `to`: while one batch is written (and hashed) on the
 /// blocking pool, the next fills from the socket, so a request holds at most
 /// two batches. The contract is [`crate::blobs::ByteStore::write_at`]'s.
@@ -74,7 +78,9 @@ where
     });
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
-    let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Digests>>> = None;
+    let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Written>>> = None;
+    // The outcome of the sync, when the last batch's job did it.
+    let mut synced: Option<io::Result<()>> = None;
     let mut received: u64 = 0;
     let mut written: u64 = 0;
     let mut cut = false;
@@ -119,11 +125,10 @@ where
         }
         if batch_len >= BATCH_SIZE || ((end || idle) && batch_len > 0) {
             if let Some(job) = in_flight.take() {
-                digests = Some(
-                    join(job)
-                        .await
-                        .map_err(|e| no_space(e, expected - received))?,
-                );
+                let (d, _) = join(job)
+                    .await
+                    .map_err(|e| no_space(e, expected - received))?;
+                digests = Some(d);
             }
             let pieces = std::mem::take(&mut batch);
             let at = offset + written;
@@ -138,8 +143,11 @@ where
                 .acquire_owned()
                 .await
                 .expect("never closed");
+            // The last batch makes the file durable in the same job (after
+            // every earlier batch, joined above): one hand-off to the
+            // blocking pool and one wake-up less per request.
+            let sync_here = sync && end;
             in_flight = Some(tokio::task::spawn_blocking(move || {
-                let _permit = permit;
                 let mut at = at;
                 for piece in &pieces {
                     file.write_all_at(piece, at)?;
@@ -148,7 +156,11 @@ where
                     // CPU's cache.
                     d.update(piece);
                 }
-                Ok(d)
+                // The slots bound the batches being written; a sync holds
+                // no batch, so it waits for the disk without one.
+                drop(permit);
+                let synced = sync_here.then(|| file.sync_data());
+                Ok((d, synced))
             }));
         }
         if end {
@@ -156,17 +168,19 @@ where
         }
     }
     if let Some(job) = in_flight.take() {
-        digests = Some(
-            join(job)
-                .await
-                .map_err(|e| no_space(e, expected - received))?,
-        );
+        let (d, sync_done) = join(job)
+            .await
+            .map_err(|e| no_space(e, expected - received))?;
+        digests = Some(d);
+        synced = sync_done;
     }
     if received < expected && !cut && !opts.at_most {
         return Err(WriteError::TooShort { received, expected });
     }
     debug_assert_eq!(written, received);
-    if sync && received > 0 {
+    if let Some(done) = synced {
+        done.map_err(|e| no_space(e.into(), received))?;
+    } else if sync && received > 0 {
         // Bytes count only once they are on disk: the store's record
         // must never point at bytes a crash could lose.
         let file = file.clone();

@@ -192,11 +192,15 @@ where
     let sha256 = written.digest.and_then(|d| <[u8; 32]>::try_from(d).ok());
     let chunk_sha = check_digest(digest.sha256, sha256)?;
     let now = ctx.clock.now_ms();
+    // The running hash, extended over this chunk as it was written, moves
+    // on in the very step that counts the chunk: no round trip of its own.
+    let hash = written.extended.filter(|h| h.len() > start);
     let mark = ChunkMark {
         index,
         len: expected,
         now_ms: now,
         expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
+        hash: hash.map(|h| (start, h)),
     };
     let written_at = Instant::now();
     let lease = guard.disarm();
@@ -219,7 +223,7 @@ where
     crate::core::notify(ctx, id);
     ctx.metrics.chunks_received.inc();
     ctx.metrics.chunk_bytes_received.inc_by(expected);
-    let rec = after_recorded(ctx, rec, start, written.extended).await;
+    let rec = after_recorded(ctx, rec, start, None).await;
     Ok(chunk_answer(&rec, index, expected, chunk_sha))
 }
 

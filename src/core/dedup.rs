@@ -223,6 +223,7 @@ async fn complete_shared(ctx: &AppContext, record: &UploadRecord, now: i64) -> R
         len: record.size,
         now_ms: now,
         expires_at: record.expires_at,
+        hash: None,
     };
     let steps = async {
         ctx.store.record_chunk(id, mark).await?;

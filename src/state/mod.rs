@@ -159,6 +159,10 @@ pub struct ChunkMark {
     pub now_ms: i64,
     /// The upload's new `expires_at` (sliding expiry).
     pub expires_at: i64,
+    /// The running hash extended over this chunk: (the length it was
+    /// extended from, the state after). Moved on as by `advance_hash`, in
+    /// the same atomic step, once the chunk is counted.
+    pub hash: Option<(u64, HashState)>,
 }
 
 /// Bytes written in order at a sequential upload's offset, to be counted.
@@ -282,7 +286,8 @@ pub trait StateStore {
 
     /// Atomically and durably counts a chunk: only while the upload is
     /// `uploading` and not expired (else `Rejected`). Counting a chunk twice is
-    /// a no-op apart from refreshing the expiry.
+    /// a no-op apart from refreshing the expiry. With `mark.hash`, then the
+    /// compare-and-set of [`StateStore::advance_hash`], in the same step.
     async fn record_chunk(&self, id: Uuid, mark: ChunkMark) -> Result<Update, StoreError>;
 
     /// Atomically and durably moves a sequential upload's offset from

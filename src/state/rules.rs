@@ -13,6 +13,9 @@ pub fn record_chunk(rec: &mut UploadRecord, mark: &ChunkMark) -> bool {
         rec.bytes_received += mark.len;
     }
     rec.expires_at = rec.expires_at.max(mark.expires_at);
+    if let Some((from, to)) = &mark.hash {
+        advance_hash(rec, *from, to);
+    }
     true
 }
 

@@ -168,6 +168,26 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::Unavailable("the commit was abandoned".into()))?
     }
 
+    /// A read of one record by its key: a few B-tree pages, nearly always in
+    /// redb's cache or the OS's (a record is read by each of its chunks,
+    /// right after the last one wrote it). Done in place, it saves the
+    /// hand-off to the blocking pool and back, two wake-ups per chunk
+    /// request; only while the database is open and its slot free (while
+    /// the writer opens it again, it waits on the blocking pool instead).
+    /// Scans stay on the blocking pool ([`EmbeddedStore::read`]).
+    async fn read_one<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if let Ok(db) = self.slot.db.try_read() {
+            if let Some(db) = db.as_ref() {
+                let txn = db.begin_read().map_err(unavailable)?;
+                return query(&txn);
+            }
+        }
+        self.read(query).await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
@@ -352,7 +372,7 @@ impl StateStore for EmbeddedStore {
     }
 
     async fn get_upload(&self, id: Uuid) -> Result<Option<UploadRecord>, StoreError> {
-        self.read(move |txn| load(&txn.open_table(UPLOADS).map_err(unavailable)?, id))
+        self.read_one(move |txn| load(&txn.open_table(UPLOADS).map_err(unavailable)?, id))
             .await
     }
 

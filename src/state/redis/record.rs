@@ -109,6 +109,14 @@ impl RedisStore {
         mark: &ChunkMark,
         lease: Option<&Lease>,
     ) -> Result<RecordReply, StoreError> {
+        let (from, to, state) = match &mark.hash {
+            Some((from, to)) => (
+                from.to_string(),
+                to.len().to_string(),
+                serde_json::to_string(to).map_err(corrupt)?,
+            ),
+            None => Default::default(),
+        };
         self.query(|| {
             let mut p = redis::pipe();
             self.scripts.record_chunk.add(
@@ -120,6 +128,9 @@ impl RedisStore {
                     &mark.now_ms,
                     &mark.expires_at,
                     &KEY_GRACE_MS,
+                    &from,
+                    &to,
+                    &state,
                 ],
             );
             self.add_bump_and_read(&mut p, id, mark.expires_at);

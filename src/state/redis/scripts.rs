@@ -29,6 +29,8 @@ impl Lua {
 }
 
 /// Counts a chunk. Returns 0: no such upload, 1: counted, 2: not uploading or expired.
+/// With ARGV[6] (not ''), then moves the running hash as ADVANCE_HASH does,
+/// from ARGV[6] bytes to ARGV[7] (state ARGV[8]).
 pub(super) const RECORD_CHUNK: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 0 end
@@ -42,6 +44,12 @@ redis.call('HSET', KEYS[1], 'expires', string.format('%.0f', new))
 local until_ms = string.format('%.0f', new + tonumber(ARGV[5]))
 redis.call('PEXPIREAT', KEYS[1], until_ms)
 redis.call('PEXPIREAT', KEYS[2], until_ms)
+if ARGV[6] and ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'hash_len') == ARGV[6] then
+  local to = tonumber(ARGV[7])
+  if to > tonumber(ARGV[6]) and to <= cjson.decode(redis.call('HGET', KEYS[1], 'rec')).size then
+    redis.call('HSET', KEYS[1], 'hash', ARGV[8], 'hash_len', ARGV[7])
+  end
+end
 return 1
 "#;
 

@@ -112,7 +112,6 @@ pub async fn sweep(ctx: &AppContext) -> anyhow::Result<SweepReport> {
                 continue;
             };
             deleted_any = true;
-            core::notify(ctx, *id);
             core::record_gone(ctx, &rec).await;
             if rec.status == Status::Completed {
                 let freed = ctx.storage.remove_file(*id).await?;

@@ -14,6 +14,19 @@ pub enum Status {
     Aborted,
 }
 
+impl Status {
+    /// The word the JSON says (`"uploading"`...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Uploading => "uploading",
+            Status::Assembling => "assembling",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Aborted => "aborted",
+        }
+    }
+}
+
 /// The body of `POST /api/v1/uploads`. Unknown fields are ignored so that newer
 /// clients keep working (and named in the answer's `warnings`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -216,4 +229,17 @@ pub struct ScrubMismatch {
     pub expected: String,
     /// What the bytes hash to now.
     pub actual: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_word_is_the_one_its_json_says() {
+        use Status::*;
+        for status in [Uploading, Assembling, Completed, Failed, Aborted] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
 }

@@ -120,6 +120,7 @@ conformance!(
     an_expired_or_finished_upload_counts_no_chunk,
     the_running_hash_moves_by_compare_and_set,
     a_counted_chunk_moves_the_running_hash_in_the_same_step,
+    a_moved_offset_moves_the_running_hash_in_the_same_step,
     assembly_goes_from_uploading_to_completed_and_leaves_the_index,
     a_failed_assembly_is_kept_until_told,
     an_abort_leaves_a_tombstone_unless_completed_or_assembling,
@@ -213,6 +214,7 @@ fn moved(clock: &Clock, from: u64, to: u64, length: Option<u64>) -> OffsetMark {
         length,
         now_ms: now,
         expires_at: now + 2 * TTL_MS,
+        hash: None,
     }
 }
 
@@ -1811,4 +1813,45 @@ async fn processing_reports_are_kept_on_completed_uploads_and_numbered(s: Subjec
     assert_eq!(read.processing, Some(expected));
     assert_eq!(read.status, Status::Completed);
     assert_eq!(read.file, Some(file(building.id)));
+}
+
+async fn a_moved_offset_moves_the_running_hash_in_the_same_step(s: Subject) {
+    let rec = sequential(&s.clock, Some(3000));
+    insert(&s, &rec).await;
+    let mut first = HashState::default();
+    first.update(&[1; 1000]);
+    let mut second = first.clone();
+    second.update(&[2; 1000]);
+
+    // From where the hash does not stand: the offset moves, the hash stays.
+    let mut wrong = moved(&s.clock, 0, 1000, None);
+    wrong.hash = Some((500, first.clone()));
+    let got = done(s.store.advance_offset(rec.id, wrong).await.unwrap());
+    assert_eq!(got.received_offset(), 1000);
+    assert_eq!(
+        got.hash,
+        HashState::default(),
+        "hash moved from the wrong length"
+    );
+
+    // Past the new offset: the hash stays too.
+    let mut ahead = moved(&s.clock, 1000, 1500, None);
+    ahead.hash = Some((0, second.clone()));
+    let got = done(s.store.advance_offset(rec.id, ahead).await.unwrap());
+    assert_eq!(got.hash, HashState::default(), "hash moved past the offset");
+
+    let mut caught_up = moved(&s.clock, 1500, 2000, None);
+    caught_up.hash = Some((0, second.clone()));
+    let got = done(s.store.advance_offset(rec.id, caught_up).await.unwrap());
+    assert_eq!(got.hash, second, "the answer carries the hash moved");
+    assert_eq!(get(&s, rec.id).await.hash, second);
+
+    // A refused move moves no hash either.
+    let mut stale = moved(&s.clock, 0, 2500, None);
+    let mut longer = second.clone();
+    longer.update(&[3; 500]);
+    stale.hash = Some((2000, longer));
+    let refused = s.store.advance_offset(rec.id, stale).await.unwrap();
+    assert!(matches!(refused, Update::Rejected(_)), "{refused:?}");
+    assert_eq!(get(&s, rec.id).await.hash, second);
 }

@@ -140,11 +140,6 @@ impl EventSettings {
     }
 }
 
-/// Whether a sink with this filter wants `kind`.
-pub fn wants(filter: &[String], kind: EventKind) -> bool {
-    filter.is_empty() || filter.iter().any(|name| name == kind.as_str())
-}
-
 #[cfg(test)]
 mod tests {
     use crate::config::{CliOverrides, Settings};

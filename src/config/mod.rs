@@ -22,7 +22,7 @@ mod tus;
 
 pub use auth::AuthSettings;
 pub use cors::CorsSettings;
-pub use events::{wants, EventSettings, StreamSettings, WebhookSettings};
+pub use events::{EventSettings, StreamSettings, WebhookSettings};
 pub use hooks::{HookEndpoint, HookSettings, OnError};
 pub use limits::{LimitSettings, RateLimitSettings, SniffContent};
 pub use proxies::TrustedProxies;

@@ -20,7 +20,7 @@ use crate::core::live::{check_live, status_conflict, store_error};
 use crate::core::write::write_range;
 use crate::core::{Error, APPEND_LEASE_TTL};
 use crate::guards::limits::{idle_limited, BodyError};
-use crate::hashing::Algorithm;
+use crate::hashing::{Algorithm, HashState};
 use crate::state::{LeaseOf, OffsetMark, StateStore, Update};
 use crate::upload::{Concat, Sequential, Status, UploadRecord};
 
@@ -201,8 +201,8 @@ where
         }
         Err(WriteError::Storage(e)) => return Err(e.into()),
     };
-    let rec = record(ctx, id, seq.offset, written, req.length, guard).await?;
-    let rec = after_recorded(ctx, rec, seq.offset, extended).await;
+    let rec = record(ctx, id, seq.offset, written, req.length, extended, guard).await?;
+    after_recorded(ctx, &rec);
     if let Some((received, expected)) = cut {
         tracing::info!(upload_id = %id, kept = received, "body cut off; the bytes that arrived were kept");
         return Err(incomplete(received, expected));
@@ -255,6 +255,7 @@ async fn record(
     from: u64,
     written: u64,
     length: Option<u64>,
+    extended: Option<HashState>,
     guard: &LeaseGuard,
 ) -> Result<UploadRecord, Error> {
     let now = ctx.clock.now_ms();
@@ -264,6 +265,9 @@ async fn record(
         length,
         now_ms: now,
         expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
+        // The running hash, extended over the bytes as they were written,
+        // moves on in the step that counts them.
+        hash: extended.filter(|h| h.len() > from).map(|h| (from, h)),
     };
     let update = guard.hold_while(ctx.store.advance_offset(id, mark)).await?;
     let rec = match update.map_err(|e| store_error(ctx, e))? {

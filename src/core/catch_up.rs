@@ -5,7 +5,6 @@ use uuid::Uuid;
 
 use crate::blobs::ByteStore;
 use crate::context::AppContext;
-use crate::hashing::HashState;
 use crate::state::StateStore;
 use crate::upload::{Status, UploadRecord};
 
@@ -22,33 +21,13 @@ pub(super) fn needs_catch_up(rec: &UploadRecord) -> bool {
     rec.hash.len() < rec.size && next < rec.chunk_count() && rec.received.contains(next)
 }
 
-/// After a write's range is recorded in `rec`: moves the running hash on to
-/// `extended` (the hash as it stood at the range's start, extended over the
-/// range's bytes as they were written), else leaves it to the catch-up task.
-/// The range is counted now, and the hash as it stood covered counted bytes
-/// from 0, so `extended` does too; the compare-and-set keeps a catch-up that
-/// got there first from being overwritten.
-pub(super) async fn after_recorded(
-    ctx: &AppContext,
-    mut rec: UploadRecord,
-    from: u64,
-    extended: Option<HashState>,
-) -> UploadRecord {
-    if let Some(state) = extended {
-        if rec.hash.len() == from && state.len() > from {
-            match ctx.store.advance_hash(rec.id, from, state.clone()).await {
-                Ok(true) => rec.hash = state,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(upload_id = %rec.id, error = %e, "running hash not saved; the catch-up will redo it")
-                }
-            }
-        }
-    }
-    if needs_catch_up(&rec) {
+/// After a write's range is recorded in `rec` (its running hash moved on in
+/// the same store step when the range extended it): starts the catch-up if
+/// what arrived after a gap can now be hashed.
+pub(super) fn after_recorded(ctx: &AppContext, rec: &UploadRecord) {
+    if needs_catch_up(rec) {
         spawn_catch_up(ctx, rec.id);
     }
-    rec
 }
 
 /// Starts (or asks the running one to continue) the background task that

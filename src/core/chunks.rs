@@ -223,7 +223,7 @@ where
     crate::core::notify(ctx, id);
     ctx.metrics.chunks_received.inc();
     ctx.metrics.chunk_bytes_received.inc_by(expected);
-    let rec = after_recorded(ctx, rec, start, None).await;
+    after_recorded(ctx, &rec);
     Ok(chunk_answer(&rec, index, expected, chunk_sha))
 }
 

@@ -102,6 +102,7 @@ async fn copy_parts(
         length: None,
         now_ms: now,
         expires_at: now + ctx.settings.upload_ttl.as_millis() as i64,
+        hash: None,
     };
     match ctx
         .store

@@ -66,8 +66,7 @@ async fn create_answer(
     let mut record = new_record(ctx, req, max_retention, caller)?;
     record.idempotency_key = idempotency_key.clone();
     let Some(key) = idempotency_key else {
-        hooks::pre_create(ctx, &mut record, caller).await?;
-        return start(ctx, &record, None, limit, caller).await;
+        return start(ctx, &mut record, None, limit, caller).await;
     };
     // One request per key at a time (across instances, with Redis): a retry
     // racing its first attempt waits for it and gets its answer, instead of
@@ -82,9 +81,8 @@ async fn create_answer(
                 // Asked only for a request the key has not answered yet: a
                 // retry gets the first answer without asking again.
                 let mut record = record;
-                hooks::pre_create(ctx, &mut record, caller).await?;
                 let idempotency = Some((key.as_str(), request_digest.as_str()));
-                start(ctx, &record, idempotency, limit, caller).await
+                start(ctx, &mut record, idempotency, limit, caller).await
             }
             Err(e) => Err(store_error(ctx, e)),
         }
@@ -120,8 +118,7 @@ pub async fn create_sequential(
             .chunk_size_for(ctx.settings.max_file_size.0, None);
     }
     record.sequential = Some(sequential);
-    hooks::pre_create(ctx, &mut record, caller).await?;
-    start(ctx, &record, None, limit, caller).await?;
+    start(ctx, &mut record, None, limit, caller).await?;
     if record.expected_sha256.is_none() {
         return Ok(record);
     }
@@ -178,17 +175,20 @@ fn new_record(
     })
 }
 
-/// Starts the upload `record`: takes a `max_uploads` use if there is a limit,
+/// Starts the upload `record`: asks the application's `pre_create` hook
+/// (which may change it), takes a `max_uploads` use if there is a limit,
 /// then shares a stored file with the same content if it may ([`dedup`]),
 /// or else charges its owner's pending quota, reserves its disk space and
 /// records it (with the idempotency entry).
 async fn start(
     ctx: &AppContext,
-    record: &UploadRecord,
+    record: &mut UploadRecord,
     idempotency: Option<(&str, &str)>,
     limit: Option<&UseLimit>,
     caller: &Caller,
 ) -> Result<serde_json::Value, Error> {
+    hooks::pre_create(ctx, record, caller).await?;
+    let record = &*record;
     let taken = match limit {
         Some(limit) => Some(limit.take(ctx).await?),
         None => None,

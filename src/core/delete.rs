@@ -54,7 +54,6 @@ async fn delete_because(ctx: &AppContext, id: Uuid, why: Deletion) -> Result<(),
         .map_err(|e| store_error(ctx, e))?;
     match update {
         Update::Done(rec) => {
-            crate::core::notify(ctx, id);
             usage::record_gone(ctx, &rec).await;
             let freed = remove_bytes(ctx, id).await?;
             file_deleted(ctx, &rec, why, freed);
@@ -106,9 +105,9 @@ async fn remove_bytes(ctx: &AppContext, id: Uuid) -> Result<u64, Error> {
     })
 }
 
-/// A completed file was deleted (its record and bytes are gone): counted,
-/// logged, and the one place where the `file.deleted` event is to be
-/// emitted once tranche has events.
+/// A completed file was deleted (its record and bytes are gone): counted and
+/// logged. (Its `file.deleted` event was written by the store, in the step
+/// that removed the record.)
 pub fn file_deleted(ctx: &AppContext, rec: &UploadRecord, why: Deletion, freed_bytes: u64) {
     ctx.metrics
         .files_deleted

@@ -9,7 +9,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use uuid::Uuid;
 
@@ -47,7 +48,7 @@ pub enum Update {
 pub enum Opening {
     /// `Last-Event-ID` already reflects the end: nothing more to send.
     Ended,
-    Stream(Box<dyn Stream<Item = Update> + Send + Unpin>),
+    Stream(BoxStream<'static, Update>),
 }
 
 /// Starts following upload `id` for a client that last saw the event
@@ -103,7 +104,7 @@ pub async fn follow(
         let update = f.next().await?;
         Some((update, f))
     });
-    Ok(Opening::Stream(Box::new(Box::pin(stream))))
+    Ok(Opening::Stream(stream.boxed()))
 }
 
 fn ticker(now: Instant, every: Duration) -> Interval {
@@ -154,10 +155,11 @@ impl Follower {
         }
     }
 
-    /// A read is due as soon as the gap since the last one allows.
+    /// A read is due as soon as the gap since the last one allows (one due
+    /// already stays: it was set since the last read, so it is no later).
     fn due(&mut self) {
         let at = (self.last_read + MIN_GAP).max(Instant::now());
-        self.read_at = Some(self.read_at.map_or(at, |t| t.min(at)));
+        self.read_at.get_or_insert(at);
     }
 
     async fn read(&mut self) {

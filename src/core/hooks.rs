@@ -32,22 +32,14 @@ pub(super) async fn pre_create(
     record: &mut UploadRecord,
     caller: &Caller,
 ) -> Result<(), Error> {
-    let deferred = record
-        .sequential
-        .as_ref()
-        .is_some_and(|s| s.length_deferred);
-    match ctx
-        .hooks
-        .pre_create(record, deferred, &caller.identity)
-        .await
-    {
+    match ctx.hooks.pre_create(record, &caller.identity).await {
         Answer::Allow(set) => apply(ctx, record, set),
         Answer::Deny(denial) => {
             tracing::info!(upload_id = %record.id, reason = ?denial.reason,
                 message = %denial.message, "create refused by the pre_create hook");
             Err(rejected(denial))
         }
-        Answer::Unavailable(_) => Err(Error::HookUnavailable {
+        Answer::Unavailable => Err(Error::HookUnavailable {
             hook: "pre_create",
             message: "the application's pre_create check did not answer; nothing was \
                       stored, retry shortly (or ask the operator to check the hook)"
@@ -70,7 +62,7 @@ pub(super) async fn pre_finish(
             message: denial.message,
             sha256: Some(sha256.to_owned()),
         })),
-        Answer::Unavailable(_) => Err(Error::HookUnavailable {
+        Answer::Unavailable => Err(Error::HookUnavailable {
             hook: "pre_finish",
             message: format!(
                 "the application's pre_finish check did not answer; upload {} is kept with \

@@ -6,7 +6,7 @@
 //! by another instance sharing the store are seen by the follower's poll.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -18,14 +18,16 @@ use crate::context::AppContext;
 /// costs one map lookup.
 #[derive(Clone, Default)]
 pub struct Watchers {
-    channels: Arc<Mutex<HashMap<Uuid, watch::Sender<()>>>>,
+    /// Read-locked by every notice (each recorded chunk), write-locked only
+    /// when a follower comes or goes.
+    channels: Arc<RwLock<HashMap<Uuid, watch::Sender<()>>>>,
 }
 
 impl Watchers {
     /// Starts following `id`: the subscription's `changed()` wakes after
     /// each notice.
     pub fn subscribe(&self, id: Uuid) -> Subscription {
-        let mut channels = self.channels.lock().expect("watchers poisoned");
+        let mut channels = self.channels.write().expect("watchers poisoned");
         let rx = channels
             .entry(id)
             .or_insert_with(|| watch::channel(()).0)
@@ -39,15 +41,15 @@ impl Watchers {
 
     /// Wakes every follower of `id`, if any.
     pub fn notify(&self, id: Uuid) {
-        let channels = self.channels.lock().expect("watchers poisoned");
+        let channels = self.channels.read().expect("watchers poisoned");
         if let Some(tx) = channels.get(&id) {
             tx.send_replace(());
         }
     }
 
-    /// How many uploads have followers (for tests and metrics).
+    /// How many uploads have followers.
     pub fn followed(&self) -> usize {
-        self.channels.lock().expect("watchers poisoned").len()
+        self.channels.read().expect("watchers poisoned").len()
     }
 }
 
@@ -71,7 +73,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut channels = self.watchers.channels.lock().expect("watchers poisoned");
+        let mut channels = self.watchers.channels.write().expect("watchers poisoned");
         // Under the lock no one subscribes meanwhile; this receiver still counts.
         if channels
             .get(&self.id)

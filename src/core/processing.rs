@@ -15,7 +15,7 @@ use super::live::{check_live, store_error};
 use super::Error;
 use crate::context::AppContext;
 use crate::state::{LedgerStore, Update};
-use crate::upload::{Status, UploadRecord};
+use crate::upload::UploadRecord;
 use crate::wire::{Processing, ProcessingReport};
 
 /// The longest `message` kept, in characters: a line for a person, not a log.
@@ -59,7 +59,7 @@ pub async fn report_processing(
             let rec = check_live(id, Some(rec), ctx.clock.now_ms())?;
             Err(Error::NotCompleted {
                 id: id.to_string(),
-                status: status_word(rec.status),
+                status: rec.status.as_str(),
             })
         }
     }
@@ -83,16 +83,6 @@ fn check(report: &ProcessingReport) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn status_word(status: Status) -> &'static str {
-    match status {
-        Status::Uploading => "uploading",
-        Status::Assembling => "assembling",
-        Status::Completed => "completed",
-        Status::Failed => "failed",
-        Status::Aborted => "aborted",
-    }
 }
 
 #[cfg(test)]

@@ -120,9 +120,11 @@ pub(super) async fn release(ctx: &AppContext, rec: &UploadRecord) {
     }
 }
 
-/// A record left the state store (deleted, expired): what it counted goes,
-/// and a completed file leaves the dedup index. Safe to call twice.
+/// A record left the state store (deleted, expired): its live followers are
+/// told, what it counted goes, and a completed file leaves the dedup index.
+/// Safe to call twice.
 pub async fn record_gone(ctx: &AppContext, rec: &UploadRecord) {
+    super::notify(ctx, rec.id);
     release(ctx, rec).await;
     if rec.status == Status::Completed {
         dedup::unindex(ctx, rec).await;

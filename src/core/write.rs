@@ -47,8 +47,8 @@ where
     // upload sent in order) extends it from its own buffers, on the blocking
     // pool beside the disk writes: reading the bytes back later to hash them
     // would cost a copy, and the catch-up's store round trips, per range.
-    // What it returns counts only once the range is recorded (a chunk's in
-    // the step that counts it, an append's in `catch_up::after_recorded`).
+    // What it returns counts only once the range is recorded, in the store
+    // step that counts it (`ChunkMark::hash`, `OffsetMark::hash`).
     // Ranges after a gap are hashed by the catch-up once the gap closes.
     let mut opts = opts;
     if rec.hash.len() == offset && len > 0 {

@@ -113,9 +113,13 @@ impl Delivery {
         metrics.dropped.inc_by(dropped - self.dropped_seen);
         self.dropped_seen = dropped;
         let entries = self.ctx.store.pending_events(BATCH).await?;
-        metrics
-            .backlog
-            .set(self.ctx.store.outbox_len().await? as i64);
+        // A batch shorter than asked for is the whole outbox: no count to ask.
+        let backlog = if entries.len() < BATCH {
+            entries.len() as u64
+        } else {
+            self.ctx.store.outbox_len().await?
+        };
+        metrics.backlog.set(backlog as i64);
         // Entries no longer pending were acknowledged: forget them.
         let pending: HashSet<&str> = entries.iter().map(|e| e.position.as_str()).collect();
         self.taken.retain(|p, _| pending.contains(p.as_str()));
@@ -139,8 +143,9 @@ impl Delivery {
     /// waiting on an earlier event of the same upload.
     async fn offer(&mut self, entry: &OutboxEntry, blocked: &mut [HashSet<Uuid>]) -> bool {
         let stored = &entry.event;
-        let event = Event::render(stored, |id| file_url(&self.ctx, id));
-        let body = serde_json::to_string(&event).expect("events always serialise");
+        // Rendered for the first sink it is offered to: an entry every sink
+        // took already, or that waits behind a retry, is not.
+        let mut rendered: Option<(Event, String)> = None;
         let taken = self
             .taken
             .entry(entry.position.clone())
@@ -161,7 +166,12 @@ impl Delivery {
                 blocked[i].insert(stored.upload);
                 continue;
             }
-            match sink.deliver(&event, &body).await {
+            let (event, body) = rendered.get_or_insert_with(|| {
+                let event = Event::render(stored, |id| file_url(&self.ctx, id));
+                let body = serde_json::to_string(&event).expect("events always serialise");
+                (event, body)
+            });
+            match sink.deliver(event, body).await {
                 Ok(()) => {
                     taken[i] = true;
                     self.retries.remove(&key);

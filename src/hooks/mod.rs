@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::config::{HookEndpoint, HookSettings, OnError};
-use crate::events::sinks::webhook::{secret_key, sign};
+use crate::events::sinks::webhook::{client, secret_key, signed};
 use crate::events::EventUpload;
 use crate::guards::auth::Access;
 use crate::upload::UploadRecord;
@@ -82,8 +82,8 @@ pub enum Answer {
     /// Go on, with these fields set (`pre_create` only).
     Allow(Overrides),
     Deny(Denial),
-    /// The hook failed and fails closed: the message says what to do.
-    Unavailable(String),
+    /// The hook failed and fails closed (why is in the log).
+    Unavailable,
 }
 
 /// Fields of the create the application set in its answer.
@@ -144,14 +144,9 @@ impl Hooks {
         })
     }
 
-    /// Asks `pre_create` about the upload `record` is to start (its size
-    /// unknown when `deferred`), made by `caller` (owning it as `owner`).
-    pub async fn pre_create(
-        &self,
-        record: &UploadRecord,
-        deferred: bool,
-        caller: &Identity,
-    ) -> Answer {
+    /// Asks `pre_create` about the upload `record` is to start, made by
+    /// `caller` (owning it as `owner`).
+    pub async fn pre_create(&self, record: &UploadRecord, caller: &Identity) -> Answer {
         let Some(hook) = &self.pre_create else {
             return Answer::Allow(Overrides::default());
         };
@@ -167,7 +162,9 @@ impl Hooks {
             "upload": {
                 "id": record.id,
                 "filename": record.filename,
-                "size": (!deferred).then_some(record.size),
+                // Unknown yet for a tus upload with a deferred length.
+                "size": (!record.sequential.as_ref().is_some_and(|s| s.length_deferred))
+                    .then_some(record.size),
                 "content_type": record.content_type,
                 "sha256": record.expected_sha256,
                 "metadata": record.metadata,
@@ -177,7 +174,8 @@ impl Hooks {
     }
 
     /// Asks `pre_finish` about `record`, whose bytes hash to `sha256`.
-    /// Overrides in its answer are ignored: the file is what it is.
+    /// Overrides in its answer are for the caller to ignore: the file is
+    /// what it is.
     pub async fn pre_finish(&self, record: &UploadRecord, sha256: &str) -> Answer {
         let Some(hook) = &self.pre_finish else {
             return Answer::Allow(Overrides::default());
@@ -189,10 +187,7 @@ impl Hooks {
             "file": { "size": record.size, "sha256": sha256 },
             "owner": record.owner,
         });
-        match self.ask(hook, &body).await {
-            Answer::Allow(_) => Answer::Allow(Overrides::default()),
-            other => other,
-        }
+        self.ask(hook, &body).await
     }
 
     /// Calls `hook` and applies its `on_error` to a failure.
@@ -219,7 +214,7 @@ impl Hooks {
             Err(problem) => {
                 tracing::error!(hook = hook.name, url = %hook.url, %problem, elapsed_ms,
                     "hook failed; refusing (on_error = \"deny\")");
-                Answer::Unavailable(problem)
+                Answer::Unavailable
             }
         }
     }
@@ -241,11 +236,7 @@ impl Endpoint {
             .map(secret_key)
             .transpose()
             .map_err(|e| format!("hooks.{name}.secret: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = client(settings.timeout)?;
         Ok(Endpoint {
             name,
             url: settings.url.clone(),
@@ -265,11 +256,7 @@ impl Endpoint {
             .header("content-type", "application/json");
         if let Some(key) = &self.key {
             let id = format!("hook_{}", uuid::Uuid::new_v4().simple());
-            let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-            request = request
-                .header("webhook-signature", sign(key, &id, timestamp, &body))
-                .header("webhook-id", id)
-                .header("webhook-timestamp", timestamp.to_string());
+            request = signed(request, key, &id, &body);
         }
         let timed_out = |e: &reqwest::Error| {
             if e.is_timeout() {

@@ -177,6 +177,9 @@ pub struct OffsetMark {
     pub now_ms: i64,
     /// The upload's new `expires_at` (sliding expiry).
     pub expires_at: i64,
+    /// The running hash extended over the bytes written, as in
+    /// [`ChunkMark::hash`]: moved on in the same step, once counted.
+    pub hash: Option<(u64, HashState)>,
 }
 
 /// What a lease guards: one writer at a time for each. The store derives

@@ -45,6 +45,9 @@ pub fn advance_offset(rec: &mut UploadRecord, mark: &OffsetMark) -> bool {
     seq.offset = mark.to;
     rec.bytes_received = mark.to;
     rec.expires_at = rec.expires_at.max(mark.expires_at);
+    if let Some((from, to)) = &mark.hash {
+        advance_hash(rec, *from, to);
+    }
     true
 }
 

@@ -7,7 +7,7 @@ pub mod webhook;
 use std::time::Duration;
 
 use super::{Event, EventKind};
-use crate::config::{wants, EventSettings};
+use crate::config::EventSettings;
 
 pub use stream::StreamSink;
 pub use webhook::WebhookSink;
@@ -72,6 +72,16 @@ pub fn from_settings(settings: &EventSettings) -> Result<Vec<AnySink>, String> {
     Ok(sinks)
 }
 
-fn filter_wants(filter: &[String], kind: EventKind) -> bool {
-    wants(filter, kind)
+/// A sink's event filter: the kinds it takes; empty, every kind.
+struct Filter(Vec<EventKind>);
+
+impl Filter {
+    /// From the configured names (which the settings' validation checked).
+    fn of(names: &[String]) -> Filter {
+        Filter(names.iter().filter_map(|n| EventKind::parse(n)).collect())
+    }
+
+    fn wants(&self, kind: EventKind) -> bool {
+        self.0.is_empty() || self.0.contains(&kind)
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use super::{filter_wants, Sink, SinkError};
+use super::{Filter, Sink, SinkError};
 use crate::config::StreamSettings;
 use crate::events::{Event, EventKind};
 
@@ -20,7 +20,7 @@ pub struct StreamSink {
     conn: OnceCell<ConnectionManager>,
     stream: String,
     maxlen: u64,
-    events: Vec<String>,
+    events: Filter,
     retry_for: Duration,
 }
 
@@ -34,7 +34,7 @@ impl StreamSink {
             conn: OnceCell::new(),
             stream: settings.stream.clone(),
             maxlen: settings.maxlen,
-            events: settings.events.clone(),
+            events: Filter::of(&settings.events),
             retry_for: settings.retry_for,
         })
     }
@@ -58,7 +58,7 @@ impl Sink for StreamSink {
     }
 
     fn wants(&self, kind: EventKind) -> bool {
-        filter_wants(&self.events, kind)
+        self.events.wants(kind)
     }
 
     fn retry_for(&self) -> Duration {

@@ -10,7 +10,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{filter_wants, Sink, SinkError};
+use super::{Filter, Sink, SinkError};
 use crate::config::WebhookSettings;
 use crate::events::{Event, EventKind};
 
@@ -18,7 +18,7 @@ pub struct WebhookSink {
     name: String,
     url: String,
     key: Vec<u8>,
-    events: Vec<String>,
+    events: Filter,
     retry_for: Duration,
     client: reqwest::Client,
 }
@@ -50,20 +50,41 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
     )
 }
 
+/// A client for calls into the application (webhooks, hooks): each bounded
+/// by `timeout`, and a redirect is an answer, not followed.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `request` with the Standard Webhooks headers of `body`, sent as message
+/// `id` now, signed with `key`.
+pub fn signed(
+    request: reqwest::RequestBuilder,
+    key: &[u8],
+    id: &str,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    request
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", sign(key, id, timestamp, body))
+}
+
 impl WebhookSink {
     pub fn new(index: usize, settings: &WebhookSettings) -> Result<Self, String> {
         let host = reqwest::Url::parse(&settings.url)
             .map_err(|e| format!("webhook url {:?}: {e}", settings.url))?;
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = client(settings.timeout)?;
         Ok(WebhookSink {
             name: format!("webhook{index}:{}", host.host_str().unwrap_or("?")),
             url: settings.url.clone(),
             key: secret_key(&settings.secret)?,
-            events: settings.events.clone(),
+            events: Filter::of(&settings.events),
             retry_for: settings.retry_for,
             client,
         })
@@ -76,7 +97,7 @@ impl Sink for WebhookSink {
     }
 
     fn wants(&self, kind: EventKind) -> bool {
-        filter_wants(&self.events, kind)
+        self.events.wants(kind)
     }
 
     fn retry_for(&self) -> Duration {
@@ -84,15 +105,11 @@ impl Sink for WebhookSink {
     }
 
     async fn deliver(&self, event: &Event, body: &str) -> Result<(), SinkError> {
-        let id = event.id.to_string();
-        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-        let answer = self
+        let request = self
             .client
             .post(&self.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sign(&self.key, &id, timestamp, body))
+            .header("content-type", "application/json");
+        let answer = signed(request, &self.key, &event.id.to_string(), body)
             .body(body.to_owned())
             .send()
             .await

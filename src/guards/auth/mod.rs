@@ -372,13 +372,21 @@ impl Access {
     pub fn owner(&self) -> Option<String> {
         match self {
             Access::Open => Some("open".into()),
+            _ => self.credential_name(),
+        }
+    }
+
+    /// The name of the caller's credential: its token's `sub`, else its API
+    /// key or its create token; `None` for the others.
+    fn credential_name(&self) -> Option<String> {
+        match self {
             Access::Admin { key_id } => Some(format!("key:{key_id}")),
             Access::Upload { sub: Some(s), .. } => Some(format!("sub:{s}")),
             Access::Create { claims, token_id } => Some(match &claims.sub {
                 Some(s) => format!("sub:{s}"),
                 None => format!("token:{token_id}"),
             }),
-            Access::Upload { sub: None, .. } | Access::Anonymous => None,
+            Access::Upload { sub: None, .. } | Access::Open | Access::Anonymous => None,
         }
     }
 
@@ -408,15 +416,12 @@ impl Access {
     /// The rate-limit bucket this caller draws from: its key or token subject
     /// when it has one, else its address.
     pub fn bucket(&self, client: IpAddr) -> String {
+        if let Some(name) = self.credential_name() {
+            return name;
+        }
         match self {
-            Access::Admin { key_id } => format!("key:{key_id}"),
-            Access::Upload { sub: Some(s), .. } => format!("sub:{s}"),
-            Access::Create { claims, token_id } => match &claims.sub {
-                Some(s) => format!("sub:{s}"),
-                None => format!("token:{token_id}"),
-            },
-            Access::Upload { id, sub: None } => format!("upload:{id}"),
-            Access::Open | Access::Anonymous => format!("ip:{client}"),
+            Access::Upload { id, .. } => format!("upload:{id}"),
+            _ => format!("ip:{client}"),
         }
     }
 }

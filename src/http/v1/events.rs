@@ -12,7 +12,6 @@ use crate::http::error::ApiError;
 use crate::http::extract::UploadId;
 use crate::http::forwarded;
 use crate::http::v1::uploads::header_str;
-use crate::wire::UploadView;
 
 #[tracing::instrument(skip_all, fields(upload_id = %id))]
 pub async fn events(
@@ -46,9 +45,7 @@ fn render(update: &Update, origin: Option<&str>) -> String {
     match update {
         Update::Heartbeat => ": heartbeat\n\n".to_owned(),
         Update::Event { kind, id, record } => {
-            let view = UploadView::of(record, |file| {
-                forwarded::absolute(origin, &format!("/api/v1/files/{file}"))
-            });
+            let view = super::uploads::view_at(record, origin);
             let data = serde_json::to_string(&view).expect("the upload object serialises");
             format!("event: {}\nid: {id}\ndata: {data}\n\n", kind.as_str())
         }

@@ -234,16 +234,23 @@ fn upload_location(req: &HttpRequest, ctx: &AppContext, id: &dyn std::fmt::Displ
 /// A completed file's URL: absolute when the client's origin is known.
 fn file_url(req: &HttpRequest, ctx: &AppContext, id: Uuid) -> String {
     let origin = forwarded::external_origin(req, &ctx.settings);
-    forwarded::absolute(origin.as_deref(), &format!("/api/v1/files/{id}"))
+    file_url_at(origin.as_deref(), id)
+}
+
+fn file_url_at(origin: Option<&str>, id: Uuid) -> String {
+    forwarded::absolute(origin, &format!("/api/v1/files/{id}"))
 }
 
 /// The upload object, with `file.url` absolute when the client's origin is
 /// known (`public_url`, or a trusted proxy's forwarded headers).
 fn view(rec: &UploadRecord, req: &HttpRequest, ctx: &AppContext) -> UploadView {
     let origin = forwarded::external_origin(req, &ctx.settings);
-    UploadView::of(rec, |id: Uuid| {
-        forwarded::absolute(origin.as_deref(), &format!("/api/v1/files/{id}"))
-    })
+    view_at(rec, origin.as_deref())
+}
+
+/// The upload object for a client at `origin` (see [`view`]).
+pub(super) fn view_at(rec: &UploadRecord, origin: Option<&str>) -> UploadView {
+    UploadView::of(rec, |id| file_url_at(origin, id))
 }
 
 /// A header as text; a header that is not visible ASCII is a client error.

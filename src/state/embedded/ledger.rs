@@ -1,10 +1,10 @@
 //! The embedded store's [`LedgerStore`]: usage and the dedup index in tables
 //! of their own, each change one check-and-write in the group transaction.
 
-use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use uuid::Uuid;
 
-use super::{load, unavailable, EmbeddedStore, UPLOADS};
+use super::{load, open_or_none, unavailable, EmbeddedStore, UPLOADS};
 use crate::state::ledger::{check, Charge, LedgerStore, QuotaLimits, Usage, UsageKind};
 use crate::state::{rules, StoreError, Update};
 use crate::upload::Status;
@@ -73,18 +73,6 @@ fn rewrite(
         .insert(owner, (t.pending, t.stored))
         .map_err(unavailable)?;
     Ok(())
-}
-
-/// A table that no write has created yet reads as empty.
-fn open_or_none<K: redb::Key + 'static, V: redb::Value + 'static>(
-    txn: &ReadTransaction,
-    def: TableDefinition<K, V>,
-) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
-    match txn.open_table(def) {
-        Ok(t) => Ok(Some(t)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(unavailable(e)),
-    }
 }
 
 impl LedgerStore for EmbeddedStore {

@@ -247,6 +247,18 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A table that no write has created yet reads as empty.
+pub(super) fn open_or_none<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 fn encode(rec: &UploadRecord) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

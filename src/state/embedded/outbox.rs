@@ -8,11 +8,11 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{unavailable, EmbeddedStore};
+use super::{open_or_none, unavailable, EmbeddedStore};
 use crate::events::{EventKind, OutboxEntry, OutboxSettings, StoredEvent, DROPPED};
 use crate::state::StoreError;
 use crate::upload::UploadRecord;
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const EVENT_SEQ: TableDefinition<u128, u64> = TableDefinition::new("event_seq");
@@ -158,11 +158,9 @@ impl EmbeddedStore {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         self.read(move |txn| {
-            let table = match txn.open_table(OUTBOX) {
-                Ok(table) => table,
-                // Never written: no event yet.
-                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(unavailable(e)),
+            // Never written: no event yet.
+            let Some(table) = open_or_none(txn, OUTBOX)? else {
+                return Ok(Vec::new());
             };
             let mut entries = Vec::new();
             for entry in table.iter().map_err(unavailable)?.take(limit) {
@@ -194,10 +192,9 @@ impl EmbeddedStore {
     }
 
     pub(super) async fn outbox_len_now(&self) -> Result<u64, StoreError> {
-        self.read(|txn| match txn.open_table(OUTBOX) {
-            Ok(table) => table.len().map_err(unavailable),
-            Err(TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(unavailable(e)),
+        self.read(|txn| match open_or_none(txn, OUTBOX)? {
+            Some(table) => table.len().map_err(unavailable),
+            None => Ok(0),
         })
         .await
     }

@@ -46,7 +46,7 @@ mod outbox;
 mod record;
 mod scripts;
 
-use record::{decode, outcome, record_outcome, sequential_fields, status_word};
+use record::{decode, outcome, record_outcome, sequential_fields};
 use scripts::{
     Lua, Scripts, ABORT, ADD_USE, ADVANCE_HASH, ADVANCE_OFFSET, BEGIN_ASSEMBLY, DELETE_EXPIRED,
     DELETE_FILE, FINISH_ASSEMBLY, RATE_LIMIT, RECORD_CHUNK, RELEASE, RENEW,
@@ -220,7 +220,7 @@ impl StateStore for RedisStore {
                     .arg("rec")
                     .arg(&rec_json)
                     .arg("status")
-                    .arg(status_word(record))
+                    .arg(record.status.as_str())
                     .arg("bytes")
                     .arg(record.bytes_received)
                     .arg("expires")

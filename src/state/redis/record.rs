@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{corrupt, RedisStore, KEY_GRACE_MS};
+use crate::hashing::HashState;
 use crate::state::{ChunkMark, Lease, OffsetMark, StoreError, Update};
 use crate::upload::{ChunkSet, UploadRecord};
 use crate::wire::Processing;
@@ -71,13 +72,6 @@ pub(super) fn sequential_fields(rec: &UploadRecord) -> Vec<(&'static str, String
     vec![("seq_offset", seq.offset.to_string()), ("seq_size", size)]
 }
 
-pub(super) fn status_word(rec: &UploadRecord) -> String {
-    serde_json::to_value(rec.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 pub(super) fn record_outcome(
     code: i64,
     fields: HashMap<String, Vec<u8>>,
@@ -109,14 +103,7 @@ impl RedisStore {
         mark: &ChunkMark,
         lease: Option<&Lease>,
     ) -> Result<RecordReply, StoreError> {
-        let (from, to, state) = match &mark.hash {
-            Some((from, to)) => (
-                from.to_string(),
-                to.len().to_string(),
-                serde_json::to_string(to).map_err(corrupt)?,
-            ),
-            None => Default::default(),
-        };
+        let (from, to, state) = hash_args(&mark.hash)?;
         self.query(|| {
             let mut p = redis::pipe();
             self.scripts.record_chunk.add(
@@ -155,6 +142,7 @@ impl RedisStore {
         mark: &OffsetMark,
     ) -> Result<RecordReply, StoreError> {
         let length = mark.length.map(|l| l.to_string()).unwrap_or_default();
+        let (from, to, state) = hash_args(&mark.hash)?;
         self.query(|| {
             let mut p = redis::pipe();
             self.scripts.advance_offset.add(
@@ -167,6 +155,9 @@ impl RedisStore {
                     &mark.now_ms,
                     &mark.expires_at,
                     &KEY_GRACE_MS,
+                    &from,
+                    &to,
+                    &state,
                 ],
             );
             self.add_bump_and_read(&mut p, id, mark.expires_at);
@@ -190,4 +181,17 @@ impl RedisStore {
             .ignore();
         self.add_read(p, id);
     }
+}
+
+/// A mark's running hash as the scripts take it: the length it moves from,
+/// the length it moves to, the state; all '' without one.
+fn hash_args(hash: &Option<(u64, HashState)>) -> Result<(String, String, String), StoreError> {
+    Ok(match hash {
+        Some((from, to)) => (
+            from.to_string(),
+            to.len().to_string(),
+            serde_json::to_string(to).map_err(corrupt)?,
+        ),
+        None => Default::default(),
+    })
 }

@@ -56,7 +56,9 @@ return 1
 /// Moves a sequential upload's offset, `rules::advance_offset`: from ARGV[1]
 /// to ARGV[2], setting its length to ARGV[3] if not '' (it was deferred:
 /// `seq_size` is ''). ARGV[4] now, ARGV[5] the new expiry, ARGV[6] the keys'
-/// grace. 0: no upload, 1: moved, 2: rejected.
+/// grace. 0: no upload, 1: moved, 2: rejected. With ARGV[7] (not ''), then
+/// moves the running hash as ADVANCE_HASH does, from ARGV[7] bytes to
+/// ARGV[8] (state ARGV[9]), never past the new offset.
 pub(super) const ADVANCE_OFFSET: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return 0 end
@@ -77,6 +79,12 @@ redis.call('HSET', KEYS[1], 'seq_offset', ARGV[2], 'seq_size', size, 'bytes', AR
   'expires', string.format('%.0f', new))
 local until_ms = string.format('%.0f', new + tonumber(ARGV[6]))
 redis.call('PEXPIREAT', KEYS[1], until_ms)
+if ARGV[7] and ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'hash_len') == ARGV[7] then
+  local hto = tonumber(ARGV[8])
+  if hto > tonumber(ARGV[7]) and hto <= to then
+    redis.call('HSET', KEYS[1], 'hash', ARGV[9], 'hash_len', ARGV[8])
+  end
+end
 return 1
 "#;
 

@@ -33,8 +33,8 @@ use crate::blobs::{
     WrittenChunk,
 };
 use crate::hashing::HashState;
-pub(super) use fsops::blocking;
-use fsops::{no_space, read_range, remove_counting, sync_dir};
+pub(super) use fsops::{blocking, no_space, start_writeback};
+use fsops::{read_range, remove_counting, sync_dir};
 
 /// Disk writes running at once, across all requests. More would not make the
 /// disk faster; bounding them bounds the blocking threads (and their stacks)

@@ -3,14 +3,14 @@
 //! pool, and hashed there while they are still in memory.
 
 use std::fs::File;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
 
-use crate::blobs::local::blocking;
+use crate::blobs::local::{blocking, no_space, start_writeback};
 use crate::blobs::{StorageError, WriteError, WriteOptions, WrittenChunk};
 use crate::hashing::{Algorithm, HashState, Hasher};
 
@@ -19,6 +19,13 @@ use crate::hashing::{Algorithm, HashState, Hasher};
 /// this bounds a chunk request's memory whatever the chunk size, while keeping
 /// the hand-offs (a thread wake-up each) few for a fast stream.
 pub const BATCH_SIZE: usize = 128 * 1024;
+
+/// How many bytes written, with a sync to come, are left to the page cache
+/// before the disk is told to start on them. Measured with 8 MiB chunks at
+/// durability full (benches/upload.rs): 1 and 2 MiB windows gave ~20 % more
+/// throughput than none at the same CPU per GiB, 128 KiB windows more CPU,
+/// 4 MiB less gain.
+const WRITE_BEHIND: u64 = 2 * 1024 * 1024;
 
 /// Where a body goes.
 pub(super) struct Target<'a> {
@@ -84,6 +91,8 @@ where
     let mut received: u64 = 0;
     let mut written: u64 = 0;
     let mut cut = false;
+    // Where the bytes not yet handed to the disk's write-back start.
+    let mut behind = offset;
 
     loop {
         // Take what the socket has already delivered; when it has nothing
@@ -147,6 +156,11 @@ where
             // every earlier batch, joined above): one hand-off to the
             // blocking pool and one wake-up less per request.
             let sync_here = sync && end;
+            // With a sync to come, the disk starts on what is written so far
+            // (a window at a time: smaller ones cost CPU, larger ones leave
+            // the disk idle longer), so the sync has little left to wait for.
+            let write_behind = (sync && !end && offset + written - behind >= WRITE_BEHIND)
+                .then(|| (behind, std::mem::replace(&mut behind, offset + written)));
             in_flight = Some(tokio::task::spawn_blocking(move || {
                 let mut at = at;
                 for piece in &pieces {
@@ -155,6 +169,9 @@ where
                     // Right after its write, while the piece is still in the
                     // CPU's cache.
                     d.update(piece);
+                }
+                if let Some((from, to)) = write_behind {
+                    start_writeback(&file, from, (to - from) as usize);
                 }
                 // The slots bound the batches being written; a sync holds
                 // no batch, so it waits for the disk without one.
@@ -202,19 +219,6 @@ where
         digest: digests.chunk.map(Hasher::finalize),
         extended: digests.running,
     })
-}
-
-/// A write that found the disk full says so: a part file without room
-/// reserved at create (an upload whose length was not known) can meet it.
-fn no_space(e: StorageError, needed: u64) -> StorageError {
-    match e {
-        StorageError::Io(io)
-            if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
-        {
-            StorageError::NoSpace { needed }
-        }
-        other => other,
-    }
 }
 
 async fn join<T>(job: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StorageError> {

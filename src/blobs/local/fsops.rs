@@ -65,7 +65,7 @@ pub(in crate::blobs) async fn blocking<T: Send + 'static, E: From<io::Error> + S
 
 /// A write that found the disk full says so: a part file without room
 /// reserved at create (an upload whose length was not known) can meet it.
-pub(super) fn no_space(e: StorageError, needed: u64) -> StorageError {
+pub(in crate::blobs) fn no_space(e: StorageError, needed: u64) -> StorageError {
     match e {
         StorageError::Io(io)
             if matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) =>
@@ -75,3 +75,27 @@ pub(super) fn no_space(e: StorageError, needed: u64) -> StorageError {
         other => other,
     }
 }
+
+/// Starts writing `len` bytes at `offset` of `file` back to disk without
+/// waiting for them (`sync_file_range` with `SYNC_FILE_RANGE_WRITE`), so
+/// that the disk works while the rest of the body arrives and the fdatasync
+/// that makes the write durable finds most of its pages already written.
+/// Only a hint: the fdatasync alone decides what is durable, so a failure
+/// here is left for it to report.
+#[cfg(target_os = "linux")]
+pub(in crate::blobs) fn start_writeback(file: &File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for as long as `file` is borrowed, and
+    // sync_file_range reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(in crate::blobs) fn start_writeback(_file: &File, _offset: u64, _len: usize) {}

@@ -1,6 +1,9 @@
 //! How a body gets from the socket into a file: its own buffers are written
-//! as they come (no copy), gathered into batches handed to the blocking
-//! pool, and hashed there while they are still in memory.
+//! as they come (no copy), in batches, and hashed right after their write
+//! while they are still in the CPU's cache. A batch is written on the
+//! receiving thread, as a page-cache copy costs no more than the socket's;
+//! what waits on the disk (the sync, the start of write-back, and every write
+//! while the kernel is holding writers back) goes to the blocking pool.
 
 use std::fs::File;
 use std::io;
@@ -14,10 +17,10 @@ use crate::blobs::local::{blocking, no_space, start_writeback};
 use crate::blobs::{StorageError, WriteError, WriteOptions, WrittenChunk};
 use crate::hashing::{Algorithm, HashState, Hasher};
 
-/// The most body bytes gathered before a hand-off to the blocking pool. At
-/// most two batches are held per request (one filling, one being written), so
-/// this bounds a chunk request's memory whatever the chunk size, while keeping
-/// the hand-offs (a thread wake-up each) few for a fast stream.
+/// The most body bytes gathered before they are written. A request holds one
+/// batch, or two while its writes are on the blocking pool (one filling, one
+/// being written), so this bounds a chunk request's memory whatever the chunk
+/// size, while keeping the writes (and hand-offs) few for a fast stream.
 pub const BATCH_SIZE: usize = 128 * 1024;
 
 /// How many bytes written, with a sync to come, are left to the page cache
@@ -61,7 +64,7 @@ impl Digests {
 /// and the outcome of the file's sync if it did it.
 type Written = (Digests, Option<io::Result<()>>);
 
-/// Streams `body` into `to`: while one batch is written (and hashed) on the
+/// Streams `body` into `to`, a batch at a time; while a batch is on the
 /// blocking pool, the next fills from the socket, so a request holds at most
 /// two batches. The contract is [`crate::blobs::ByteStore::write_at`]'s.
 pub(super) async fn stream_into<S, E>(
@@ -143,15 +146,9 @@ where
             let at = offset + written;
             written += batch_len as u64;
             batch_len = 0;
-            let file = file.clone();
             let mut d = digests
                 .take()
                 .expect("the last batch gave its digests back");
-            let permit = io_slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
             // The last batch makes the file durable in the same job (after
             // every earlier batch, joined above): one hand-off to the
             // blocking pool and one wake-up less per request.
@@ -159,26 +156,40 @@ where
             // With a sync to come, the disk starts on what is written so far
             // (a window at a time: smaller ones cost CPU, larger ones leave
             // the disk idle longer), so the sync has little left to wait for.
-            let write_behind = (sync && !end && offset + written - behind >= WRITE_BEHIND)
-                .then(|| (behind, std::mem::replace(&mut behind, offset + written)));
-            in_flight = Some(tokio::task::spawn_blocking(move || {
-                let mut at = at;
-                for piece in &pieces {
-                    file.write_all_at(piece, at)?;
-                    at += piece.len() as u64;
-                    // Right after its write, while the piece is still in the
-                    // CPU's cache.
-                    d.update(piece);
-                }
-                if let Some((from, to)) = write_behind {
-                    start_writeback(&file, from, (to - from) as usize);
-                }
-                // The slots bound the batches being written; a sync holds
-                // no batch, so it waits for the disk without one.
-                drop(permit);
-                let synced = sync_here.then(|| file.sync_data());
-                Ok((d, synced))
-            }));
+            if sync && !end && offset + written - behind >= WRITE_BEHIND {
+                let (from, to) = (behind, offset + written);
+                behind = to;
+                let file = file.clone();
+                // It may wait for room in the disk's queue: not on this thread.
+                drop(tokio::task::spawn_blocking(move || {
+                    start_writeback(&file, from, (to - from) as usize)
+                }));
+            }
+            if !sync_here && pace::writes_are_fast() {
+                // A write into the page cache is a copy, like the socket's:
+                // done here it costs no hand-off, no wake-up and no second
+                // batch held, and hashing the batch right after it reads
+                // bytes still in this core's cache.
+                let took = write_batch(&file, at, &pieces, &mut d)
+                    .map_err(|e| no_space(e.into(), expected - received))?;
+                pace::note(took);
+                digests = Some(d);
+            } else {
+                let permit = io_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                let file = file.clone();
+                in_flight = Some(tokio::task::spawn_blocking(move || {
+                    write_batch(&file, at, &pieces, &mut d)?;
+                    // The slots bound the batches being written; a sync holds
+                    // no batch, so it waits for the disk without one.
+                    drop(permit);
+                    let synced = sync_here.then(|| file.sync_data());
+                    Ok((d, synced))
+                }));
+            }
         }
         if end {
             break;
@@ -219,6 +230,65 @@ where
         digest: digests.chunk.map(Hasher::finalize),
         extended: digests.running,
     })
+}
+
+/// Writes `pieces` at `at` of `file`, each hashed right after its write,
+/// while it is still in the CPU's cache. Returns the time the writes took
+/// (the hashing not counted).
+fn write_batch(
+    file: &File,
+    mut at: u64,
+    pieces: &[Bytes],
+    d: &mut Digests,
+) -> io::Result<std::time::Duration> {
+    let mut took = std::time::Duration::ZERO;
+    for piece in pieces {
+        let started = std::time::Instant::now();
+        file.write_all_at(piece, at)?;
+        took += started.elapsed();
+        at += piece.len() as u64;
+        d.update(piece);
+    }
+    Ok(took)
+}
+
+/// Whether writes into the page cache are quick enough to make on the
+/// receiving thread. When the kernel holds writers back (dirty pages past its
+/// limits, a disk that cannot keep up), a write can wait for tens or hundreds
+/// of milliseconds, and on the receiving thread so would every other
+/// connection it serves. One such write sends every batch, of every request,
+/// to the blocking pool for the next second.
+mod pace {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// Far above a page-cache copy of a batch (tens of microseconds).
+    const SLOW_WRITE: Duration = Duration::from_millis(5);
+    const POOLED_FOR: Duration = Duration::from_secs(1);
+
+    /// Until when (in ms since the first call) batches go to the pool.
+    static POOLED_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+    fn now_ms() -> u64 {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    pub(super) fn writes_are_fast() -> bool {
+        now_ms() >= POOLED_UNTIL.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn note(took: Duration) {
+        if took > SLOW_WRITE {
+            let until = now_ms() + POOLED_FOR.as_millis() as u64;
+            POOLED_UNTIL.fetch_max(until, Ordering::Relaxed);
+            tracing::debug!(
+                took_ms = took.as_millis() as u64,
+                "slow page-cache write: batches go to the blocking pool for a while"
+            );
+        }
+    }
 }
 
 async fn join<T>(job: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StorageError> {

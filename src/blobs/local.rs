@@ -27,7 +27,7 @@ use futures::Stream;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::blobs::writer::{stream_into, Target};
+use crate::blobs::writer::{stream_into, Pace, Target};
 use crate::blobs::{
     ByteStore, ByteStream, FileMeta, PartEntry, StorageError, WriteError, WriteOptions,
     WrittenChunk,
@@ -56,6 +56,7 @@ pub struct LocalDisk {
     sync: bool,
     io_slots: Arc<tokio::sync::Semaphore>,
     hash_slots: Arc<tokio::sync::Semaphore>,
+    pace: Arc<Pace>,
 }
 
 impl LocalDisk {
@@ -69,6 +70,7 @@ impl LocalDisk {
             sync,
             io_slots: Arc::new(tokio::sync::Semaphore::new(IO_SLOTS)),
             hash_slots: Arc::new(tokio::sync::Semaphore::new(HASH_SLOTS)),
+            pace: Arc::default(),
         })
     }
 
@@ -169,6 +171,7 @@ impl ByteStore for LocalDisk {
             expected,
             sync: self.sync,
             io_slots: &self.io_slots,
+            pace: &self.pace,
         };
         stream_into(target, body, opts).await
     }

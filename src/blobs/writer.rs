@@ -8,7 +8,9 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{FutureExt, Stream, StreamExt};
@@ -40,6 +42,8 @@ pub(super) struct Target<'a> {
     pub sync: bool,
     /// Bounds the batches being written at once, across all requests.
     pub io_slots: &'a Arc<tokio::sync::Semaphore>,
+    /// Whether batches may be written on the receiving thread.
+    pub pace: &'a Pace,
 }
 
 /// What is computed from the bytes as they are written.
@@ -81,6 +85,7 @@ where
         expected,
         sync,
         io_slots,
+        pace,
     } = to;
     let mut digests = Some(Digests {
         chunk: opts.digest.map(Algorithm::hasher),
@@ -165,14 +170,14 @@ where
                     start_writeback(&file, from, (to - from) as usize)
                 }));
             }
-            if !sync_here && pace::writes_are_fast() {
+            if !sync_here && pace.writes_are_fast() {
                 // A write into the page cache is a copy, like the socket's:
                 // done here it costs no hand-off, no wake-up and no second
                 // batch held, and hashing the batch right after it reads
                 // bytes still in this core's cache.
                 let took = write_batch(&file, at, &pieces, &mut d)
                     .map_err(|e| no_space(e.into(), expected - received))?;
-                pace::note(took);
+                pace.note(took);
                 digests = Some(d);
             } else {
                 let permit = io_slots
@@ -212,7 +217,7 @@ where
         // Bytes count only once they are on disk: the store's record
         // must never point at bytes a crash could lose.
         let file = file.clone();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         blocking(move || file.sync_data().map_err(StorageError::from))
             .await
             .map_err(|e| no_space(e, received))?;
@@ -240,10 +245,10 @@ fn write_batch(
     mut at: u64,
     pieces: &[Bytes],
     d: &mut Digests,
-) -> io::Result<std::time::Duration> {
-    let mut took = std::time::Duration::ZERO;
+) -> io::Result<Duration> {
+    let mut took = Duration::ZERO;
     for piece in pieces {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         file.write_all_at(piece, at)?;
         took += started.elapsed();
         at += piece.len() as u64;
@@ -256,33 +261,42 @@ fn write_batch(
 /// receiving thread. When the kernel holds writers back (dirty pages past its
 /// limits, a disk that cannot keep up), a write can wait for tens or hundreds
 /// of milliseconds, and on the receiving thread so would every other
-/// connection it serves. One such write sends every batch, of every request,
-/// to the blocking pool for the next second.
-mod pace {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    use std::time::{Duration, Instant};
+/// connection it serves. One such write sends every batch, of every request
+/// to this disk, to the blocking pool for the next second.
+#[derive(Debug)]
+pub(super) struct Pace {
+    started: Instant,
+    /// Until when (in ms since `started`) batches go to the pool.
+    pooled_until: AtomicU64,
+}
 
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            started: Instant::now(),
+            pooled_until: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Pace {
     /// Far above a page-cache copy of a batch (tens of microseconds).
     const SLOW_WRITE: Duration = Duration::from_millis(5);
     const POOLED_FOR: Duration = Duration::from_secs(1);
 
-    /// Until when (in ms since the first call) batches go to the pool.
-    static POOLED_UNTIL: AtomicU64 = AtomicU64::new(0);
-
-    fn now_ms() -> u64 {
-        static START: OnceLock<Instant> = OnceLock::new();
-        START.get_or_init(Instant::now).elapsed().as_millis() as u64
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
-    pub(super) fn writes_are_fast() -> bool {
-        now_ms() >= POOLED_UNTIL.load(Ordering::Relaxed)
+    fn writes_are_fast(&self) -> bool {
+        self.now_ms() >= self.pooled_until.load(Ordering::Relaxed)
     }
 
-    pub(super) fn note(took: Duration) {
-        if took > SLOW_WRITE {
-            let until = now_ms() + POOLED_FOR.as_millis() as u64;
-            POOLED_UNTIL.fetch_max(until, Ordering::Relaxed);
+    /// Takes note of how long a batch's writes took.
+    fn note(&self, took: Duration) {
+        if took > Self::SLOW_WRITE {
+            let until = self.now_ms() + Self::POOLED_FOR.as_millis() as u64;
+            self.pooled_until.fetch_max(until, Ordering::Relaxed);
             tracing::debug!(
                 took_ms = took.as_millis() as u64,
                 "slow page-cache write: batches go to the blocking pool for a while"
@@ -293,4 +307,60 @@ mod pace {
 
 async fn join<T>(job: tokio::task::JoinHandle<io::Result<T>>) -> Result<T, StorageError> {
     Ok(job.await.map_err(io::Error::other)??)
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    /// A body of many batches, past a few write-back windows, ends up the same
+    /// in the file and in its digests whichever thread writes the batches.
+    #[tokio::test]
+    async fn batches_written_here_or_on_the_pool_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..5 * 1024 * 1024 + 777u32)
+            .map(|i| (i * 31 % 253) as u8)
+            .collect();
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        for pooled in [false, true] {
+            let path = dir.path().join(format!("part-{pooled}"));
+            let file = Arc::new(File::create(&path).unwrap());
+            let pace = Pace::default();
+            if pooled {
+                pace.note(Duration::from_secs(1));
+            }
+            let body: Vec<Result<Bytes, io::Error>> = data
+                .chunks(100_000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let opts = WriteOptions {
+                digest: Some(Algorithm::Sha256),
+                extend: Some(HashState::default()),
+                ..WriteOptions::default()
+            };
+            let target = Target {
+                file,
+                offset: 0,
+                expected: data.len() as u64,
+                sync: true,
+                io_slots: &slots,
+                pace: &pace,
+            };
+            let w = stream_into(target, futures::stream::iter(body), opts)
+                .await
+                .unwrap();
+            if pooled {
+                assert!(!pace.writes_are_fast());
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), data);
+            assert_eq!(w.len, data.len() as u64);
+            assert_eq!(w.digest, Some(Sha256::digest(&data).to_vec()));
+            assert_eq!(
+                w.extended.unwrap().finalize(),
+                <[u8; 32]>::from(Sha256::digest(&data))
+            );
+        }
+    }
 }

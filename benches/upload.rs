@@ -424,18 +424,20 @@ async fn big_upload_throughput(
             // Server CPU per GiB tells where a gap comes from: on 2 cores the
             // client and the server share the CPU, so every core-second the
             // server spends (e.g. on SHA-256) is one the transfer cannot use.
-            let (t, t_core_s) = measure_cpu(
+            let ((t, t_core_s), c_t) = client_cpu(measure_cpu(
                 tranche,
                 upload(client, tranche, payload, BIG_CHUNK, streams, Order::InOrder),
-            )
+            ))
             .await?;
-            let ((s, s_core_s), c_core_s) = client_cpu(measure_cpu(
+            let ((s, s_core_s), c_s) = client_cpu(measure_cpu(
                 sink,
                 upload(client, sink, payload, BIG_CHUNK, streams, Order::InOrder),
             ))
             .await?;
             let gib = payload.len() as f64 / GIB as f64;
-            c_cpu.push(c_core_s / gib);
+            // The client's lesser cost of the two: the ceiling is then the
+            // highest this run allows.
+            c_cpu.push(c_t.min(c_s) / gib);
             eprintln!(
                 "  (1) {tag}, {streams} stream(s), run {}: tranche {:.0} MB/s ({:.2} core-s/GiB), sink {:.0} MB/s ({:.2} core-s/GiB)",
                 rep + 1,
@@ -619,16 +621,21 @@ async fn small_chunk_rate(
         let (mut t_rates, mut s_rates) = (Vec::new(), Vec::new());
         let (mut t_cpu, mut s_cpu, mut c_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for rep in 0..plan.reps {
-            let (t, t_core_s) =
-                measure_cpu(&tranche, small_chunk_run(plan, &client, &tranche, payload)).await?;
-            let ((s, s_core_s), c_core_s) = client_cpu(measure_cpu(
+            let ((t, t_core_s), c_t) = client_cpu(measure_cpu(
+                &tranche,
+                small_chunk_run(plan, &client, &tranche, payload),
+            ))
+            .await?;
+            let ((s, s_core_s), c_s) = client_cpu(measure_cpu(
                 &sink,
                 small_chunk_run(plan, &client, &sink, payload),
             ))
             .await?;
             // Per PUT, including the (untimed) create and complete of each run.
             let puts = (plan.small_chunks / plan.small_clients * plan.small_clients) as f64;
-            c_cpu.push(c_core_s / puts * 1e6);
+            // The client's lesser cost of the two: the ceiling is then the
+            // highest this run allows.
+            c_cpu.push(c_t.min(c_s) / puts * 1e6);
             eprintln!(
                 "  (4) durability {tag}, run {}: tranche {t:.0} PUT/s ({:.0} µs CPU/PUT), sink {s:.0} PUT/s ({:.0} µs CPU/PUT)",
                 rep + 1,

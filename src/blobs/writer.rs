@@ -288,7 +288,7 @@ impl Pace {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn writes_are_fast(&self) -> bool {
+    pub(super) fn writes_are_fast(&self) -> bool {
         self.now_ms() >= self.pooled_until.load(Ordering::Relaxed)
     }
 

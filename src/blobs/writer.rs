@@ -140,7 +140,11 @@ where
                 batch.push(bytes);
             }
         }
-        if batch_len >= BATCH_SIZE || ((end || idle) && batch_len > 0) {
+        // Written on this thread, what arrived goes at once: gathering it
+        // would only hold memory. For the pool, it is gathered into batches,
+        // each hand-off being a thread wake-up.
+        let here = pace.writes_are_fast();
+        if batch_len > 0 && (batch_len >= BATCH_SIZE || end || idle || here) {
             if let Some(job) = in_flight.take() {
                 let (d, _) = join(job)
                     .await
@@ -170,7 +174,7 @@ where
                     start_writeback(&file, from, (to - from) as usize)
                 }));
             }
-            if !sync_here && pace.writes_are_fast() {
+            if !sync_here && here {
                 // A write into the page cache is a copy, like the socket's:
                 // done here it costs no hand-off, no wake-up and no second
                 // batch held, and hashing the batch right after it reads
@@ -280,8 +284,11 @@ impl Default for Pace {
 }
 
 impl Pace {
-    /// Far above a page-cache copy of a batch (tens of microseconds).
-    const SLOW_WRITE: Duration = Duration::from_millis(5);
+    /// Far above a page-cache copy of a batch (tens of microseconds), and
+    /// above a thread's wait for a core on a busy machine (a few ms: 5 ms
+    /// was reached by 100 uploads at once on 2 cores); the kernel pauses a
+    /// throttled writer for 10 to 200 ms at a time.
+    const SLOW_WRITE: Duration = Duration::from_millis(20);
     const POOLED_FOR: Duration = Duration::from_secs(1);
 
     fn now_ms(&self) -> u64 {

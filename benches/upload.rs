@@ -390,6 +390,19 @@ fn cpu_ceiling(core_s: f64) -> f64 {
     cores() as f64 / core_s
 }
 
+/// The row of a CPU ceiling (`how` says how it was reached) next to the
+/// sink's own rate.
+fn ceiling_row(how: String, ceiling: f64, sink: f64) -> Row {
+    Row {
+        what: format!("    CPU ceiling: {how}"),
+        tranche: format!("{ceiling:.0}"),
+        sink: format!("{sink:.0}"),
+        ratio: format!("{:.0} %", 100.0 * ceiling / sink),
+        target: "(info)".into(),
+        verdict: "",
+    }
+}
+
 /// CPU time of the calling thread (the first field of its schedstat, in ns).
 fn thread_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
@@ -475,17 +488,13 @@ async fn big_upload_throughput(
             verdict: pass(t <= bound),
         });
         let (c, cores) = (median(&c_cpu), cores());
-        let ceiling = cpu_ceiling(c + s + sha) * GIB as f64 / 1e6;
-        rows.push(Row {
-            what: format!(
-                "    CPU ceiling: {cores} cores / (client {c:.2} + sink {s:.2} + SHA-256 {sha:.2} core-s/GiB): MB/s"
+        rows.push(ceiling_row(
+            format!(
+                "{cores} cores / (client {c:.2} + sink {s:.2} + SHA-256 {sha:.2} core-s/GiB): MB/s"
             ),
-            tranche: format!("{ceiling:.0}"),
-            sink: format!("{sink_rate:.0}"),
-            ratio: format!("{:.0} %", 100.0 * ceiling / sink_rate),
-            target: "(info)".into(),
-            verdict: "",
-        });
+            cpu_ceiling(c + s + sha) * GIB as f64 / 1e6,
+            sink_rate,
+        ));
     }
     Ok(rows)
 }
@@ -674,17 +683,11 @@ async fn small_chunk_rate(
         });
         let sha_us = sha * SMALL_CHUNK as f64 / GIB as f64 * 1e6;
         let (c_us, cores) = (median(&c_cpu), cores());
-        let ceiling = cpu_ceiling(c_us + s_us + sha_us) * 1e6;
-        rows.push(Row {
-            what: format!(
-                "    CPU ceiling: {cores} cores / (client {c_us:.0} + sink {s_us:.0} + SHA-256 {sha_us:.0} µs): PUT/s"
-            ),
-            tranche: format!("{ceiling:.0}"),
-            sink: format!("{s:.0}"),
-            ratio: format!("{:.0} %", 100.0 * ceiling / s),
-            target: "(info)".into(),
-            verdict: "",
-        });
+        rows.push(ceiling_row(
+            format!("{cores} cores / (client {c_us:.0} + sink {s_us:.0} + SHA-256 {sha_us:.0} µs): PUT/s"),
+            cpu_ceiling(c_us + s_us + sha_us) * 1e6,
+            s,
+        ));
     }
     Ok(rows)
 }

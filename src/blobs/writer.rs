@@ -168,11 +168,16 @@ where
             if sync && !end && offset + written - behind >= WRITE_BEHIND {
                 let (from, to) = (behind, offset + written);
                 behind = to;
-                let file = file.clone();
-                // It may wait for room in the disk's queue: not on this thread.
-                drop(tokio::task::spawn_blocking(move || {
-                    start_writeback(&file, from, (to - from) as usize)
-                }));
+                // It may wait for room in the disk's queue: not on this
+                // thread, and in one of the slots that bound the blocking
+                // threads. With none free it is left to the sync: only a hint.
+                if let Ok(permit) = io_slots.clone().try_acquire_owned() {
+                    let file = file.clone();
+                    drop(tokio::task::spawn_blocking(move || {
+                        start_writeback(&file, from, (to - from) as usize);
+                        drop(permit);
+                    }));
+                }
             }
             if !sync_here && here {
                 // A write into the page cache is a copy, like the socket's:

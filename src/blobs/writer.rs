@@ -309,9 +309,12 @@ impl Pace {
         if took > Self::SLOW_WRITE {
             let until = self.now_ms() + Self::POOLED_FOR.as_millis() as u64;
             self.pooled_until.fetch_max(until, Ordering::Relaxed);
-            tracing::debug!(
+            // Only writes made on a receiving thread are timed, so this says
+            // so at most once per `POOLED_FOR`.
+            tracing::warn!(
                 took_ms = took.as_millis() as u64,
-                "slow page-cache write: batches go to the blocking pool for a while"
+                "the disk is not keeping up: a write into the page cache waited; \
+                 chunk writes go to the blocking pool for the next second"
             );
         }
     }

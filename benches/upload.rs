@@ -193,7 +193,7 @@ async fn run(plan: Plan) -> Result<()> {
         git_describe(),
         plan.payload_size / MIB,
         plan.reps,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        cores()
     );
 
     // Same disk as the repository (not a tmpfs), removed when `tmp` drops.

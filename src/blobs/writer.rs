@@ -96,8 +96,8 @@ where
     let mut in_flight: Option<tokio::task::JoinHandle<io::Result<Written>>> = None;
     // The outcome of the sync, when the last batch's job did it.
     let mut synced: Option<io::Result<()>> = None;
+    // Every byte received is written but those of `batch`.
     let mut received: u64 = 0;
-    let mut written: u64 = 0;
     let mut cut = false;
     // Where the bytes not yet handed to the disk's write-back start.
     let mut behind = offset;
@@ -151,13 +151,8 @@ where
                     .map_err(|e| no_space(e, expected - received))?;
                 digests = Some(d);
             }
-            let pieces = std::mem::take(&mut batch);
-            let at = offset + written;
-            written += batch_len as u64;
+            let at = offset + received - batch_len as u64;
             batch_len = 0;
-            let mut d = digests
-                .take()
-                .expect("the last batch gave its digests back");
             // The last batch makes the file durable in the same job (after
             // every earlier batch, joined above): one hand-off to the
             // blocking pool and one wake-up less per request.
@@ -165,8 +160,8 @@ where
             // With a sync to come, the disk starts on what is written so far
             // (a window at a time: smaller ones cost CPU, larger ones leave
             // the disk idle longer), so the sync has little left to wait for.
-            if sync && !end && offset + written - behind >= WRITE_BEHIND {
-                let (from, to) = (behind, offset + written);
+            if sync && !end && offset + received - behind >= WRITE_BEHIND {
+                let (from, to) = (behind, offset + received);
                 behind = to;
                 // It may wait for room in the disk's queue: not on this
                 // thread, and in one of the slots that bound the blocking
@@ -184,11 +179,19 @@ where
                 // done here it costs no hand-off, no wake-up and no second
                 // batch held, and hashing the batch right after it reads
                 // bytes still in this core's cache.
-                let took = write_batch(&file, at, &pieces, &mut d)
+                let d = digests
+                    .as_mut()
+                    .expect("the last batch gave its digests back");
+                let took = write_batch(&file, at, &batch, d)
                     .map_err(|e| no_space(e.into(), expected - received))?;
                 pace.note(took);
-                digests = Some(d);
+                // Keeps its room for the next pieces.
+                batch.clear();
             } else {
+                let pieces = std::mem::take(&mut batch);
+                let mut d = digests
+                    .take()
+                    .expect("the last batch gave its digests back");
                 let permit = io_slots
                     .clone()
                     .acquire_owned()
@@ -219,7 +222,6 @@ where
     if received < expected && !cut && !opts.at_most {
         return Err(WriteError::TooShort { received, expected });
     }
-    debug_assert_eq!(written, received);
     if let Some(done) = synced {
         done.map_err(|e| no_space(e.into(), received))?;
     } else if sync && received > 0 {
